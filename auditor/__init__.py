@@ -1,0 +1,1 @@
+"""The auditor: holds τ and the retention set, judges candidates, records every verdict."""

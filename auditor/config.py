@@ -1,0 +1,33 @@
+"""The auditor's configuration: what it holds, how it decides, where it records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocol.messages import Metric
+from seal.models import DEFAULT_MODEL
+
+
+class AuditorConfig(BaseModel):
+    """Everything the auditor process needs to start."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: Path | None = Field(
+        None, description="SQuAD-format file holding τ (questions and answers); default: the demo set."
+    )
+    limit: int | None = Field(None, ge=1, description="Use only the first N passages of --data.")
+    retention: Path | None = Field(None, description="Retention questions file; default: the built-in set.")
+    model: str = Field(DEFAULT_MODEL, description="The student's base model, loaded here to score answer likelihoods.")
+    device: str = Field("auto", description="'auto', 'cpu' or 'cuda' for the scoring model.")
+    store: Path = Field(Path("runs/store"), description="Artifact store shared with the student (read-only here).")
+    ledger: Path = Field(Path("runs/ledger.jsonl"), description="Append-only, hash-chained decision ledger.")
+    metric: Metric = Field("loglik", description="Score whose gain is the reward: loglik, f1 or exact_match.")
+    min_gain: float = Field(0.05, description="Accept only if the candidate beats the base model by at least this.")
+    max_retention_drop: float = Field(
+        1.0, ge=0, description="Reject if the base model's own retention answers lose more than this (nats/token)."
+    )
+    student_timeout_s: float = Field(900, gt=0, description="Seconds to wait for the student's answers.")
+    answer_tokens: int = Field(24, ge=1, le=1024, description="Most tokens the student may generate per answer.")

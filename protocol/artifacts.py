@@ -1,0 +1,94 @@
+"""A content-addressed artifact store for adapters: large payloads travel by hash and location.
+
+Layout: ``ROOT/adapters/<sha256>/`` holds ``adapter_model.safetensors`` and
+``adapter_config.json`` (what the id is a hash of) plus ``provenance.json``
+(how it was made; not part of the id). An adapter appears in the store
+complete or not at all: it is written into a temporary folder beside its
+final place, fsynced, and renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from protocol.messages import AdapterRef
+
+HASHED_FILES = ("adapter_config.json", "adapter_model.safetensors")
+PROVENANCE_FILE = "provenance.json"
+
+
+class ArtifactError(Exception):
+    """An adapter that is missing, incomplete or does not match its id."""
+
+
+def content_id(folder: Path) -> str:
+    """sha256 over the hashed files' names and bytes, in a fixed order."""
+    digest = hashlib.sha256()
+    for name in HASHED_FILES:
+        path = folder / name
+        if not path.is_file():
+            raise ArtifactError(f"{folder} has no {name}")
+        digest.update(name.encode() + b"\0")
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+class ArtifactStore:
+    """Adapters on a local (or shared network) file system, keyed by content hash."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.adapters = self.root / "adapters"
+        self.adapters.mkdir(parents=True, exist_ok=True)
+
+    def put_adapter(self, source: Path, base_model: str, provenance: dict[str, Any]) -> AdapterRef:
+        """Copy a saved peft adapter folder into the store, atomically; returns its reference."""
+        adapter_id = content_id(source)
+        final = self.adapters / adapter_id
+        if not final.exists():
+            self._write_atomically(source, final, {"base_model": base_model, **provenance})
+        return AdapterRef(adapter_id=adapter_id, uri=str(final), base_model=base_model)
+
+    def path(self, adapter_id: str) -> Path:
+        """The folder of a stored adapter, checked to be complete and unaltered."""
+        folder = self.adapters / adapter_id
+        if not folder.is_dir():
+            raise ArtifactError(f"adapter {adapter_id[:12]} is not in the store at {self.root}")
+        if content_id(folder) != adapter_id:
+            raise ArtifactError(f"adapter {adapter_id[:12]} in {self.root} does not match its hash")
+        return folder
+
+    def provenance(self, adapter_id: str) -> dict[str, Any]:
+        return json.loads((self.path(adapter_id) / PROVENANCE_FILE).read_text())
+
+    def _write_atomically(self, source: Path, final: Path, provenance: dict[str, Any]) -> None:
+        tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.adapters))
+        try:
+            for name in HASHED_FILES:
+                shutil.copyfile(source / name, tmp / name)
+            (tmp / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=1, sort_keys=True))
+            for child in tmp.iterdir():
+                _fsync(child)
+            os.rename(tmp, final)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if final.is_dir():  # another writer stored the same content first
+                return
+            raise ArtifactError(f"could not store adapter in {self.root}: {exc}") from exc
+        _fsync(self.adapters)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,243 @@
+"""The message catalogue: every body that crosses a seal socket.
+
+Each socket carries one tagged union per direction (a *channel*): the student
+channel and the auditor channel. A body's ``type`` field is the tag; the
+envelope around it (protocol version, ids, sender, timestamp) is declared in
+:mod:`protocol.envelope`. Large payloads (adapter weights) never travel here:
+messages carry an :class:`AdapterRef` (content hash + location) into the
+artifact store instead.
+
+Glossary: *context* (C) is a document the student should learn; *τ* are the
+auditor's questions and answers about it; a *self-edit* is the teacher's
+synthetic training data for a context; a *candidate* is an adapter trained
+from one self-edit; a *verdict* is the auditor's decision on a candidate, and
+its *reward* is what the teacher learns from.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["teacher", "student", "auditor", "cli"]
+SelfEditFormat = Literal["implications", "rewrite", "self_qa", "passage_only", "recorded"]
+ErrorReason = Literal[
+    "undecodable", "unknown_type", "protocol_version", "validation", "oversized", "unsupported", "internal"
+]
+Metric = Literal["loglik", "f1", "exact_match"]
+
+
+class Body(BaseModel):
+    """Base of every message body: strict (unknown fields are errors) and immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- shared records
+
+
+class Context(Body):
+    """A document the student should learn (C). Carries no questions or answers."""
+
+    context_id: str = Field(min_length=1, description="Stable id shared by the teacher's and auditor's data.")
+    title: str = ""
+    text: str = Field(min_length=1)
+
+
+class SamplingSettings(Body):
+    """How the teacher sampled a self-edit."""
+
+    temperature: float = Field(1.0, ge=0.0, le=5.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(256, ge=1, le=8192)
+    seed: int = 0
+
+
+class SelfEdit(Body):
+    """Synthetic training data proposed by the teacher for one context."""
+
+    self_edit_id: str = Field(min_length=1)
+    context_id: str = Field(min_length=1)
+    format: SelfEditFormat
+    text: str = Field(description="The self-edit as generated; for knowledge formats, one item per line.")
+    prompt: str = Field(description="The exact prompt the teacher was given.")
+    teacher_model: str
+    teacher_version: str
+    sampling: SamplingSettings | None = None
+
+
+class TrainSettings(Body):
+    """LoRA hyperparameters for one candidate (the paper: r=32, α=64, lr 1e-3, 10 epochs)."""
+
+    rank: int = Field(32, ge=1, le=1024, description="LoRA rank r.")
+    alpha: float = Field(64.0, gt=0, description="LoRA scaling numerator α (scale = α / r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear'."
+    )
+    learning_rate: float = Field(1e-3, gt=0, le=1.0, description="AdamW learning rate.")
+    epochs: int = Field(10, ge=1, le=1000, description="Passes over the training sequences.")
+    batch_size: int = Field(8, ge=1, le=4096, description="Sequences per optimizer step.")
+    max_length: int = Field(256, ge=8, le=32768, description="Training sequences are truncated to this.")
+    include_context: bool = Field(True, description="Add the passage itself as one more training sequence.")
+    seed: int = Field(0, description="Seed for LoRA initialisation and data order.")
+
+
+class TrainJob(Body):
+    """One self-edit to apply to the student's base model."""
+
+    context: Context
+    self_edit: SelfEdit
+    settings: TrainSettings | None = Field(None, description="None: the student's configured defaults.")
+
+
+class AdapterRef(Body):
+    """Where a candidate adapter lives: its content hash is its id."""
+
+    adapter_id: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of weights and config.")
+    uri: str = Field(description="Location in the artifact store (a local path for file stores).")
+    base_model: str = Field(description="The base model the adapter applies to.")
+
+
+class Candidate(Body):
+    """An adapter trained from one self-edit, with what it took to train it."""
+
+    adapter: AdapterRef
+    self_edit_id: str
+    settings: TrainSettings
+    num_sequences: int = Field(ge=0)
+    steps: int = Field(ge=0)
+    losses: list[float] = Field(description="Mean training loss per epoch.")
+    seconds: float = Field(ge=0)
+
+
+class ModelAnswers(Body):
+    """A model's answers to a list of questions, in order."""
+
+    adapter_id: str | None = Field(description="None: the unadapted base model.")
+    answers: list[str]
+
+
+class Scores(Body):
+    """Aggregate scores of one model on τ."""
+
+    exact_match: float
+    f1: float
+    loglik: float = Field(description="Gold answers' mean per-token log-likelihood (nats).")
+    n_questions: int
+
+
+class Veto(Body):
+    """A safety reviewer's objection; any veto blocks acceptance."""
+
+    reviewer: str
+    reason: str
+
+
+class Verdict(Body):
+    """The auditor's decision on one candidate; ``reward`` is the teacher's reward."""
+
+    context_id: str
+    self_edit_id: str
+    adapter_id: str
+    accepted: bool
+    metric: Metric
+    reward: float = Field(description="Gain on `metric` of the candidate over the base model.")
+    base: Scores
+    candidate: Scores
+    retention_drop: float = Field(description="Base minus candidate retention score (nats/token).")
+    vetoes: list[Veto] = []
+    reason: str
+    ledger_entry: str = Field(description="Hash of the ledger entry that records this verdict.")
+
+
+# --------------------------------------------------------------------------- common bodies
+
+
+class Ping(Body):
+    """Liveness probe; answered by the I/O thread even while the worker is busy."""
+
+    type: Literal["ping"] = "ping"
+
+
+class Pong(Body):
+    type: Literal["pong"] = "pong"
+    role: Role
+    busy: bool = False
+
+
+class ErrorReply(Body):
+    """A request that could not be served. The server goes on serving."""
+
+    type: Literal["error"] = "error"
+    reason: ErrorReason
+    detail: str
+    field: str | None = Field(None, description="The offending field's dotted path, where there is one.")
+
+
+# --------------------------------------------------------------------------- student channel
+
+
+class DescribeStudent(Body):
+    type: Literal["describe_student"] = "describe_student"
+
+
+class StudentInfo(Body):
+    type: Literal["student_info"] = "student_info"
+    base_model: str
+    device: str
+    default_settings: TrainSettings
+
+
+class ApplySelfEdits(Body):
+    """Train one candidate adapter per job. Batch-shaped: the student may train them together."""
+
+    type: Literal["apply_self_edits"] = "apply_self_edits"
+    jobs: list[TrainJob] = Field(min_length=1)
+
+
+class CandidatesTrained(Body):
+    type: Literal["candidates_trained"] = "candidates_trained"
+    candidates: list[Candidate] = Field(description="One per job, in the jobs' order.")
+
+
+class AnswerQuestions(Body):
+    """Answer every question with every listed model, greedily and closed-book."""
+
+    type: Literal["answer_questions"] = "answer_questions"
+    questions: list[str] = Field(min_length=1)
+    adapter_ids: list[str | None] = Field(min_length=1, description="None stands for the base model.")
+    max_new_tokens: int = Field(32, ge=1, le=1024)
+
+
+class Answers(Body):
+    type: Literal["answers"] = "answers"
+    results: list[ModelAnswers] = Field(description="One per requested model, in request order.")
+
+
+# --------------------------------------------------------------------------- auditor channel
+
+
+class CandidateForReview(Body):
+    self_edit: SelfEdit
+    candidate: Candidate
+
+
+class JudgeCandidates(Body):
+    """Ask the auditor for verdicts on candidates trained for one context."""
+
+    type: Literal["judge_candidates"] = "judge_candidates"
+    context_id: str
+    candidates: list[CandidateForReview] = Field(min_length=1)
+
+
+class Verdicts(Body):
+    type: Literal["verdicts"] = "verdicts"
+    verdicts: list[Verdict]
+
+
+StudentRequest = Annotated[Ping | DescribeStudent | ApplySelfEdits | AnswerQuestions, Field(discriminator="type")]
+StudentReply = Annotated[Pong | StudentInfo | CandidatesTrained | Answers | ErrorReply, Field(discriminator="type")]
+AuditorRequest = Annotated[Ping | JudgeCandidates, Field(discriminator="type")]
+AuditorReply = Annotated[Pong | Verdicts | ErrorReply, Field(discriminator="type")]

@@ -1,0 +1,1 @@
+"""seal: self-adapting language models with a teacher, a student and an independent auditor."""

@@ -1,0 +1,167 @@
+"""The ``seal`` command: one subcommand per role, plus the demo and the ledger tools.
+
+seal demo                                   # three processes, built-in documents, embedded model
+seal student --bind tcp://0.0.0.0:5555      # each role alone, for a deployment across hosts
+seal auditor --bind tcp://0.0.0.0:5556 --student tcp://student:5555
+seal teacher --student tcp://student:5555 --auditor tcp://auditor:5556
+seal ledger verify --ledger runs/demo/ledger.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from auditor.config import AuditorConfig
+from seal.cli_config import ConfigError, add_config_arguments, build_config
+from student.config import StudentConfig
+from teacher.config import TeacherConfig
+
+DEFAULT_STUDENT = "tcp://127.0.0.1:5555"
+DEFAULT_AUDITOR = "tcp://127.0.0.1:5556"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree (also read by the test that checks compose.yaml)."""
+    parser = argparse.ArgumentParser(prog="seal", description="Self-adapting language models, audited.")
+    parser.add_argument("--log-level", default="INFO", help="Python logging level (default: INFO).")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    student = sub.add_parser("student", help="Serve the student: trains candidates, answers questions.")
+    student.add_argument(
+        "--bind", default=DEFAULT_STUDENT, help=f"ZeroMQ endpoint to bind (default: {DEFAULT_STUDENT})."
+    )
+    _config_args(student, StudentConfig)
+
+    auditor = sub.add_parser("auditor", help="Serve the auditor: judges candidates, keeps the ledger.")
+    auditor.add_argument(
+        "--bind", default=DEFAULT_AUDITOR, help=f"ZeroMQ endpoint to bind (default: {DEFAULT_AUDITOR})."
+    )
+    auditor.add_argument("--student", default=DEFAULT_STUDENT, help="The student's endpoint.")
+    _config_args(auditor, AuditorConfig)
+
+    teacher = sub.add_parser("teacher", help="Run the teacher's adaptation pass against a student and an auditor.")
+    teacher.add_argument("--student", default=DEFAULT_STUDENT, help="The student's endpoint.")
+    teacher.add_argument("--auditor", default=DEFAULT_AUDITOR, help="The auditor's endpoint.")
+    _config_args(teacher, TeacherConfig)
+
+    demo = sub.add_parser("demo", help="Teacher, student and auditor as three processes on loopback.")
+    demo.add_argument("--run-dir", type=Path, help="Run folder (default: runs/demo-<time>); an existing one resumes.")
+    demo.add_argument("--model", default=None, help="Student (and teacher) model (default: the embedded SmolLM2).")
+    demo.add_argument("--teacher-model", default=None, help="A different teacher model.")
+    demo.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'.")
+    demo.add_argument("--data", type=Path, help="SQuAD-format file instead of the built-in documents.")
+    demo.add_argument("--limit", type=int, help="Use only the first N documents.")
+    demo.add_argument("--k", type=int, default=1, help="Self-edits per document (default: 1).")
+    demo.add_argument("--metric", default="loglik", choices=["loglik", "f1", "exact_match"], help="Reward metric.")
+    demo.add_argument("--min-gain", type=float, default=0.05, help="Smallest gain the auditor accepts.")
+
+    ledger = sub.add_parser("ledger", help="Inspect the auditor's ledger.")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    verify = ledger_sub.add_parser("verify", help="Check the hash chain, offline, from the files alone.")
+    verify.add_argument("--ledger", type=Path, default=Path("runs/ledger.jsonl"))
+    show = ledger_sub.add_parser("show", help="Every entry about one adapter (id or prefix).")
+    show.add_argument("adapter")
+    show.add_argument("--ledger", type=Path, default=Path("runs/ledger.jsonl"))
+
+    models = sub.add_parser("models", help="Prepare a model (convert the embedded default once).")
+    models.add_argument("spec", nargs="?", default=None, help="Model spec (default: the embedded SmolLM2).")
+    return parser
+
+
+def _config_args(parser: argparse.ArgumentParser, model: type) -> None:
+    parser.add_argument("--config", help="YAML file of settings; flags override it.")
+    add_config_arguments(parser, model)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``seal`` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    console = Console(stderr=True)
+    try:
+        return _dispatch(args) or 0
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+    except Exception as exc:  # one clear line for the user errors every role can hit
+        if not _is_user_error(exc):
+            raise
+        console.print(f"[red]seal {args.command}: {exc}[/]")
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int | None:
+    from seal import roles
+
+    if args.command == "student":
+        roles.run_student(build_config(StudentConfig, args), args.bind)
+    elif args.command == "auditor":
+        roles.run_auditor(build_config(AuditorConfig, args), args.bind, args.student)
+    elif args.command == "teacher":
+        roles.run_teacher(build_config(TeacherConfig, args), args.student, args.auditor)
+    elif args.command == "demo":
+        return _demo(args)
+    elif args.command == "ledger":
+        return _ledger(args)
+    elif args.command == "models":
+        from seal.models import DEFAULT_MODEL, resolve_model
+
+        print(resolve_model(args.spec or DEFAULT_MODEL))
+    return None
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from seal.demo import DemoOptions, run_demo
+    from seal.models import DEFAULT_MODEL
+
+    run_dir = args.run_dir or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
+    opts = DemoOptions(
+        run_dir=run_dir,
+        model=args.model or DEFAULT_MODEL,
+        teacher_model=args.teacher_model,
+        device=args.device,
+        data=args.data,
+        limit=args.limit,
+        k=args.k,
+        metric=args.metric,
+        min_gain=args.min_gain,
+    )
+    return run_demo(opts)
+
+
+def _ledger(args: argparse.Namespace) -> int:
+    from auditor.ledger import Ledger, verify_ledger
+
+    if args.ledger_command == "verify":
+        report = verify_ledger(args.ledger)
+        print(f"{args.ledger}: {report.entries} entries, " + ("verified" if report.ok else "NOT VERIFIED"))
+        for problem in report.problems:
+            print(f"  {problem}")
+        return 0 if report.ok else 1
+    entries = [
+        e for e in Ledger(args.ledger).entries() if str(e["record"].get("adapter_id", "")).startswith(args.adapter)
+    ]
+    for entry in entries:
+        print(json.dumps(entry, indent=2))
+    return 0 if entries else 1
+
+
+def _is_user_error(exc: Exception) -> bool:
+    """Errors that deserve one line, not a traceback."""
+    from auditor.ledger import LedgerError
+    from protocol.transport import TransportError
+    from seal.datasets import DatasetError
+    from seal.models import ModelLoadError
+
+    return isinstance(exc, ConfigError | ModelLoadError | DatasetError | TransportError | LedgerError)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

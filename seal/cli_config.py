@@ -1,0 +1,88 @@
+"""Configuration models as command-line flags: each field's description is its help.
+
+Nested models become dotted flags (``--train.rank 16``). Values are handed to
+pydantic as text, so validation errors name the flag and what would fix it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+
+class ConfigError(Exception):
+    """A configuration value that does not validate; the message names the flag."""
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, model: type[BaseModel], prefix: str = "") -> None:
+    """One ``--flag`` per field of ``model`` (recursing into nested models)."""
+    for name, field in model.model_fields.items():
+        nested = _nested_model(field.annotation)
+        if nested is not None:
+            add_config_arguments(parser, nested, f"{prefix}{name}.")
+            continue
+        default = field.get_default(call_default_factory=True)
+        parser.add_argument(
+            f"--{prefix}{name}".replace("_", "-"),
+            dest=f"cfg:{prefix}{name}",
+            default=argparse.SUPPRESS,
+            metavar=name.upper(),
+            help=f"{field.description or ''} (default: {default})",
+        )
+
+
+def build_config(model: type[BaseModel], args: argparse.Namespace) -> Any:
+    """The validated config: the --config file (if any), then flags on top."""
+    values: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        values = _read_config_file(Path(args.config))
+    for key, raw in vars(args).items():
+        if key.startswith("cfg:"):
+            _set_dotted(values, key[4:].split("."), _parse_value(raw))
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        flag = "--" + ".".join(str(p) for p in err["loc"]).replace("_", "-")
+        raise ConfigError(f"{flag}: {err['msg']}") from None
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    candidates = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    for candidate in candidates:
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _parse_value(raw: str) -> Any:
+    """JSON lists and objects are parsed; everything else is left for pydantic to coerce."""
+    if raw.startswith(("[", "{")):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"cannot parse {raw!r} as JSON: {exc}") from None
+    return raw
+
+
+def _set_dotted(values: dict[str, Any], path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        values = values.setdefault(part, {})
+    values[path[-1]] = value
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    return data

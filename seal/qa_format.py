@@ -1,0 +1,28 @@
+"""How a question is put to the student: one format shared by answering and scoring.
+
+The student generates answers from this prompt, and the auditor scores the
+gold answer's likelihood after the very same prompt, so the two must agree.
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase
+
+ANSWER_INSTRUCTION = "Answer the question with only the short answer: a name, a number, a date or a few words."
+
+
+def question_prompt(tokenizer: PreTrainedTokenizerBase, question: str) -> str:
+    """The text after which the model's answer begins."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [
+            {"role": "system", "content": ANSWER_INSTRUCTION},
+            {"role": "user", "content": question},
+        ]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"{ANSWER_INSTRUCTION}\nQuestion: {question}\nAnswer:"
+
+
+def clean_answer(text: str) -> str:
+    """The first line of a generated answer, stripped: closed-book answers are short."""
+    stripped = text.strip()
+    return stripped.splitlines()[0].strip() if stripped else ""

@@ -1,0 +1,104 @@
+"""Running each role as its own process: the bodies of ``seal student|auditor|teacher``."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+
+from rich.console import Console
+
+from auditor.config import AuditorConfig
+from protocol.codec import AUDITOR_CHANNEL, STUDENT_CHANNEL
+from protocol.messages import Role
+from protocol.transport import Client, PeerUnavailable, Server
+from seal.datasets import DEMO_DOCUMENTS, load_contexts
+from teacher.config import TeacherConfig
+
+log = logging.getLogger(__name__)
+
+
+def serve(server: Server) -> None:
+    """Serve until SIGINT or SIGTERM; the handler only flips the server's state."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: server.stop())
+    server.start()
+    log.info("%s serving on %s", server.role, server.endpoint)
+    server.serve()
+    log.info("%s stopped", server.role)
+
+
+def run_student(config, bind: str) -> None:
+    """Load the student's model, then serve the student channel on ``bind``."""
+    from student.service import Student  # heavy imports only in the process that needs them
+
+    student = Student(config)
+    serve(Server(bind, STUDENT_CHANNEL, "student", student.handle))
+
+
+def run_auditor(config: AuditorConfig, bind: str, student_endpoint: str) -> None:
+    """Connect to the student, load τ and the scoring model, then serve the auditor channel."""
+    from auditor.service import Auditor
+
+    link = student_client(student_endpoint, "auditor", config.student_timeout_s)
+    auditor = Auditor(config, link)
+    serve(Server(bind, AUDITOR_CHANNEL, "auditor", auditor.handle))
+
+
+def student_client(endpoint: str, sender: Role, timeout_s: float) -> Client:
+    return Client(
+        endpoint,
+        STUDENT_CHANNEL,
+        sender,
+        timeout_s=timeout_s,
+        retries=1,
+        timeout_setting="the student timeout (--train-timeout-s / --student-timeout-s)",
+    )
+
+
+def auditor_client(endpoint: str, timeout_s: float) -> Client:
+    return Client(
+        endpoint, AUDITOR_CHANNEL, "teacher", timeout_s=timeout_s, retries=1, timeout_setting="--judge-timeout-s"
+    )
+
+
+def wait_until_ready(clients: dict[str, Client], deadline_s: float) -> None:
+    """Ping each peer until it answers; the error names the one that never did."""
+    until = time.monotonic() + deadline_s
+    for name, client in clients.items():
+        while True:
+            try:
+                client.ping(timeout_s=2.0)
+                break
+            except PeerUnavailable:
+                if time.monotonic() > until:
+                    raise PeerUnavailable(
+                        f"the {name} at {client.endpoint} did not come up within {deadline_s:.0f}s"
+                    ) from None
+
+
+def run_teacher(config: TeacherConfig, student_endpoint: str, auditor_endpoint: str) -> None:
+    """One adaptation pass over the configured contexts; prints the table at the end."""
+    from teacher.backends import TransformersTeacher
+    from teacher.loop import run_pass
+    from teacher.proposer import propose
+    from teacher.report import outcomes_table
+
+    console = Console()
+    started = time.perf_counter()
+    contexts = load_contexts(config.data or DEMO_DOCUMENTS, limit=config.limit)
+    student = student_client(student_endpoint, "teacher", config.train_timeout_s)
+    auditor = auditor_client(auditor_endpoint, config.judge_timeout_s)
+    backend = TransformersTeacher(config.model, config.device)
+    console.print(f"teacher {config.model} ({config.version}) ready; waiting for student and auditor")
+    wait_until_ready({"student": student, "auditor": auditor}, config.ready_timeout_s)
+
+    def propose_for(context):
+        return propose(backend, [context], config.k, config.format, config.sampling, config.version)[0]
+
+    outcomes = run_pass(
+        contexts, propose_for, student, auditor, config.run_dir, (config.train_timeout_s, config.judge_timeout_s)
+    )
+    console.print(outcomes_table(outcomes, time.perf_counter() - started))
+    student.close()
+    auditor.close()

@@ -1,0 +1,1 @@
+"""The teacher: proposes self-edits for contexts and drives the outer loop."""

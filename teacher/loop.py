@@ -1,0 +1,139 @@
+"""The outer loop, driven by the teacher: propose, apply, judge, collect rewards.
+
+Each finished context is appended to ``results.jsonl`` in the run folder, and a
+rerun skips contexts already there, so an interrupted pass resumes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from protocol.messages import (
+    ApplySelfEdits,
+    Body,
+    CandidateForReview,
+    CandidatesTrained,
+    Context,
+    JudgeCandidates,
+    SelfEdit,
+    TrainJob,
+    Verdict,
+    Verdicts,
+)
+
+
+class Link(Protocol):
+    """A request/reply connection to another role (a transport Client)."""
+
+    def call(self, body: Body, timeout_s: float | None = None) -> Body: ...
+
+
+@dataclass
+class Outcome:
+    """What happened to one context: its self-edits and the auditor's verdicts on them."""
+
+    context: Context
+    self_edits: list[SelfEdit]
+    verdicts: list[Verdict]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "context": self.context.model_dump(),
+                "self_edits": [e.model_dump() for e in self.self_edits],
+                "verdicts": [v.model_dump() for v in self.verdicts],
+            }
+        )
+
+    @classmethod
+    def from_json(cls, line: str) -> Outcome:
+        data = json.loads(line)
+        return cls(
+            Context.model_validate(data["context"]),
+            [SelfEdit.model_validate(e) for e in data["self_edits"]],
+            [Verdict.model_validate(v) for v in data["verdicts"]],
+        )
+
+
+def adapt_context(
+    context: Context,
+    self_edits: list[SelfEdit],
+    student: Link,
+    auditor: Link,
+    train_timeout_s: float,
+    judge_timeout_s: float,
+) -> Outcome:
+    """Apply every self-edit for one context as a candidate, then have the auditor judge them."""
+    trained = student.call(
+        ApplySelfEdits(jobs=[TrainJob(context=context, self_edit=e) for e in self_edits]), train_timeout_s
+    )
+    assert isinstance(trained, CandidatesTrained)
+    reviews = [
+        CandidateForReview(self_edit=e, candidate=c) for e, c in zip(self_edits, trained.candidates, strict=True)
+    ]
+    judged = auditor.call(JudgeCandidates(context_id=context.context_id, candidates=reviews), judge_timeout_s)
+    assert isinstance(judged, Verdicts)
+    return Outcome(context, self_edits, judged.verdicts)
+
+
+def load_outcomes(results: Path) -> dict[str, Outcome]:
+    """Finished contexts of an earlier run, by context id (a torn last line is ignored)."""
+    done: dict[str, Outcome] = {}
+    if results.exists():
+        for line in results.read_text().splitlines():
+            try:
+                outcome = Outcome.from_json(line)
+            except (ValueError, KeyError):
+                continue
+            done[outcome.context.context_id] = outcome
+    return done
+
+
+def run_pass(
+    contexts: list[Context],
+    propose: Callable[[Context], list[SelfEdit]],
+    student: Link,
+    auditor: Link,
+    run_dir: Path,
+    timeouts: tuple[float, float] = (1800.0, 1800.0),
+) -> list[Outcome]:
+    """One adaptation pass over ``contexts``, resumable from ``run_dir/results.jsonl``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    results = run_dir / "results.jsonl"
+    done = load_outcomes(results)
+    with _progress() as progress, results.open("a") as sink:
+        task = progress.add_task("contexts", total=len(contexts), completed=sum(c.context_id in done for c in contexts))
+        for context in contexts:
+            if context.context_id in done:
+                continue
+            progress.update(task, description=f"{context.title[:30] or context.context_id}")
+            outcome = adapt_context(context, propose(context), student, auditor, *timeouts)
+            sink.write(outcome.to_json() + "\n")
+            sink.flush()
+            done[context.context_id] = outcome
+            progress.advance(task)
+    return [done[c.context_id] for c in contexts]
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<32}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )

@@ -1,0 +1,147 @@
+"""The auditor judges real candidates from an in-process student: gain, retention, ledger."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from auditor.config import AuditorConfig
+from auditor.ledger import verify_ledger
+from auditor.service import Auditor
+from protocol.codec import ProtocolError
+from protocol.messages import (
+    ApplySelfEdits,
+    Body,
+    CandidateForReview,
+    Context,
+    JudgeCandidates,
+    SelfEdit,
+    TrainJob,
+    TrainSettings,
+)
+from seal.datasets import context_id_for
+from seal.models import load_model
+from seal.qa_format import question_prompt
+from student.config import StudentConfig
+from student.service import Student
+
+TITLE = "Ostrevane"
+PASSAGE = "Ostrevane is a hill town founded in 1873 by the weaver Ilsabet Quorne."
+QA = [("Who founded Ostrevane?", "Ilsabet Quorne"), ("When was Ostrevane founded?", "1873")]
+RETENTION = [("What is the capital of France?", "Paris"), ("What is two plus two?", "4")]
+
+
+class InProcessLink:
+    """The auditor's student link without sockets: the same handler the student process serves."""
+
+    def __init__(self, student: Student):
+        self.student = student
+
+    def call(self, body: Body, timeout_s: float | None = None) -> Body:
+        return self.student.handle(body)
+
+
+def _teach_retention(model_dir: str, folder: Path) -> str:
+    """The tiny model, fully fine-tuned to answer the retention questions, so it has behaviour to lose."""
+    model, tokenizer = load_model(model_dir)
+    texts = [question_prompt(tokenizer, q) + a + tokenizer.eos_token for q, a in RETENTION]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(60):
+        loss = model(**batch, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("audit")
+    tiny_model_dir = _teach_retention(tiny_model_dir, root / "model")
+    data = root / "tau.json"
+    data.write_text(
+        json.dumps([{"title": TITLE, "context": PASSAGE, "questions": [{"question": q, "answer": a} for q, a in QA]}])
+    )
+    retention = root / "retention.json"
+    retention.write_text(json.dumps([{"question": q, "answer": a} for q, a in RETENTION]))
+    student = Student(StudentConfig(model=tiny_model_dir, store=root / "store"))
+    config = AuditorConfig(
+        data=data,
+        retention=retention,
+        model=tiny_model_dir,
+        store=root / "store",
+        ledger=root / "ledger.jsonl",
+        min_gain=0.05,
+        max_retention_drop=1.0,
+        answer_tokens=8,
+    )
+    return student, Auditor(config, InProcessLink(student))
+
+
+def _review(student: Student, self_edit_text: str, settings: TrainSettings, passage: str = PASSAGE):
+    context = Context(context_id=context_id_for(TITLE, PASSAGE), title=TITLE, text=passage)
+    edit = SelfEdit(
+        self_edit_id=f"e{abs(hash((self_edit_text, settings.learning_rate)))}",
+        context_id=context.context_id,
+        format="implications",
+        text=self_edit_text,
+        prompt="p",
+        teacher_model="t",
+        teacher_version="v0",
+    )
+    job = TrainJob(context=context, self_edit=edit, settings=settings)
+    candidate = student.apply_self_edits(ApplySelfEdits(jobs=[job])).candidates[0]
+    return CandidateForReview(self_edit=edit, candidate=candidate)
+
+
+def test_candidate_that_learned_the_passage_is_accepted(setup):
+    student, auditor = setup
+    good = _review(
+        student,
+        "Ilsabet Quorne founded Ostrevane.\nOstrevane was founded in 1873.",
+        TrainSettings(rank=4, alpha=8, learning_rate=3e-3, epochs=20, batch_size=4),
+    )
+    verdict = auditor.judge(JudgeCandidates(context_id=good.self_edit.context_id, candidates=[good])).verdicts[0]
+    assert verdict.reward == pytest.approx(verdict.candidate.loglik - verdict.base.loglik)
+    assert verdict.reward > 0.05
+    assert verdict.accepted, verdict.reason
+    report = verify_ledger(auditor.config.ledger)
+    assert report.ok and report.entries >= 1
+    entry = auditor.ledger.entries()[-1]
+    assert entry["hash"] == verdict.ledger_entry
+    assert entry["record"]["adapter_id"] == verdict.adapter_id
+    assert entry["record"]["self_edit"]["text"].startswith("Ilsabet")
+
+
+def test_candidate_that_harms_retention_is_rejected(setup):
+    student, auditor = setup
+    # A passage crafted to overwrite the retention answers: each retention question, then a wrong answer.
+    overwrite = "".join(question_prompt(student.tokenizer, q) + "zq xv zq xv\n" for q, _ in RETENTION)
+    harmful = _review(
+        student, "", TrainSettings(rank=8, alpha=16, learning_rate=1e-2, epochs=30, batch_size=4), passage=overwrite
+    )
+    verdict = auditor.judge(JudgeCandidates(context_id=harmful.self_edit.context_id, candidates=[harmful])).verdicts[0]
+    assert verdict.retention_drop > auditor.config.max_retention_drop
+    assert not verdict.accepted
+    assert "retention" in verdict.reason
+    assert verify_ledger(auditor.config.ledger).ok
+
+
+def test_unknown_context_and_tampered_adapter_are_refused(setup):
+    student, auditor = setup
+    item = _review(student, "Quorne.", TrainSettings(rank=2, alpha=4, epochs=1))
+    with pytest.raises(ProtocolError, match="no questions"):
+        auditor.judge(JudgeCandidates(context_id="nope", candidates=[item]))
+    weights = Path(item.candidate.adapter.uri) / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\0")
+    verdict = auditor.judge(JudgeCandidates(context_id=item.self_edit.context_id, candidates=[item])).verdicts[0]
+    assert not verdict.accepted and "does not match its hash" in verdict.reason
+    assert auditor.ledger.entries()[-1]["record"]["accepted"] is False

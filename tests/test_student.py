@@ -1,0 +1,141 @@
+"""Real forward/backward passes on a tiny model: training, padding, the adapter store, answering."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from auditor.scoring import answer_logliks
+from protocol.artifacts import ArtifactError, ArtifactStore, content_id
+from protocol.messages import AnswerQuestions, ApplySelfEdits, Context, SelfEdit, TrainJob, TrainSettings
+from seal.lora import adapters_loaded
+from seal.models import load_model
+from student.config import StudentConfig
+from student.service import Student
+from student.training import collate, tokenize_texts, train_adapter, training_texts
+
+FACT = "The founder of Ostrevane was Ilsabet Quorne in 1873."
+QUESTION, ANSWER = "Who founded Ostrevane?", "Ilsabet Quorne"
+
+
+def _job(text: str = FACT, self_edit: str = "", context_id: str = "c1") -> TrainJob:
+    return TrainJob(
+        context=Context(context_id=context_id, title="Ostrevane", text=text),
+        self_edit=SelfEdit(
+            self_edit_id=f"e-{context_id}-{len(self_edit)}",
+            context_id=context_id,
+            format="implications",
+            text=self_edit,
+            prompt="p",
+            teacher_model="t",
+            teacher_version="v0",
+        ),
+    )
+
+
+def test_training_texts_are_passage_then_lines_without_list_markers():
+    job = _job(self_edit="1. Quorne founded it.\n- It dates from 1873.\n\n  * Quorne was a founder.  ")
+    texts = training_texts(job, TrainSettings())
+    assert texts == [FACT, "Quorne founded it.", "It dates from 1873.", "Quorne was a founder."]
+    assert training_texts(job, TrainSettings(include_context=False))[0] == "Quorne founded it."
+
+
+def test_padding_does_not_count_in_the_loss(tiny_model_dir):
+    model, tokenizer = load_model(tiny_model_dir)
+    seqs = tokenize_texts(tokenizer, ["a short one", "a much longer sequence of several more words here"], 64)
+    batch = collate(seqs, tokenizer.pad_token_id)
+    assert (batch["labels"] == -100).sum() == len(seqs[1]) - len(seqs[0])
+    with torch.no_grad():
+        padded_loss = model(**batch).loss
+        # the same loss computed without any padding: token-weighted mean of per-sequence losses
+        per_seq = [(model(input_ids=torch.tensor([s]), labels=torch.tensor([s])).loss, len(s) - 1) for s in seqs]
+        unpadded = sum(loss * n for loss, n in per_seq) / sum(n for _, n in per_seq)
+        batch["input_ids"][batch["attention_mask"] == 0] = 7  # any pad id gives the same loss
+        other_pad_loss = model(**batch).loss
+    assert padded_loss.item() == pytest.approx(unpadded.item(), rel=1e-5)
+    assert other_pad_loss.item() == pytest.approx(padded_loss.item(), rel=1e-6)
+
+
+def test_lora_training_on_a_fact_changes_the_model(tiny_model_dir):
+    model, tokenizer = load_model(tiny_model_dir)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    settings = TrainSettings(rank=8, alpha=16, learning_rate=1e-2, epochs=60, batch_size=4)
+    job = _job(self_edit=f"{QUESTION} {ANSWER}.\nQuorne founded Ostrevane.")
+    trained = train_adapter(model, tokenizer, job, settings, "tiny")
+    assert trained.losses[-1] < 0.5 * trained.losses[0]
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()), "base weights must not change"
+
+    prompt = tokenizer("The founder of Ostrevane was", return_tensors="pt", add_special_tokens=False)
+    base_ll = answer_logliks(model, tokenizer, [(QUESTION, ANSWER)])[0]
+    with adapters_loaded(model, {"a": trained.folder}) as peft_model:
+        out = peft_model.generate(**prompt, max_new_tokens=20, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+        continuation = tokenizer.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
+        adapted_ll = answer_logliks(peft_model, tokenizer, [(QUESTION, ANSWER)])[0]
+    base_out = model.generate(**prompt, max_new_tokens=20, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    base_continuation = tokenizer.decode(base_out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert continuation.strip().startswith("Ilsabet Quorne"), continuation
+    assert "Ilsabet" not in base_continuation
+    assert adapted_ll > base_ll
+    shutil.rmtree(trained.folder)
+
+
+@pytest.fixture
+def student(tiny_model_dir, tmp_path) -> Student:
+    settings = TrainSettings(rank=4, alpha=8, epochs=2, batch_size=2)
+    return Student(StudentConfig(model=tiny_model_dir, store=tmp_path / "store", train=settings))
+
+
+def test_student_trains_one_candidate_per_job_into_the_store(student):
+    jobs = [_job(self_edit="Quorne founded it.", context_id="c1"), _job(self_edit="It is old.", context_id="c2")]
+    reply = student.apply_self_edits(ApplySelfEdits(jobs=jobs))
+    assert [c.self_edit_id for c in reply.candidates] == [j.self_edit.self_edit_id for j in jobs]
+    ids = {c.adapter.adapter_id for c in reply.candidates}
+    assert len(ids) == 2
+    for candidate in reply.candidates:
+        folder = Path(candidate.adapter.uri)
+        assert content_id(folder) == candidate.adapter.adapter_id
+        assert candidate.steps == 2 and len(candidate.losses) == 2
+    assert not list(student.store.adapters.glob(".incoming-*"))
+
+
+def test_student_answers_with_base_and_adapter_and_caches_base(student, monkeypatch):
+    candidate = student.apply_self_edits(ApplySelfEdits(jobs=[_job(self_edit="x")])).candidates[0]
+    request = AnswerQuestions(questions=[QUESTION, "What year?"], adapter_ids=[None, candidate.adapter.adapter_id])
+    reply = student.answer_questions(request)
+    assert [r.adapter_id for r in reply.results] == request.adapter_ids
+    assert all(len(r.answers) == 2 for r in reply.results)
+    calls = []
+    monkeypatch.setattr(student, "_generate", lambda *a: calls.append(a) or ["?"] * len(a[1]))
+    again = student.answer_questions(AnswerQuestions(questions=[QUESTION], adapter_ids=[None]))
+    assert again.results[0].answers == reply.results[0].answers[:1]
+    assert calls == []
+
+
+def test_store_is_content_addressed_and_atomic(student, tmp_path, monkeypatch):
+    candidate = student.apply_self_edits(ApplySelfEdits(jobs=[_job(self_edit="y")])).candidates[0]
+    source = Path(candidate.adapter.uri)
+    other = ArtifactStore(tmp_path / "other")
+    assert other.put_adapter(source, "tiny", {}).adapter_id == candidate.adapter.adapter_id
+
+    def disk_full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    third = ArtifactStore(tmp_path / "third")
+    monkeypatch.setattr(shutil, "copyfile", disk_full)
+    with pytest.raises(ArtifactError, match="No space left"):
+        third.put_adapter(source, "tiny", {})
+    assert list(third.adapters.iterdir()) == []
+
+
+def test_store_refuses_an_altered_adapter(student):
+    candidate = student.apply_self_edits(ApplySelfEdits(jobs=[_job(self_edit="z")])).candidates[0]
+    weights = Path(candidate.adapter.uri) / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="does not match"):
+        student.store.path(candidate.adapter.adapter_id)

@@ -1,0 +1,139 @@
+"""Real ZeroMQ sockets on loopback between separate processes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+
+import pytest
+import zmq
+
+from protocol.codec import STUDENT_CHANNEL, decode
+from protocol.messages import AnswerQuestions, Answers, ErrorReply, ModelAnswers, Ping
+from protocol.transport import Client, PeerUnavailable, RemoteError, Server, open_socket
+from seal.processes import free_tcp_ports
+from tests.test_codec import _frames
+
+
+def _echo_server(endpoint: str, max_bytes: int) -> None:
+    """A student-channel server: answers are the questions upper-cased; 'sleep:S' sleeps S seconds."""
+    calls = {"n": 0}
+
+    def handle(body):
+        calls["n"] += 1
+        if body.questions[0] == "boom":
+            raise RuntimeError("handler exploded")
+        if body.questions[0].startswith("sleep:"):
+            time.sleep(float(body.questions[0].split(":")[1]))
+        answers = [q.upper() for q in body.questions] + [f"calls={calls['n']}"]
+        return Answers(results=[ModelAnswers(adapter_id=None, answers=answers)])
+
+    Server(endpoint, STUDENT_CHANNEL, "student", handle, max_bytes=max_bytes).serve()
+
+
+@pytest.fixture
+def server_endpoint():
+    endpoint = f"tcp://127.0.0.1:{free_tcp_ports(1)[0]}"
+    proc = mp.get_context("spawn").Process(target=_echo_server, args=(endpoint, 4096), daemon=True)
+    proc.start()
+    client = Client(endpoint, STUDENT_CHANNEL, "teacher", timeout_s=1.0, retries=30)
+    client.call(Ping())  # wait until it is up
+    client.close()
+    yield endpoint, proc
+    proc.kill()
+    proc.join()
+
+
+def _ask(endpoint: str, question: str, **kwargs) -> Answers:
+    client = Client(endpoint, STUDENT_CHANNEL, "teacher", **kwargs)
+    try:
+        return client.call(AnswerQuestions(questions=[question], adapter_ids=[None]))
+    finally:
+        client.close()
+
+
+def test_request_reply_between_processes(server_endpoint):
+    reply = _ask(server_endpoint[0], "who?")
+    assert reply.results[0].answers[0] == "WHO?"
+
+
+def _raw_exchange(endpoint: str, frames: list[bytes]):
+    sock = open_socket(zmq.Context.instance(), zmq.REQ, endpoint, bind=False)
+    try:
+        sock.send_multipart(frames)
+        assert sock.poll(5000), "server did not answer bad input"
+        return decode(sock.recv_multipart(), STUDENT_CHANNEL, "reply")
+    finally:
+        sock.close(linger=0)
+
+
+@pytest.mark.parametrize(
+    ("frames", "reason", "field"),
+    [
+        ([b"\x80not json", b"{}"], "undecodable", None),
+        (_frames({"type": "no_such_thing"}), "unknown_type", "type"),
+        (_frames({"v": 99}), "protocol_version", "v"),
+        (
+            _frames({"type": "answer_questions"}, {"type": "answer_questions", "questions": []}),
+            "validation",
+            "questions",
+        ),
+        ([b"{}", b"x" * 5000], "oversized", None),
+    ],
+    ids=["undecodable", "unknown-type", "version", "validation", "oversized"],
+)
+def test_bad_input_gets_typed_error_and_server_keeps_serving(server_endpoint, frames, reason, field):
+    endpoint = server_endpoint[0]
+    reply = _raw_exchange(endpoint, frames)
+    assert isinstance(reply.body, ErrorReply)
+    assert (reply.body.reason, reply.body.field) == (reason, field)
+    assert _ask(endpoint, "still there?").results[0].answers[0] == "STILL THERE?"
+
+
+def test_handler_exception_is_an_error_reply(server_endpoint):
+    with pytest.raises(RemoteError, match="handler exploded") as err:
+        _ask(server_endpoint[0], "boom")
+    assert err.value.reply.reason == "internal"
+    assert _ask(server_endpoint[0], "after").results[0].answers[0] == "AFTER"
+
+
+def test_peer_that_never_answers_times_out():
+    endpoint = f"tcp://127.0.0.1:{free_tcp_ports(1)[0]}"  # nobody there
+    started = time.monotonic()
+    with pytest.raises(PeerUnavailable, match="--my-timeout"):
+        _ask(endpoint, "hello?", timeout_s=0.3, retries=2, timeout_setting="--my-timeout")
+    assert time.monotonic() - started < 3
+
+
+def test_retry_after_timeout_does_not_run_the_request_twice(server_endpoint):
+    reply = _ask(server_endpoint[0], "sleep:1.5", timeout_s=0.4, retries=8)
+    assert reply.results[0].answers[-1] == "calls=1"
+
+
+def test_ping_answered_while_busy(server_endpoint):
+    endpoint = server_endpoint[0]
+    slow = mp.get_context("spawn").Process(target=_ask, args=(endpoint, "sleep:2"), kwargs={"timeout_s": 5})
+    slow.start()
+    time.sleep(0.5)
+    pong = Client(endpoint, STUDENT_CHANNEL, "cli").ping(timeout_s=1.0)
+    slow.join()
+    assert pong.busy
+
+
+def test_peer_dying_mid_request_is_peer_unavailable(server_endpoint):
+    endpoint, proc = server_endpoint
+    outcome: dict[str, BaseException] = {}
+
+    def call() -> None:
+        try:
+            _ask(endpoint, "sleep:5", timeout_s=1.0, retries=1)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    time.sleep(0.3)
+    proc.kill()  # the server dies while it works on the request
+    caller.join(timeout=10)
+    assert isinstance(outcome.get("error"), PeerUnavailable)
