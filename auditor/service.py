@@ -12,6 +12,7 @@ enough and retention held. Every verdict goes into the ledger first.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -145,6 +146,8 @@ class Auditor:
         base_scores, cand_scores = _scores(tau, base), _scores(tau, cand)
         gain = getattr(cand_scores, self.config.metric) - getattr(base_scores, self.config.metric)
         drop = _mean(base.retention_logliks) - _mean(cand.retention_logliks)
+        if not (math.isfinite(gain) and math.isfinite(drop)):
+            return self._refuse(context_id, item, "its scores are not finite (did training diverge?)")
         accepted, reason = self._rule(gain, drop)
         record = {
             "context_id": context_id,
@@ -161,6 +164,7 @@ class Auditor:
             "base": base_scores.model_dump(),
             "candidate": cand_scores.model_dump(),
             "per_question": _per_question(tau, base, cand),
+            "retention": _retention_detail(self.retention, base, cand),
         }
         entry = self.ledger.append("verdict", record)
         log.info("%s %s: %s", "ACCEPT" if accepted else "reject", item.candidate.adapter.adapter_id[:12], reason)
@@ -237,6 +241,20 @@ def _per_question(tau: list[QAItem], base: ModelResult, cand: ModelResult) -> li
             "candidate_f1": f1_score(ca, q.answers),
         }
         for q, ba, ca, bl, cl in zip(tau, base.answers, cand.answers, base.gold_logliks, cand.gold_logliks, strict=True)
+    ]
+
+
+def _retention_detail(retention: list[QAItem], base: ModelResult, cand: ModelResult) -> list[dict[str, Any]]:
+    return [
+        {"question": q.question, "base_answer": ba, "candidate_answer": ca, "base_loglik": bl, "candidate_loglik": cl}
+        for q, ba, ca, bl, cl in zip(
+            retention,
+            base.retention_answers,
+            cand.retention_answers,
+            base.retention_logliks,
+            cand.retention_logliks,
+            strict=True,
+        )
     ]
 
 

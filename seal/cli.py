@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-from rich.console import Console
-
 from auditor.config import AuditorConfig
 from seal.cli_config import ConfigError, add_config_arguments, build_config
 from student.config import StudentConfig
@@ -84,16 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``seal`` console script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    console = Console(stderr=True)
     try:
         return _dispatch(args) or 0
     except KeyboardInterrupt:
-        console.print("interrupted")
+        print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # one clear line for the user errors every role can hit
         if not _is_user_error(exc):
             raise
-        console.print(f"[red]seal {args.command}: {exc}[/]")
+        print(f"seal {args.command}: {exc}", file=sys.stderr)
         return 2
 
 

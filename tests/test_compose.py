@@ -1,0 +1,59 @@
+"""compose.yaml describes the same deployment the CLI offers: services, commands and ports agree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+import yaml
+
+from seal.cli import build_parser
+
+COMPOSE = Path(__file__).resolve().parents[1] / "compose.yaml"
+
+
+@pytest.fixture(scope="module")
+def services() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())["services"]
+
+
+def _args(service: dict):
+    command = service["command"]
+    assert command[0] == "seal"
+    return build_parser().parse_args(command[1:])
+
+
+def test_every_role_is_a_service_running_its_subcommand(services):
+    assert set(services) == {"teacher", "student", "auditor"}
+    for name, service in services.items():
+        assert _args(service).command == name
+
+
+def test_bound_ports_are_exposed(services):
+    for name in ("student", "auditor"):
+        port = str(urlparse(_args(services[name]).bind).port)
+        assert port in [str(p) for p in services[name]["expose"]]
+
+
+def test_peers_are_addressed_by_service_name_and_bound_port(services):
+    student_port = urlparse(_args(services["student"]).bind).port
+    auditor_port = urlparse(_args(services["auditor"]).bind).port
+    teacher = _args(services["teacher"])
+    for endpoint, host, port in [
+        (_args(services["auditor"]).student, "student", student_port),
+        (teacher.student, "student", student_port),
+        (teacher.auditor, "auditor", auditor_port),
+    ]:
+        parsed = urlparse(endpoint)
+        assert (parsed.hostname, parsed.port) == (host, port)
+
+
+def test_student_and_auditor_share_the_store(services):
+    student, auditor = _args(services["student"]), _args(services["auditor"])
+    assert vars(student)["cfg:store"] == vars(auditor)["cfg:store"]
+
+
+def test_student_reserves_an_nvidia_gpu(services):
+    devices = services["student"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]

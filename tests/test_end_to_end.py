@@ -1,0 +1,59 @@
+"""The three roles as separate OS processes over ZeroMQ on loopback, with a tiny random model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from auditor.ledger import verify_ledger
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _seal(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160"}
+    return subprocess.run([sys.executable, "-m", "seal", *args], capture_output=True, text=True, timeout=timeout,
+                          env=env, cwd=ROOT)
+
+
+def test_demo_runs_three_processes_end_to_end_and_resumes(tiny_model_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    done = _seal("demo", "--model", tiny_model_dir, "--limit", "2", "--k", "2", "--run-dir", str(run_dir))
+    assert done.returncode == 0, done.stdout + done.stderr
+    outcomes = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert len(outcomes) == 2
+    verdicts = [v for o in outcomes for v in o["verdicts"]]
+    assert len(verdicts) == 4
+    for v in verdicts:
+        assert (run_dir / "store" / "adapters" / v["adapter_id"]).is_dir()
+    report = verify_ledger(run_dir / "ledger.jsonl")
+    assert report.ok and report.entries == 4
+    assert "candidates accepted" in done.stdout
+    assert "verified" in done.stdout
+
+    again = _seal("demo", "--model", tiny_model_dir, "--limit", "2", "--k", "2", "--run-dir", str(run_dir))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert verify_ledger(run_dir / "ledger.jsonl").entries == 4, "a resumed run must not redo finished contexts"
+
+
+def test_broken_model_path_is_one_clear_line(tmp_path):
+    done = _seal("models", str(tmp_path / "no-such-model"))
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no-such-model" in lines[0], done.stderr
+
+
+def test_unreachable_student_is_a_clear_error(tiny_model_dir, tmp_path):
+    done = _seal("teacher", "--model", tiny_model_dir, "--student", "tcp://127.0.0.1:9", "--auditor",
+                 "tcp://127.0.0.1:9", "--ready-timeout-s", "1", "--run-dir", str(tmp_path))
+    assert done.returncode == 2
+    assert "did not come up" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_invalid_setting_names_the_flag(tmp_path):
+    done = _seal("student", "--train.rank", "0", "--store", str(tmp_path))
+    assert done.returncode == 2
+    assert "--train.rank" in done.stderr
