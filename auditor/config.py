@@ -30,4 +30,10 @@ class AuditorConfig(BaseModel):
         1.0, ge=0, description="Reject if the base model's own retention answers lose more than this (nats/token)."
     )
     student_timeout_s: float = Field(900, gt=0, description="Seconds to wait for the student's answers.")
+    deny_patterns: list[str] = Field(default_factory=list, description="Regular expressions that veto a self-edit.")
+    probes: Path | None = Field(None, description="Protected-behaviour probes file; default: the built-in set.")
+    probe_min_agreement: float = Field(
+        0.5, ge=0, le=1, description="Least F1 between base and candidate answers to an 'unchanged' probe."
+    )
+    probe_tokens: int = Field(48, ge=1, le=1024, description="Most tokens the student may generate per probe.")
     answer_tokens: int = Field(24, ge=1, le=1024, description="Most tokens the student may generate per answer.")

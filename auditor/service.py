@@ -12,13 +12,13 @@ enough and retention held. Every verdict goes into the ledger first.
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass
 from typing import Any, Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from auditor.config import AuditorConfig
-from auditor.grading import exact_match, f1_score
-from auditor.ledger import Ledger
+from auditor.decision import Decider, ModelResult
+from auditor.safety import load_probes, review_probes, review_text
 from auditor.scoring import answer_logliks
 from protocol.artifacts import ArtifactError, ArtifactStore
 from protocol.codec import ProtocolError
@@ -28,11 +28,15 @@ from protocol.messages import (
     Body,
     CandidateForReview,
     JudgeCandidates,
-    Scores,
+    Review,
+    Reviews,
+    ReviewSelfEdits,
     Verdict,
     Verdicts,
+    Veto,
 )
 from seal.datasets import DEMO_DOCUMENTS, QAItem, load_questions, load_retention
+from seal.ledger import Ledger
 from seal.lora import adapters_loaded
 from seal.models import load_model
 
@@ -45,33 +49,39 @@ class StudentLink(Protocol):
     def call(self, body: Body, timeout_s: float | None = None) -> Body: ...
 
 
-@dataclass
-class ModelResult:
-    """One model's answers and likelihoods on τ and the retention set."""
-
-    answers: list[str]
-    gold_logliks: list[float]
-    retention_answers: list[str]
-    retention_logliks: list[float]
-
-
 class Auditor:
     """Holds τ and the retention set; turns candidates into verdicts."""
 
-    def __init__(self, config: AuditorConfig, student: StudentLink):
+    def __init__(self, config: AuditorConfig, student: StudentLink, signing_key: Ed25519PrivateKey | None = None):
         self.config = config
         self.student = student
         self.questions = load_questions(config.data or DEMO_DOCUMENTS, limit=config.limit)
         self.retention = load_retention(config.retention)
+        self.probes = load_probes(config.probes)
         self.model, self.tokenizer = load_model(config.model, config.device)
         self.store = ArtifactStore(config.store)
         self.ledger = Ledger(config.ledger)
+        self.decider = Decider(config, self.ledger, self.retention, signing_key)
         self._base: dict[str, ModelResult] = {}  # context id -> the base model's result, computed once
 
     def handle(self, request: Body) -> Body:
         if isinstance(request, JudgeCandidates):
             return self.judge(request)
+        if isinstance(request, ReviewSelfEdits):
+            return self.review(request)
         raise ProtocolError("unsupported", f"the auditor does not serve {type(request).__name__}")
+
+    def review(self, request: ReviewSelfEdits) -> Reviews:
+        """The text rules, before training: vetoed self-edits are recorded and should not be trained."""
+        reviews = []
+        for edit in request.self_edits:
+            vetoes = review_text(edit.text, self.config.deny_patterns)
+            if vetoes:
+                self.ledger.append(
+                    "review", {"self_edit": edit.model_dump(mode="json"), "vetoes": [v.model_dump() for v in vetoes]}
+                )
+            reviews.append(Review(self_edit_id=edit.self_edit_id, vetoes=vetoes))
+        return Reviews(reviews=reviews)
 
     def judge(self, request: JudgeCandidates) -> Verdicts:
         """A verdict per candidate, each recorded in the ledger before it is returned."""
@@ -79,14 +89,38 @@ class Auditor:
         if tau is None:
             raise ProtocolError("validation", f"no questions held for context {request.context_id}", "context_id")
         usable, refused = self._check_artifacts(request.candidates)
-        results = self._evaluate(request.context_id, tau, [c.candidate.adapter.adapter_id for c in usable])
+        adapter_ids = [c.candidate.adapter.adapter_id for c in usable]
+        results = self._evaluate(request.context_id, tau, adapter_ids)
+        vetoes = self._probe_vetoes(adapter_ids)
         base = results.pop(None)
-        verdicts = {
-            id(c): self._decide(request.context_id, tau, c, base, results[c.candidate.adapter.adapter_id])
-            for c in usable
-        }
-        verdicts |= {id(c): self._refuse(request.context_id, c, why) for c, why in refused}
+        verdicts: dict[int, Verdict] = {}
+        for c in usable:
+            adapter_id = c.candidate.adapter.adapter_id
+            c_vetoes = review_text(c.self_edit.text, self.config.deny_patterns) + vetoes[adapter_id]
+            verdicts[id(c)] = self.decider.decide(request.context_id, tau, c, base, results[adapter_id], c_vetoes)
+        for c, why in refused:
+            verdicts[id(c)] = self.decider.refuse(request.context_id, c, why)
+        for v in verdicts.values():
+            log.info("%s %s: %s", "ACCEPT" if v.accepted else "reject", v.adapter_id[:12], v.reason)
         return Verdicts(verdicts=[verdicts[id(c)] for c in request.candidates])
+
+    def _probe_vetoes(self, adapter_ids: list[str]) -> dict[str, list[Veto]]:
+        """Protected behaviours, after training: each candidate's probe answers against the base's."""
+        if not self.probes or not adapter_ids:
+            return {a: [] for a in adapter_ids}
+        reply = self.student.call(
+            AnswerQuestions(
+                questions=[p.prompt for p in self.probes],
+                adapter_ids=[None, *dict.fromkeys(adapter_ids)],
+                max_new_tokens=self.config.probe_tokens,
+            )
+        )
+        assert isinstance(reply, Answers)
+        answers = {r.adapter_id: r.answers for r in reply.results}
+        return {
+            a: review_probes(self.probes, answers[None], answers[a], self.config.probe_min_agreement)
+            for a in adapter_ids
+        }
 
     # ----------------------------------------------------------------- evaluation
 
@@ -137,126 +171,3 @@ class Auditor:
         retention_pairs = [(q.question, a) for q, a in zip(self.retention, base_retention, strict=True)]
         retention = answer_logliks(model, self.tokenizer, retention_pairs) if retention_pairs else []
         return ModelResult(answers[: len(tau)], gold_logliks, answers[len(tau) :], retention)
-
-    # ----------------------------------------------------------------- decision
-
-    def _decide(
-        self, context_id: str, tau: list[QAItem], item: CandidateForReview, base: ModelResult, cand: ModelResult
-    ) -> Verdict:
-        base_scores, cand_scores = _scores(tau, base), _scores(tau, cand)
-        gain = getattr(cand_scores, self.config.metric) - getattr(base_scores, self.config.metric)
-        drop = _mean(base.retention_logliks) - _mean(cand.retention_logliks)
-        if not (math.isfinite(gain) and math.isfinite(drop)):
-            return self._refuse(context_id, item, "its scores are not finite (did training diverge?)")
-        accepted, reason = self._rule(gain, drop)
-        record = {
-            "context_id": context_id,
-            "accepted": accepted,
-            "reason": reason,
-            "reward": gain,
-            "metric": self.config.metric,
-            "retention_drop": drop,
-            "thresholds": {"min_gain": self.config.min_gain, "max_retention_drop": self.config.max_retention_drop},
-            "student_model": self.config.model,
-            "adapter_id": item.candidate.adapter.adapter_id,
-            "self_edit": item.self_edit.model_dump(),
-            "training": item.candidate.model_dump(exclude={"adapter"}),
-            "base": base_scores.model_dump(),
-            "candidate": cand_scores.model_dump(),
-            "per_question": _per_question(tau, base, cand),
-            "retention": _retention_detail(self.retention, base, cand),
-        }
-        entry = self.ledger.append("verdict", record)
-        log.info("%s %s: %s", "ACCEPT" if accepted else "reject", item.candidate.adapter.adapter_id[:12], reason)
-        return Verdict(
-            context_id=context_id,
-            self_edit_id=item.self_edit.self_edit_id,
-            adapter_id=item.candidate.adapter.adapter_id,
-            accepted=accepted,
-            metric=self.config.metric,
-            reward=gain,
-            base=base_scores,
-            candidate=cand_scores,
-            retention_drop=drop,
-            reason=reason,
-            ledger_entry=entry,
-        )
-
-    def _rule(self, gain: float, drop: float) -> tuple[bool, str]:
-        metric, cfg = self.config.metric, self.config
-        if drop > cfg.max_retention_drop:
-            return False, f"retention dropped by {drop:.3f} > {cfg.max_retention_drop} nats/token"
-        if gain < cfg.min_gain:
-            return False, f"{metric} gain {gain:+.3f} is below the minimum {cfg.min_gain}"
-        return True, f"{metric} gain {gain:+.3f} >= {cfg.min_gain}, retention drop {drop:.3f}"
-
-    def _refuse(self, context_id: str, item: CandidateForReview, why: str) -> Verdict:
-        """A candidate that could not be evaluated: recorded and rejected with zero reward."""
-        empty = Scores(exact_match=0.0, f1=0.0, loglik=0.0, n_questions=0)
-        reason = f"not evaluated: {why}"
-        entry = self.ledger.append(
-            "verdict",
-            {
-                "context_id": context_id,
-                "accepted": False,
-                "reason": reason,
-                "reward": 0.0,
-                "adapter_id": item.candidate.adapter.adapter_id,
-                "self_edit": item.self_edit.model_dump(),
-            },
-        )
-        return Verdict(
-            context_id=context_id,
-            self_edit_id=item.self_edit.self_edit_id,
-            adapter_id=item.candidate.adapter.adapter_id,
-            accepted=False,
-            metric=self.config.metric,
-            reward=0.0,
-            base=empty,
-            candidate=empty,
-            retention_drop=0.0,
-            reason=reason,
-            ledger_entry=entry,
-        )
-
-
-def _scores(tau: list[QAItem], result: ModelResult) -> Scores:
-    return Scores(
-        exact_match=_mean([exact_match(a, q.answers) for q, a in zip(tau, result.answers, strict=True)]),
-        f1=_mean([f1_score(a, q.answers) for q, a in zip(tau, result.answers, strict=True)]),
-        loglik=_mean(result.gold_logliks),
-        n_questions=len(tau),
-    )
-
-
-def _per_question(tau: list[QAItem], base: ModelResult, cand: ModelResult) -> list[dict[str, Any]]:
-    return [
-        {
-            "question": q.question,
-            "gold": q.answers,
-            "base_answer": ba,
-            "candidate_answer": ca,
-            "base_loglik": bl,
-            "candidate_loglik": cl,
-            "candidate_f1": f1_score(ca, q.answers),
-        }
-        for q, ba, ca, bl, cl in zip(tau, base.answers, cand.answers, base.gold_logliks, cand.gold_logliks, strict=True)
-    ]
-
-
-def _retention_detail(retention: list[QAItem], base: ModelResult, cand: ModelResult) -> list[dict[str, Any]]:
-    return [
-        {"question": q.question, "base_answer": ba, "candidate_answer": ca, "base_loglik": bl, "candidate_loglik": cl}
-        for q, ba, ca, bl, cl in zip(
-            retention,
-            base.retention_answers,
-            cand.retention_answers,
-            base.retention_logliks,
-            cand.retention_logliks,
-            strict=True,
-        )
-    ]
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else 0.0

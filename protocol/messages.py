@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 Role = Literal["teacher", "student", "auditor", "cli"]
 SelfEditFormat = Literal["implications", "rewrite", "self_qa", "passage_only", "recorded"]
 ErrorReason = Literal[
-    "undecodable", "unknown_type", "protocol_version", "validation", "oversized", "unsupported", "internal"
+    "undecodable", "unknown_type", "protocol_version", "validation", "oversized", "unsupported", "refused", "internal"
 ]
 Metric = Literal["loglik", "f1", "exact_match"]
 
@@ -54,6 +54,14 @@ class SamplingSettings(Body):
     seed: int = 0
 
 
+class Usage(Body):
+    """What sampling one self-edit cost: tokens in and out, and the price where it is known."""
+
+    input_tokens: int = Field(ge=0, description="Prompt tokens (a share of them when one request gave several).")
+    output_tokens: int = Field(ge=0, description="Generated tokens.")
+    estimated_cost_usd: float | None = Field(None, ge=0, description="At list prices; None where unknown or local.")
+
+
 class SelfEdit(Body):
     """Synthetic training data proposed by the teacher for one context."""
 
@@ -65,6 +73,7 @@ class SelfEdit(Body):
     teacher_model: str
     teacher_version: str
     sampling: SamplingSettings | None = None
+    usage: Usage | None = Field(None, description="Tokens and estimated cost of sampling this self-edit.")
 
 
 class TrainSettings(Body):
@@ -149,7 +158,10 @@ class Verdict(Body):
     retention_drop: float = Field(description="Base minus candidate retention score (nats/token).")
     vetoes: list[Veto] = []
     reason: str
+    self_edit_sha256: str = Field("", description="sha256 of the self-edit as judged (canonical JSON).")
     ledger_entry: str = Field(description="Hash of the ledger entry that records this verdict.")
+    signer: str | None = Field(None, description="The auditor's Ed25519 public key (hex).")
+    signature: str | None = Field(None, description="Ed25519 signature over every other field (hex).")
 
 
 # --------------------------------------------------------------------------- common bodies
@@ -216,6 +228,43 @@ class Answers(Body):
     results: list[ModelAnswers] = Field(description="One per requested model, in request order.")
 
 
+class Promote(Body):
+    """Serve ``adapter_id`` on top of the current stack; only a valid, signed, accepting verdict allows it."""
+
+    type: Literal["promote"] = "promote"
+    adapter_id: str
+    verdict: Verdict
+
+
+class Rollback(Body):
+    """Drop the top adapter, or all above ``to`` (an adapter id or prefix, or "base")."""
+
+    type: Literal["rollback"] = "rollback"
+    to: str | None = None
+
+
+class DescribeServed(Body):
+    type: Literal["describe_served"] = "describe_served"
+
+
+class ServedState(Body):
+    """The served stack (bottom first) and the ledger entries of the verdicts that admitted each adapter."""
+
+    type: Literal["served_state"] = "served_state"
+    version: int
+    stack: list[str]
+    verdicts: dict[str, str]
+
+
+class AnswerServed(Body):
+    """Answer with the served model; with ``shadow``, also with that adapter on top (shadow mode)."""
+
+    type: Literal["answer_served"] = "answer_served"
+    questions: list[str] = Field(min_length=1)
+    shadow: str | None = None
+    max_new_tokens: int = Field(32, ge=1, le=1024)
+
+
 # --------------------------------------------------------------------------- auditor channel
 
 
@@ -237,7 +286,29 @@ class Verdicts(Body):
     verdicts: list[Verdict]
 
 
-StudentRequest = Annotated[Ping | DescribeStudent | ApplySelfEdits | AnswerQuestions, Field(discriminator="type")]
-StudentReply = Annotated[Pong | StudentInfo | CandidatesTrained | Answers | ErrorReply, Field(discriminator="type")]
-AuditorRequest = Annotated[Ping | JudgeCandidates, Field(discriminator="type")]
-AuditorReply = Annotated[Pong | Verdicts | ErrorReply, Field(discriminator="type")]
+class ReviewSelfEdits(Body):
+    """Ask the auditor's text rules about self-edits before any training."""
+
+    type: Literal["review_self_edits"] = "review_self_edits"
+    self_edits: list[SelfEdit] = Field(min_length=1)
+
+
+class Review(Body):
+    self_edit_id: str
+    vetoes: list[Veto] = Field(description="Empty: no rule objects.")
+
+
+class Reviews(Body):
+    type: Literal["reviews"] = "reviews"
+    reviews: list[Review] = Field(description="One per self-edit, in request order.")
+
+
+StudentRequest = Annotated[
+    Ping | DescribeStudent | ApplySelfEdits | AnswerQuestions | Promote | Rollback | DescribeServed | AnswerServed,
+    Field(discriminator="type"),
+]
+StudentReply = Annotated[
+    Pong | StudentInfo | CandidatesTrained | Answers | ServedState | ErrorReply, Field(discriminator="type")
+]
+AuditorRequest = Annotated[Ping | JudgeCandidates | ReviewSelfEdits, Field(discriminator="type")]
+AuditorReply = Annotated[Pong | Verdicts | Reviews | ErrorReply, Field(discriminator="type")]

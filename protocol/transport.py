@@ -34,6 +34,7 @@ from protocol.codec import (
     peek_header,
 )
 from protocol.messages import Body, ErrorReply, Ping, Pong, Role
+from protocol.security import CurveClient, CurveServer, apply_curve, check_insecure_endpoint, start_authenticator
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +62,21 @@ class RemoteError(TransportError):
 # --------------------------------------------------------------------------- sockets
 
 
-def open_socket(ctx: zmq.Context, kind: int, endpoint: str, bind: bool, linger_ms: int = 0) -> zmq.Socket:
-    """The one place that creates sockets: explicit linger, bind or connect."""
+def open_socket(
+    ctx: zmq.Context,
+    kind: int,
+    endpoint: str,
+    bind: bool,
+    security: CurveServer | CurveClient | None = None,
+    linger_ms: int = 0,
+) -> zmq.Socket:
+    """The one place that creates sockets: explicit linger, CURVE keys or insecure-on-loopback, bind or connect."""
+    if security is None:
+        check_insecure_endpoint(endpoint)
     sock = ctx.socket(kind)
     sock.setsockopt(zmq.LINGER, linger_ms)
     try:
+        apply_curve(sock, security)
         if bind:
             sock.bind(endpoint)
         else:
@@ -102,6 +113,7 @@ class Client:
     retries: int = 2
     max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     timeout_setting: str = "--timeout"
+    security: CurveClient | None = None
     ctx: zmq.Context = field(default_factory=zmq.Context.instance)
     _sock: zmq.Socket | None = field(default=None, init=False, repr=False)
 
@@ -131,7 +143,7 @@ class Client:
     def _exchange(self, frames: list[bytes], msg_id: str, timeout_s: float) -> Envelope:
         for _attempt in range(self.retries + 1):
             if self._sock is None:
-                self._sock = open_socket(self.ctx, zmq.REQ, self.endpoint, bind=False)
+                self._sock = open_socket(self.ctx, zmq.REQ, self.endpoint, bind=False, security=self.security)
             self._sock.send_multipart(frames)
             if self._sock.poll(int(timeout_s * 1000), zmq.POLLIN):
                 reply = decode(self._sock.recv_multipart(), self.channel, "reply", self.max_bytes)
@@ -167,15 +179,16 @@ class Server:
         role: Role,
         handler: Handler,
         max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        ctx: zmq.Context | None = None,
+        security: CurveServer | None = None,
     ):
         self.endpoint = endpoint
         self.channel = channel
         self.role = role
         self.handler = handler
         self.max_bytes = max_bytes
+        self.security = security
         self.stopping = threading.Event()
-        self._ctx = ctx or zmq.Context.instance()
+        self._ctx = zmq.Context()  # its own, so that its CURVE authenticator is its own too
         self._inbox: queue.Queue[_Pending] = queue.Queue()
         self._outbox: queue.Queue[tuple[str, Envelope]] = queue.Queue()
         self._in_progress: dict[str, bytes] = {}  # message id -> latest client identity
@@ -229,9 +242,11 @@ class Server:
     # ----------------------------------------------------------------- I/O thread
 
     def _io_loop(self) -> None:
-        sock = None
+        sock, auth = None, None
         try:
-            sock = open_socket(self._ctx, zmq.ROUTER, self.endpoint, bind=True)
+            if self.security is not None:
+                auth = start_authenticator(self._ctx, self.security)
+            sock = open_socket(self._ctx, zmq.ROUTER, self.endpoint, bind=True, security=self.security)
             self._bound.set()
             while not self.stopping.is_set():
                 if sock.poll(POLL_INTERVAL_MS, zmq.POLLIN):
@@ -242,6 +257,9 @@ class Server:
             self._bound.set()
         finally:
             close_socket(sock)
+            if auth is not None:
+                auth.stop()
+            self._ctx.term()
 
     def _on_frames(self, sock: zmq.Socket, frames: list[bytes]) -> None:
         # ROUTER framing from a REQ peer: [identity, b"", header, body]

@@ -10,7 +10,6 @@ seal ledger verify --ledger runs/demo/ledger.jsonl
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from auditor.config import AuditorConfig
 from seal.cli_config import ConfigError, add_config_arguments, build_config
+from seal.governance_cli import add_governance_commands, add_security_args, keys_folder, run_governance
 from student.config import StudentConfig
 from teacher.config import TeacherConfig
 
@@ -60,13 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--metric", default="loglik", choices=["loglik", "f1", "exact_match"], help="Reward metric.")
     demo.add_argument("--min-gain", type=float, default=0.05, help="Smallest gain the auditor accepts.")
 
-    ledger = sub.add_parser("ledger", help="Inspect the auditor's ledger.")
-    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
-    verify = ledger_sub.add_parser("verify", help="Check the hash chain, offline, from the files alone.")
-    verify.add_argument("--ledger", type=Path, default=Path("runs/ledger.jsonl"))
-    show = ledger_sub.add_parser("show", help="Every entry about one adapter (id or prefix).")
-    show.add_argument("adapter")
-    show.add_argument("--ledger", type=Path, default=Path("runs/ledger.jsonl"))
+    add_governance_commands(sub)
 
     models = sub.add_parser("models", help="Prepare a model (convert the embedded default once).")
     models.add_argument("spec", nargs="?", default=None, help="Model spec (default: the embedded SmolLM2).")
@@ -74,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_args(parser: argparse.ArgumentParser, model: type) -> None:
+    add_security_args(parser)
     parser.add_argument("--config", help="YAML file of settings; flags override it.")
     add_config_arguments(parser, model)
 
@@ -98,15 +93,15 @@ def _dispatch(args: argparse.Namespace) -> int | None:
     from seal import roles
 
     if args.command == "student":
-        roles.run_student(build_config(StudentConfig, args), args.bind)
+        roles.run_student(build_config(StudentConfig, args), args.bind, keys_folder(args))
     elif args.command == "auditor":
-        roles.run_auditor(build_config(AuditorConfig, args), args.bind, args.student)
+        roles.run_auditor(build_config(AuditorConfig, args), args.bind, args.student, keys_folder(args))
     elif args.command == "teacher":
-        roles.run_teacher(build_config(TeacherConfig, args), args.student, args.auditor)
+        roles.run_teacher(build_config(TeacherConfig, args), args.student, args.auditor, keys_folder(args))
     elif args.command == "demo":
         return _demo(args)
-    elif args.command == "ledger":
-        return _ledger(args)
+    elif args.command in ("keys", "promote", "rollback", "status", "shadow", "ledger"):
+        return run_governance(args)
     elif args.command == "models":
         from seal.models import DEFAULT_MODEL, resolve_model
 
@@ -133,31 +128,17 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(opts)
 
 
-def _ledger(args: argparse.Namespace) -> int:
-    from auditor.ledger import Ledger, verify_ledger
-
-    if args.ledger_command == "verify":
-        report = verify_ledger(args.ledger)
-        print(f"{args.ledger}: {report.entries} entries, " + ("verified" if report.ok else "NOT VERIFIED"))
-        for problem in report.problems:
-            print(f"  {problem}")
-        return 0 if report.ok else 1
-    entries = [
-        e for e in Ledger(args.ledger).entries() if str(e["record"].get("adapter_id", "")).startswith(args.adapter)
-    ]
-    for entry in entries:
-        print(json.dumps(entry, indent=2))
-    return 0 if entries else 1
-
-
 def _is_user_error(exc: Exception) -> bool:
     """Errors that deserve one line, not a traceback."""
-    from auditor.ledger import LedgerError
+    from protocol.security import SecurityError
+    from protocol.signing import VerdictRefused
     from protocol.transport import TransportError
     from seal.datasets import DatasetError
+    from seal.ledger import LedgerError
     from seal.models import ModelLoadError
 
-    return isinstance(exc, ConfigError | ModelLoadError | DatasetError | TransportError | LedgerError)
+    errors = (ConfigError, ModelLoadError, DatasetError, TransportError, LedgerError, SecurityError, VerdictRefused)
+    return isinstance(exc, errors)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ Run: ``seal demo`` (the embedded default model, the built-in fictional documents
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -12,7 +13,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from auditor.ledger import verify_ledger
+from protocol.security import create_role_keys
+from protocol.signing import create_signing_key
+from seal.ledger import verify_ledger
 from seal.models import DEFAULT_MODEL, resolve_model
 from seal.processes import ProcessFailed, ProcessGroup, free_tcp_ports
 
@@ -37,11 +40,12 @@ def role_commands(opts: DemoOptions, student_ep: str, auditor_ep: str) -> dict[s
     """The ``seal`` command line of each role, as a user would type it."""
     seal = [sys.executable, "-m", "seal"]
     store, ledger = str(opts.run_dir / "store"), str(opts.run_dir / "ledger.jsonl")
+    keys = ["--keys", str(opts.run_dir / "keys")]
     data = ["--data", str(opts.data)] if opts.data else []
     limit = ["--limit", str(opts.limit)] if opts.limit else []
-    device = ["--device", opts.device]
+    common = ["--device", opts.device, *keys]
     return {
-        "student": [*seal, "student", "--bind", student_ep, "--model", opts.model, "--store", store, *device],
+        "student": [*seal, "student", "--bind", student_ep, "--model", opts.model, "--store", store, *common],
         "auditor": [
             *seal,
             "auditor",
@@ -61,7 +65,7 @@ def role_commands(opts: DemoOptions, student_ep: str, auditor_ep: str) -> dict[s
             str(opts.min_gain),
             *data,
             *limit,
-            *device,
+            *common,
         ],
         "teacher": [
             *seal,
@@ -80,7 +84,7 @@ def role_commands(opts: DemoOptions, student_ep: str, auditor_ep: str) -> dict[s
             str(opts.ready_timeout_s),
             *data,
             *limit,
-            *device,
+            *common,
         ],
     }
 
@@ -92,8 +96,12 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
     console.print(f"[bold]seal demo[/] · run folder {opts.run_dir}")
     for spec in dict.fromkeys([opts.model, opts.teacher_model or opts.model]):
         resolve_model(spec)  # convert once here, not in three processes at the same time
+    keys = opts.run_dir / "keys"
+    create_role_keys(keys)
+    create_signing_key(keys)
     ports = free_tcp_ports(2)
     commands = role_commands(opts, f"tcp://127.0.0.1:{ports[0]}", f"tcp://127.0.0.1:{ports[1]}")
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so that leaving the block stops the three roles
     with ProcessGroup() as group:
         group.spawn("student", commands["student"], opts.run_dir / "student.log")
         group.spawn("auditor", commands["auditor"], opts.run_dir / "auditor.log")
@@ -108,3 +116,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
     console.print(f"ledger {opts.run_dir / 'ledger.jsonl'}: {report.entries} entries, {status}")
     console.print(f"demo wall time {time.perf_counter() - started:.0f} s; logs in {opts.run_dir}")
     return code if report.ok else 1
+
+
+def _exit_on_sigterm(*_: object) -> None:
+    raise SystemExit(143)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from pathlib import Path
 
 from rich.console import Console
 
 from auditor.config import AuditorConfig
 from protocol.codec import AUDITOR_CHANNEL, STUDENT_CHANNEL
 from protocol.messages import Role
+from protocol.security import client_security, server_security
+from protocol.signing import load_signing_key, load_verify_key
 from protocol.transport import Client, PeerUnavailable, Server
 from seal.datasets import DEMO_DOCUMENTS, load_contexts
 from teacher.config import TeacherConfig
@@ -28,24 +31,26 @@ def serve(server: Server) -> None:
     log.info("%s stopped", server.role)
 
 
-def run_student(config, bind: str) -> None:
-    """Load the student's model, then serve the student channel on ``bind``."""
+def run_student(config, bind: str, keys: Path | None) -> None:
+    """Load the student's model, then serve the student channel on ``bind`` (CURVE when ``keys``)."""
     from student.service import Student  # heavy imports only in the process that needs them
 
-    student = Student(config)
-    serve(Server(bind, STUDENT_CHANNEL, "student", student.handle))
+    student = Student(config, load_verify_key(keys) if keys else None)
+    security = server_security(keys, "student") if keys else None
+    serve(Server(bind, STUDENT_CHANNEL, "student", student.handle, security=security))
 
 
-def run_auditor(config: AuditorConfig, bind: str, student_endpoint: str) -> None:
+def run_auditor(config: AuditorConfig, bind: str, student_endpoint: str, keys: Path | None) -> None:
     """Connect to the student, load τ and the scoring model, then serve the auditor channel."""
     from auditor.service import Auditor
 
-    link = student_client(student_endpoint, "auditor", config.student_timeout_s)
-    auditor = Auditor(config, link)
-    serve(Server(bind, AUDITOR_CHANNEL, "auditor", auditor.handle))
+    link = student_client(student_endpoint, "auditor", config.student_timeout_s, keys)
+    auditor = Auditor(config, link, load_signing_key(keys) if keys else None)
+    security = server_security(keys, "auditor") if keys else None
+    serve(Server(bind, AUDITOR_CHANNEL, "auditor", auditor.handle, security=security))
 
 
-def student_client(endpoint: str, sender: Role, timeout_s: float) -> Client:
+def student_client(endpoint: str, sender: Role, timeout_s: float, keys: Path | None) -> Client:
     return Client(
         endpoint,
         STUDENT_CHANNEL,
@@ -53,12 +58,19 @@ def student_client(endpoint: str, sender: Role, timeout_s: float) -> Client:
         timeout_s=timeout_s,
         retries=1,
         timeout_setting="the student timeout (--train-timeout-s / --student-timeout-s)",
+        security=client_security(keys, sender, "student") if keys else None,
     )
 
 
-def auditor_client(endpoint: str, timeout_s: float) -> Client:
+def auditor_client(endpoint: str, timeout_s: float, keys: Path | None, sender: Role = "teacher") -> Client:
     return Client(
-        endpoint, AUDITOR_CHANNEL, "teacher", timeout_s=timeout_s, retries=1, timeout_setting="--judge-timeout-s"
+        endpoint,
+        AUDITOR_CHANNEL,
+        sender,
+        timeout_s=timeout_s,
+        retries=1,
+        timeout_setting="--judge-timeout-s",
+        security=client_security(keys, sender, "auditor") if keys else None,
     )
 
 
@@ -77,7 +89,7 @@ def wait_until_ready(clients: dict[str, Client], deadline_s: float) -> None:
                     ) from None
 
 
-def run_teacher(config: TeacherConfig, student_endpoint: str, auditor_endpoint: str) -> None:
+def run_teacher(config: TeacherConfig, student_endpoint: str, auditor_endpoint: str, keys: Path | None) -> None:
     """One adaptation pass over the configured contexts; prints the table at the end."""
     from teacher.backends import TransformersTeacher
     from teacher.loop import run_pass
@@ -87,8 +99,8 @@ def run_teacher(config: TeacherConfig, student_endpoint: str, auditor_endpoint: 
     console = Console()
     started = time.perf_counter()
     contexts = load_contexts(config.data or DEMO_DOCUMENTS, limit=config.limit)
-    student = student_client(student_endpoint, "teacher", config.train_timeout_s)
-    auditor = auditor_client(auditor_endpoint, config.judge_timeout_s)
+    student = student_client(student_endpoint, "teacher", config.train_timeout_s, keys)
+    auditor = auditor_client(auditor_endpoint, config.judge_timeout_s, keys)
     backend = TransformersTeacher(config.model, config.device)
     console.print(f"teacher {config.model} ({config.version}) ready; waiting for student and auditor")
     wait_until_ready({"student": student, "auditor": auditor}, config.ready_timeout_s)

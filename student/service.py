@@ -8,23 +8,30 @@ from __future__ import annotations
 import logging
 import shutil
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from protocol.artifacts import ArtifactStore
 from protocol.codec import ProtocolError
 from protocol.messages import (
     AnswerQuestions,
     Answers,
+    AnswerServed,
     ApplySelfEdits,
     Body,
     Candidate,
     CandidatesTrained,
+    DescribeServed,
     DescribeStudent,
     ModelAnswers,
+    Promote,
+    Rollback,
     StudentInfo,
 )
 from seal.lora import adapters_loaded
 from seal.models import load_model
 from student.answering import generate_answers
 from student.config import StudentConfig
+from student.serving import ServedModel
 from student.training import train_adapter
 
 log = logging.getLogger(__name__)
@@ -33,10 +40,11 @@ log = logging.getLogger(__name__)
 class Student:
     """Applies self-edits as LoRA candidates and answers questions with the base model or a candidate."""
 
-    def __init__(self, config: StudentConfig):
+    def __init__(self, config: StudentConfig, verify_key: Ed25519PublicKey | None = None):
         self.config = config
         self.model, self.tokenizer = load_model(config.model, config.device)
         self.store = ArtifactStore(config.store)
+        self.served = ServedModel(self.model, self.tokenizer, self.store, verify_key, config.answer_batch_size)
         self._base_answers: dict[tuple[str, int], str] = {}  # (question, max_new_tokens) -> answer
 
     def handle(self, request: Body) -> Body:
@@ -49,6 +57,8 @@ class Student:
             return StudentInfo(
                 base_model=self.config.model, device=str(self.model.device), default_settings=self.config.train
             )
+        if isinstance(request, Promote | Rollback | DescribeServed | AnswerServed):
+            return self.served.handle(request)
         raise ProtocolError("unsupported", f"the student does not serve {type(request).__name__}")
 
     def apply_self_edits(self, request: ApplySelfEdits) -> CandidatesTrained:

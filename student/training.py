@@ -66,7 +66,39 @@ def collate(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
 
 
+@dataclass(frozen=True)
+class Step:
+    """One optimizer step of a candidate: its epoch and the indices of the sequences in its batch."""
+
+    epoch: int
+    indices: list[int]
+
+
+def training_schedule(num_sequences: int, settings: TrainSettings) -> list[Step]:
+    """Every optimizer step of a training run, in order: each epoch reshuffled by ``Random(settings.seed)``.
+
+    The sequential and the batched trainers both follow this, so a candidate sees the same batches either way.
+    """
+    order = random.Random(settings.seed)
+    steps = []
+    for epoch in range(settings.epochs):
+        indices = list(range(num_sequences))
+        order.shuffle(indices)
+        size = settings.batch_size
+        steps += [Step(epoch, indices[start : start + size]) for start in range(0, num_sequences, size)]
+    return steps
+
+
+def epoch_means(schedule: list[Step], step_losses: list[float]) -> list[float]:
+    """The mean step loss of each epoch."""
+    by_epoch: dict[int, list[float]] = {}
+    for step, loss in zip(schedule, step_losses, strict=True):
+        by_epoch.setdefault(step.epoch, []).append(loss)
+    return [sum(losses) / len(losses) for losses in by_epoch.values()]
+
+
 def lora_config(settings: TrainSettings, base_model: str) -> LoraConfig:
+    """The peft config of a candidate with these settings."""
     return LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,
@@ -93,40 +125,39 @@ def train_adapter(
         losses, steps = _fit(peft_model, sequences, settings, tokenizer.pad_token_id)
         folder = Path(tempfile.mkdtemp(prefix="seal-adapter-"))
         peft_model.save_pretrained(folder)
-        _name_base_model(folder, base_model)
+        finish_adapter_config(folder, base_model)
     finally:
         peft_model.unload()  # drop the LoRA layers: the base model is shared by every job
     return TrainedAdapter(folder, settings, len(sequences), steps, losses, time.perf_counter() - started)
 
 
-def _name_base_model(folder: Path, base_model: str) -> None:
-    """Record the model *spec* (not this machine's path) so the adapter's content id is portable."""
+def finish_adapter_config(folder: Path, base_model: str) -> None:
+    """Record the model *spec* (not this machine's path) so the adapter's content id is portable.
+
+    Target modules are sorted too: peft writes them in set order, which varies from process to process.
+    """
     config_file = folder / "adapter_config.json"
     config = json.loads(config_file.read_text())
     config["base_model_name_or_path"] = base_model
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 def _fit(model: PeftModel, sequences: list[list[int]], settings: TrainSettings, pad_id: int) -> tuple[list[float], int]:
-    """AdamW over shuffled batches; returns the mean loss of each epoch and the step count."""
+    """AdamW over the schedule's batches; returns the mean loss of each epoch and the step count."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
-    order = random.Random(settings.seed)
+    schedule = training_schedule(len(sequences), settings)
     device = next(model.parameters()).device
     model.train()
-    epoch_losses, steps = [], 0
-    for _epoch in range(settings.epochs):
-        indices = list(range(len(sequences)))
-        order.shuffle(indices)
-        batch_losses = []
-        for start in range(0, len(indices), settings.batch_size):
-            batch = collate([sequences[i] for i in indices[start : start + settings.batch_size]], pad_id)
-            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            batch_losses.append(loss.item())
-            steps += 1
-        epoch_losses.append(sum(batch_losses) / len(batch_losses))
+    step_losses = []
+    for step in schedule:
+        batch = collate([sequences[i] for i in step.indices], pad_id)
+        loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step_losses.append(loss.item())
     model.eval()
-    return epoch_losses, steps
+    return epoch_means(schedule, step_losses), len(schedule)

@@ -1,17 +1,32 @@
 """Teacher backends: where self-edit text comes from.
 
 Every backend samples ``n`` completions for each prompt in one call, so that a
-batched engine can serve many contexts at once.
+batched engine can serve many contexts at once. ``sample`` gives the texts;
+``complete`` gives each text with its token usage and, for API models, whether
+the model declined (a refusal is a failed proposal, not an error). Backends:
+this module's transformers model (the CPU default), :mod:`teacher.vllm_backend`,
+:mod:`teacher.openai_backend` and :mod:`teacher.anthropic_backend`, chosen by
+:mod:`teacher.backend_spec`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import torch
 
-from protocol.messages import SamplingSettings
+from protocol.messages import SamplingSettings, Usage
 from seal.models import load_model
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled text; ``refusal`` says why the model declined (``text`` is then empty)."""
+
+    text: str
+    usage: Usage | None = None
+    refusal: str | None = None
 
 
 class TeacherBackend(Protocol):
@@ -23,6 +38,15 @@ class TeacherBackend(Protocol):
         """``n`` completions for each prompt, in prompt order."""
         ...
 
+    def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
+        """Like ``sample``, with each text's usage and refusal."""
+        ...
+
+
+def texts_of(completions: list[list[Completion]]) -> list[list[str]]:
+    """The texts of ``complete``'s answer (a refusal gives an empty text): ``sample`` for backends that complete."""
+    return [[c.text for c in row] for row in completions]
+
 
 class TransformersTeacher:
     """An in-process transformers model (the CPU default)."""
@@ -31,6 +55,10 @@ class TransformersTeacher:
         self.model_id = model_id
         self.batch_size = batch_size
         self.model, self.tokenizer = load_model(model_id, device)
+
+    def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
+        """``sample``'s texts as completions (a local model never refuses; usage is not counted here)."""
+        return [[Completion(text) for text in row] for row in self.sample(prompts, n, sampling)]
 
     def sample(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[str]]:
         torch.manual_seed(sampling.seed)

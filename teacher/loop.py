@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +28,9 @@ from protocol.messages import (
     CandidatesTrained,
     Context,
     JudgeCandidates,
+    Review,
+    Reviews,
+    ReviewSelfEdits,
     SelfEdit,
     TrainJob,
     Verdict,
@@ -48,6 +51,7 @@ class Outcome:
     context: Context
     self_edits: list[SelfEdit]
     verdicts: list[Verdict]
+    vetoed: list[Review] = field(default_factory=list)  # self-edits the auditor's rules stopped before training
 
     def to_json(self) -> str:
         return json.dumps(
@@ -65,6 +69,7 @@ class Outcome:
             Context.model_validate(data["context"]),
             [SelfEdit.model_validate(e) for e in data["self_edits"]],
             [Verdict.model_validate(v) for v in data["verdicts"]],
+            [Review.model_validate(r) for r in data.get("vetoed", [])],
         )
 
 
@@ -76,17 +81,21 @@ def adapt_context(
     train_timeout_s: float,
     judge_timeout_s: float,
 ) -> Outcome:
-    """Apply every self-edit for one context as a candidate, then have the auditor judge them."""
+    """Have the auditor's rules review the self-edits, train the rest as candidates, have them judged."""
+    reviewed = auditor.call(ReviewSelfEdits(self_edits=self_edits), judge_timeout_s)
+    assert isinstance(reviewed, Reviews)
+    vetoed = [r for r in reviewed.reviews if r.vetoes]
+    allowed = [e for e, r in zip(self_edits, reviewed.reviews, strict=True) if not r.vetoes]
+    if not allowed:
+        return Outcome(context, self_edits, [], vetoed)
     trained = student.call(
-        ApplySelfEdits(jobs=[TrainJob(context=context, self_edit=e) for e in self_edits]), train_timeout_s
+        ApplySelfEdits(jobs=[TrainJob(context=context, self_edit=e) for e in allowed]), train_timeout_s
     )
     assert isinstance(trained, CandidatesTrained)
-    reviews = [
-        CandidateForReview(self_edit=e, candidate=c) for e, c in zip(self_edits, trained.candidates, strict=True)
-    ]
+    reviews = [CandidateForReview(self_edit=e, candidate=c) for e, c in zip(allowed, trained.candidates, strict=True)]
     judged = auditor.call(JudgeCandidates(context_id=context.context_id, candidates=reviews), judge_timeout_s)
     assert isinstance(judged, Verdicts)
-    return Outcome(context, self_edits, judged.verdicts)
+    return Outcome(context, self_edits, judged.verdicts, vetoed)
 
 
 def load_outcomes(results: Path) -> dict[str, Outcome]:

@@ -6,36 +6,45 @@ from rich.table import Table
 
 from teacher.loop import Outcome
 
+COLUMNS = ["context", "F1 base→cand", "log-lik base→cand", "reward", "retention drop", "verdict", "adapter"]
+
 
 def outcomes_table(outcomes: list[Outcome], wall_seconds: float | None = None) -> Table:
-    """One row per candidate; totals in the caption."""
-    table = Table(title="seal: one adaptation pass", show_lines=False)
-    for name, justify in [
-        ("context", "left"),
-        ("F1 base→cand", "right"),
-        ("log-lik base→cand", "right"),
-        ("reward", "right"),
-        ("retention drop", "right"),
-        ("verdict", "left"),
-        ("adapter", "left"),
-    ]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    """One row per candidate (and per self-edit vetoed before training); totals in the caption."""
+    table = Table(title="seal: one adaptation pass")
+    for name in COLUMNS:
+        table.add_column(name, justify="left" if name in ("context", "verdict", "adapter") else "right")
     verdicts = [v for o in outcomes for v in o.verdicts]
     for outcome in outcomes:
+        title = outcome.context.title[:28] or outcome.context.context_id
         for v in outcome.verdicts:
+            verdict = "[green]accepted[/]" if v.accepted else f"[red]rejected[/] ({_short_reason(v.reason)})"
             table.add_row(
-                outcome.context.title[:28] or outcome.context.context_id,
+                title,
                 f"{v.base.f1:.2f}→{v.candidate.f1:.2f}",
                 f"{v.base.loglik:.2f}→{v.candidate.loglik:.2f}",
                 f"{v.reward:+.3f}",
                 f"{v.retention_drop:+.3f}",
-                "[green]accepted[/]" if v.accepted else "[red]rejected[/]",
+                verdict,
                 v.adapter_id[:12],
             )
+        for review in outcome.vetoed:
+            table.add_row(title, "", "", "", "", f"[red]vetoed[/] ({review.vetoes[0].reason[:40]})", "-")
     accepted = sum(v.accepted for v in verdicts)
     mean_reward = sum(v.reward for v in verdicts) / len(verdicts) if verdicts else 0.0
-    caption = f"{accepted}/{len(verdicts)} candidates accepted · mean reward {mean_reward:+.3f} ({verdicts[0].metric if verdicts else '-'})"
+    metric = verdicts[0].metric if verdicts else "-"
+    caption = f"{accepted}/{len(verdicts)} candidates accepted · mean reward {mean_reward:+.3f} ({metric})"
     if wall_seconds is not None:
-        caption += f" · wall time {wall_seconds / 60:.1f} min"
+        caption += f" · wall time {wall_seconds:.0f} s"
     table.caption = caption
     return table
+
+
+def _short_reason(reason: str) -> str:
+    if reason.startswith("retention"):
+        return "retention"
+    if reason.startswith("vetoed"):
+        return "veto"
+    if "below the minimum" in reason:
+        return "gain too small"
+    return "not evaluated"

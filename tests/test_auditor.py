@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from auditor.config import AuditorConfig
-from auditor.ledger import verify_ledger
 from auditor.service import Auditor
 from protocol.codec import ProtocolError
 from protocol.messages import (
@@ -23,6 +22,7 @@ from protocol.messages import (
     TrainSettings,
 )
 from seal.datasets import context_id_for
+from seal.ledger import verify_ledger
 from seal.models import load_model
 from seal.qa_format import question_prompt
 from student.config import StudentConfig

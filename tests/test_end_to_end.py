@@ -8,15 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-from auditor.ledger import verify_ledger
+from seal.ledger import verify_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _seal(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160"}
-    return subprocess.run([sys.executable, "-m", "seal", *args], capture_output=True, text=True, timeout=timeout,
-                          env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, "-m", "seal", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+    )
 
 
 def test_demo_runs_three_processes_end_to_end_and_resumes(tiny_model_dir, tmp_path):
@@ -47,8 +48,20 @@ def test_broken_model_path_is_one_clear_line(tmp_path):
 
 
 def test_unreachable_student_is_a_clear_error(tiny_model_dir, tmp_path):
-    done = _seal("teacher", "--model", tiny_model_dir, "--student", "tcp://127.0.0.1:9", "--auditor",
-                 "tcp://127.0.0.1:9", "--ready-timeout-s", "1", "--run-dir", str(tmp_path))
+    done = _seal(
+        "teacher",
+        "--insecure",
+        "--model",
+        tiny_model_dir,
+        "--student",
+        "tcp://127.0.0.1:9",
+        "--auditor",
+        "tcp://127.0.0.1:9",
+        "--ready-timeout-s",
+        "1",
+        "--run-dir",
+        str(tmp_path),
+    )
     assert done.returncode == 2
     assert "did not come up" in done.stderr and "Traceback" not in done.stderr
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from auditor import ledger as ledger_mod
-from auditor.ledger import (
+from seal import ledger as ledger_mod
+from seal.ledger import (
     GENESIS,
     Ledger,
     LedgerError,

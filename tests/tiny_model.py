@@ -61,12 +61,17 @@ def build_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
     )
 
 
-def tiny_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
-    """A Llama config small enough to build and run in milliseconds (GQA and tied embeddings as SmolLM2)."""
+def tiny_config(tokenizer: PreTrainedTokenizerFast, head_dim: int = 16) -> LlamaConfig:
+    """A Llama config small enough to build and run in milliseconds (GQA and tied embeddings as SmolLM2).
+
+    `head_dim` is the attention head size; 4 heads and 2 key/value heads either way. The default
+    (16, hidden size 64) is what the tests rely on; vLLM's CPU attention kernels need a supported
+    head size such as 64 (hidden size 256).
+    """
     return LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
+        hidden_size=4 * head_dim,
+        intermediate_size=8 * head_dim,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
@@ -81,14 +86,15 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
     )
 
 
-def build_tiny_model(folder: Path, seed: int = 0) -> Path:
+def build_tiny_model(folder: Path, seed: int = 0, head_dim: int = 16) -> Path:
     """Save a tiny random Llama model and its tokenizer into `folder`; return `folder`.
 
-    The weights depend only on `seed`; the global torch RNG is left untouched.
+    The weights depend only on `seed` (and `head_dim`, see `tiny_config`); the global torch RNG
+    is left untouched.
     """
     folder = Path(folder)
     tokenizer = build_tokenizer()
-    config = tiny_config(tokenizer)
+    config = tiny_config(tokenizer, head_dim)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = LlamaForCausalLM(config)

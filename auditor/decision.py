@@ -1,0 +1,181 @@
+"""From evidence to a signed, recorded verdict: the auditor's decision rule and its provenance.
+
+A verdict is built, signed (when the auditor holds a signing key), written to
+the ledger with everything it was based on, and only then returned.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from auditor.config import AuditorConfig
+from auditor.grading import exact_match, f1_score
+from protocol.messages import CandidateForReview, Scores, SelfEdit, Verdict, Veto
+from protocol.signing import sign_verdict
+from seal.datasets import QAItem
+from seal.ledger import Ledger
+
+EMPTY_SCORES = Scores(exact_match=0.0, f1=0.0, loglik=0.0, n_questions=0)
+
+
+@dataclass
+class ModelResult:
+    """One model's answers and likelihoods on τ and the retention set."""
+
+    answers: list[str]
+    gold_logliks: list[float]
+    retention_answers: list[str]
+    retention_logliks: list[float]
+
+
+def self_edit_sha256(self_edit: SelfEdit) -> str:
+    """Hash of the self-edit as judged, over its canonical JSON."""
+    canonical = json.dumps(self_edit.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Decider:
+    """Applies the acceptance rule and records every verdict."""
+
+    def __init__(
+        self, config: AuditorConfig, ledger: Ledger, retention: list[QAItem], signing_key: Ed25519PrivateKey | None
+    ):
+        self.config = config
+        self.ledger = ledger
+        self.retention = retention
+        self.signing_key = signing_key
+
+    def decide(
+        self,
+        context_id: str,
+        tau: list[QAItem],
+        item: CandidateForReview,
+        base: ModelResult,
+        cand: ModelResult,
+        vetoes: list[Veto],
+    ) -> Verdict:
+        """Accept only on enough gain, retention held, and no veto."""
+        base_scores, cand_scores = scores(tau, base), scores(tau, cand)
+        gain = getattr(cand_scores, self.config.metric) - getattr(base_scores, self.config.metric)
+        drop = _mean(base.retention_logliks) - _mean(cand.retention_logliks)
+        if not (math.isfinite(gain) and math.isfinite(drop)):
+            return self.refuse(context_id, item, "its scores are not finite (did training diverge?)")
+        accepted, reason = self._rule(gain, drop, vetoes)
+        details = {
+            "thresholds": {"min_gain": self.config.min_gain, "max_retention_drop": self.config.max_retention_drop},
+            "per_question": _per_question(tau, base, cand),
+            "retention": _retention_detail(self.retention, base, cand),
+        }
+        return self._conclude(
+            context_id, item, accepted, reason, (gain, drop), (base_scores, cand_scores), vetoes, details
+        )
+
+    def refuse(self, context_id: str, item: CandidateForReview, why: str, vetoes: list[Veto] | None = None) -> Verdict:
+        """A candidate rejected without a full evaluation (bad artifact, vetoed text, diverged scores)."""
+        return self._conclude(
+            context_id, item, False, f"not evaluated: {why}", (0.0, 0.0), (EMPTY_SCORES, EMPTY_SCORES), vetoes or [], {}
+        )
+
+    def _rule(self, gain: float, drop: float, vetoes: list[Veto]) -> tuple[bool, str]:
+        metric, cfg = self.config.metric, self.config
+        if vetoes:
+            return False, "vetoed: " + "; ".join(f"{v.reviewer}: {v.reason}" for v in vetoes)
+        if drop > cfg.max_retention_drop:
+            return False, f"retention dropped by {drop:.3f} > {cfg.max_retention_drop} nats/token"
+        if gain < cfg.min_gain:
+            return False, f"{metric} gain {gain:+.3f} is below the minimum {cfg.min_gain}"
+        return True, f"{metric} gain {gain:+.3f} >= {cfg.min_gain}, retention drop {drop:.3f}"
+
+    def _conclude(
+        self,
+        context_id: str,
+        item: CandidateForReview,
+        accepted: bool,
+        reason: str,
+        gain_drop: tuple[float, float],
+        base_cand: tuple[Scores, Scores],
+        vetoes: list[Veto],
+        details: dict[str, Any],
+    ) -> Verdict:
+        verdict = Verdict(
+            context_id=context_id,
+            self_edit_id=item.self_edit.self_edit_id,
+            adapter_id=item.candidate.adapter.adapter_id,
+            accepted=accepted,
+            metric=self.config.metric,
+            reward=gain_drop[0],
+            base=base_cand[0],
+            candidate=base_cand[1],
+            retention_drop=gain_drop[1],
+            vetoes=vetoes,
+            reason=reason,
+            self_edit_sha256=self_edit_sha256(item.self_edit),
+            ledger_entry="",
+        )
+        if self.signing_key is not None:
+            verdict = sign_verdict(verdict, self.signing_key)
+        record = {
+            "adapter_id": verdict.adapter_id,
+            "context_id": context_id,
+            "accepted": accepted,
+            "reason": reason,
+            "student_model": self.config.model,
+            "verdict": verdict.model_dump(mode="json"),
+            "self_edit": item.self_edit.model_dump(mode="json"),
+            "training": item.candidate.model_dump(mode="json", exclude={"adapter"}),
+            **details,
+        }
+        entry = self.ledger.append("verdict", record)
+        return verdict.model_copy(update={"ledger_entry": entry})
+
+
+def scores(tau: list[QAItem], result: ModelResult) -> Scores:
+    """Aggregate EM, F1 and gold log-likelihood of one model on τ."""
+    pairs = list(zip(tau, result.answers, strict=True))
+    return Scores(
+        exact_match=_mean([exact_match(a, q.answers) for q, a in pairs]),
+        f1=_mean([f1_score(a, q.answers) for q, a in pairs]),
+        loglik=_mean(result.gold_logliks),
+        n_questions=len(tau),
+    )
+
+
+def _per_question(tau: list[QAItem], base: ModelResult, cand: ModelResult) -> list[dict[str, Any]]:
+    rows = zip(tau, base.answers, cand.answers, base.gold_logliks, cand.gold_logliks, strict=True)
+    return [
+        {
+            "question": q.question,
+            "gold": q.answers,
+            "base_answer": ba,
+            "candidate_answer": ca,
+            "base_loglik": bl,
+            "candidate_loglik": cl,
+            "candidate_f1": f1_score(ca, q.answers),
+        }
+        for q, ba, ca, bl, cl in rows
+    ]
+
+
+def _retention_detail(retention: list[QAItem], base: ModelResult, cand: ModelResult) -> list[dict[str, Any]]:
+    rows = zip(
+        retention,
+        base.retention_answers,
+        cand.retention_answers,
+        base.retention_logliks,
+        cand.retention_logliks,
+        strict=True,
+    )
+    return [
+        {"question": q.question, "base_answer": ba, "candidate_answer": ca, "base_loglik": bl, "candidate_loglik": cl}
+        for q, ba, ca, bl, cl in rows
+    ]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0

@@ -1,0 +1,150 @@
+"""Who may talk to whom: ZeroMQ CURVE keys per role, and the explicit insecure mode.
+
+A key folder (made by ``seal keys init``) holds, per role, a CURVE key pair
+(``ROLE.key`` public, ``ROLE.key_secret`` secret, in pyzmq's certificate
+format), plus the auditor's Ed25519 signing key (see :mod:`protocol.signing`).
+A server accepts only the public keys of the roles allowed to call it; a
+client must know the server's public key. Plain TCP needs ``--insecure``
+and is refused on anything but loopback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from protocol.messages import Role
+
+log = logging.getLogger(__name__)
+
+ROLES: tuple[Role, ...] = ("teacher", "student", "auditor", "cli")
+# The roles allowed to call each server role.
+ALLOWED_CALLERS: dict[Role, tuple[Role, ...]] = {
+    "student": ("teacher", "auditor", "cli"),
+    "auditor": ("teacher", "cli"),
+}
+
+
+class SecurityError(Exception):
+    """Missing or unusable keys, or an insecure endpoint that is not loopback."""
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    public: bytes
+    secret: bytes
+
+
+@dataclass(frozen=True)
+class CurveServer:
+    """A server's own key pair and the public keys it lets in."""
+
+    keys: KeyPair
+    allowed: frozenset[bytes]
+
+
+@dataclass(frozen=True)
+class CurveClient:
+    """A client's own key pair and the public key of the server it calls."""
+
+    keys: KeyPair
+    server_public: bytes
+
+
+def create_role_keys(folder: Path) -> list[Path]:
+    """Write a CURVE key pair for every role that has none yet; returns the files written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for role in ROLES:
+        if not (folder / f"{role}.key_secret").exists():
+            public, secret = zmq.auth.create_certificates(str(folder), role)
+            written += [Path(public), Path(secret)]
+    for path in folder.glob("*.key_secret"):
+        path.chmod(0o600)
+    return written
+
+
+def load_keys(folder: Path, role: Role) -> KeyPair:
+    """A role's key pair from the key folder."""
+    path = folder / f"{role}.key_secret"
+    try:
+        public, secret = zmq.auth.load_certificate(str(path))
+    except (OSError, ValueError) as exc:
+        raise SecurityError(f"no usable secret key for the {role} at {path} ({exc}); run 'seal keys init'") from None
+    if secret is None:
+        raise SecurityError(f"{path} holds no secret key")
+    return KeyPair(public, secret)
+
+
+def load_public(folder: Path, role: Role) -> bytes:
+    """A peer role's public key from the key folder."""
+    path = folder / f"{role}.key"
+    try:
+        public, _ = zmq.auth.load_certificate(str(path))
+    except (OSError, ValueError) as exc:
+        raise SecurityError(f"no public key for the {role} at {path} ({exc}); run 'seal keys init'") from None
+    return public
+
+
+def server_security(folder: Path, role: Role) -> CurveServer:
+    allowed = frozenset(load_public(folder, caller) for caller in ALLOWED_CALLERS[role])
+    return CurveServer(load_keys(folder, role), allowed)
+
+
+def client_security(folder: Path, role: Role, server_role: Role) -> CurveClient:
+    return CurveClient(load_keys(folder, role), load_public(folder, server_role))
+
+
+def apply_curve(sock: zmq.Socket, security: CurveServer | CurveClient | None) -> None:
+    """Set a socket's CURVE options before it binds or connects."""
+    if security is None:
+        return
+    sock.curve_secretkey = security.keys.secret
+    sock.curve_publickey = security.keys.public
+    if isinstance(security, CurveServer):
+        sock.curve_server = True
+    else:
+        sock.curve_serverkey = security.server_public
+
+
+class _AllowList:
+    """ZAP credentials callback: a client is let in only if its public key is listed."""
+
+    def __init__(self, allowed: frozenset[bytes]):
+        self.allowed = allowed  # z85-encoded, as pyzmq hands keys to the callback
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        ok = key in self.allowed
+        if not ok:
+            log.warning("refused a CURVE client with an unknown public key")
+        return ok
+
+
+def start_authenticator(ctx: zmq.Context, security: CurveServer) -> ThreadAuthenticator:
+    """Run the ZAP handler that checks every connecting client's key; stop it when the server stops."""
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve_callback(domain="*", credentials_provider=_AllowList(security.allowed))
+    return auth
+
+
+def check_insecure_endpoint(endpoint: str) -> None:
+    """Plain TCP is allowed on loopback only; say so loudly."""
+    parsed = urlparse(endpoint)
+    if parsed.scheme in ("ipc", "inproc"):
+        return
+    host = (parsed.hostname or "").strip("[]")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise SecurityError(f"--insecure is only allowed on loopback, not on {endpoint}; use --keys instead")
+    log.warning("INSECURE: %s uses plain TCP without authentication (--insecure)", endpoint)

@@ -1,0 +1,166 @@
+"""Governance subcommands: keys, promotion, rollback, the served state, shadow answers, the ledger.
+
+seal keys init --keys keys/
+seal promote ADAPTER --ledger runs/x/ledger.jsonl --keys keys/
+seal rollback [--to ADAPTER|base] --keys keys/
+seal status --keys keys/
+seal shadow ADAPTER --question "..." --keys keys/
+seal ledger verify --ledger runs/x/ledger.jsonl [--keys keys/]
+seal ledger show ADAPTER --ledger runs/x/ledger.jsonl [--registry STORE/served/history.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from protocol.messages import AnswerServed, DescribeServed, Promote, Rollback, ServedState, Verdict
+from protocol.security import SecurityError, create_role_keys
+from protocol.signing import VerdictRefused, create_signing_key, load_verify_key, verify_signature
+from seal.ledger import Ledger, LedgerError, verify_ledger
+
+DEFAULT_STUDENT = "tcp://127.0.0.1:5555"
+
+
+def add_security_args(parser: argparse.ArgumentParser) -> None:
+    """--keys / --insecure, shared by every command that opens a socket."""
+    parser.add_argument("--keys", type=Path, help="Key folder made by 'seal keys init' (CURVE + verdict signing).")
+    parser.add_argument("--insecure", action="store_true", help="Plain TCP without authentication; loopback only.")
+
+
+def keys_folder(args: argparse.Namespace) -> Path | None:
+    """The key folder to use, or None in insecure mode; neither given is an error."""
+    if args.insecure:
+        return None
+    if args.keys is None:
+        raise SecurityError("give --keys DIR (made by 'seal keys init') or --insecure (loopback only)")
+    if not args.keys.is_dir():
+        raise SecurityError(f"key folder {args.keys} does not exist; run 'seal keys init --keys {args.keys}'")
+    return args.keys
+
+
+def add_governance_commands(sub: Any) -> None:
+    """Register keys, promote, rollback, status, shadow and ledger."""
+    keys = sub.add_parser("keys", help="Key pairs for every role.").add_subparsers(dest="keys_command", required=True)
+    init = keys.add_parser("init", help="Create CURVE key pairs and the auditor's signing key (kept if present).")
+    init.add_argument("--keys", type=Path, default=Path("keys"))
+
+    promote = sub.add_parser("promote", help="Serve an adapter; only with the auditor's signed accepting verdict.")
+    promote.add_argument("adapter", help="Adapter id or unique prefix.")
+    promote.add_argument("--ledger", type=Path, required=True, help="The auditor's ledger holding the verdict.")
+    rollback = sub.add_parser("rollback", help="Drop the top served adapter (or all above --to).")
+    rollback.add_argument("--to", help="Adapter id/prefix to return to, or 'base'.")
+    sub.add_parser("status", help="The served adapter stack and the verdicts that admitted it.")
+    shadow = sub.add_parser("shadow", help="Answer questions with the served model and with a candidate on top.")
+    shadow.add_argument("adapter")
+    shadow.add_argument("--question", action="append", required=True, help="A live question (repeatable).")
+    for name in ("promote", "rollback", "status", "shadow"):
+        parser = sub.choices[name]
+        parser.add_argument("--student", default=DEFAULT_STUDENT, help="The student's endpoint.")
+        add_security_args(parser)
+
+    ledger = sub.add_parser("ledger", help="Inspect the auditor's ledger.")
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    verify = ledger_sub.add_parser("verify", help="Check the hash chain and every signature, offline.")
+    verify.add_argument("--ledger", type=Path, required=True)
+    verify.add_argument("--keys", type=Path, help="Key folder holding the auditor's public signing key.")
+    show = ledger_sub.add_parser("show", help="The full chain for one adapter (id or prefix).")
+    show.add_argument("adapter")
+    show.add_argument("--ledger", type=Path, required=True)
+    show.add_argument("--registry", type=Path, help="The student's served/history.jsonl, for promotions.")
+
+
+def run_governance(args: argparse.Namespace) -> int:
+    """Run one governance subcommand; returns the exit code."""
+    if args.command == "keys":
+        written = create_role_keys(args.keys) + ([args.keys / "auditor.sign"] if create_signing_key(args.keys) else [])
+        print(f"{len(written)} key files written to {args.keys}" if written else f"keys in {args.keys} kept")
+        return 0
+    if args.command == "ledger":
+        return _verify(args) if args.ledger_command == "verify" else _show(args)
+    return _talk_to_student(args)
+
+
+def _talk_to_student(args: argparse.Namespace) -> int:
+    from seal.roles import student_client
+
+    client = student_client(args.student, "cli", 600.0, keys_folder(args))
+    try:
+        if args.command == "promote":
+            verdict = find_verdict(args.ledger, args.adapter)
+            reply = client.call(Promote(adapter_id=verdict.adapter_id, verdict=verdict))
+        elif args.command == "rollback":
+            reply = client.call(Rollback(to=args.to))
+        elif args.command == "status":
+            reply = client.call(DescribeServed())
+        else:
+            reply = client.call(AnswerServed(questions=args.question, shadow=args.adapter))
+            _print_shadow(args.question, reply.results)  # type: ignore[attr-defined]
+            return 0
+    finally:
+        client.close()
+    assert isinstance(reply, ServedState)
+    print(f"served (version {reply.version}): base" + "".join(f" + {a[:12]}" for a in reply.stack))
+    return 0
+
+
+def find_verdict(ledger: Path, adapter: str) -> Verdict:
+    """The newest verdict on ``adapter`` (id or prefix) recorded in the ledger."""
+    records = [e["record"] for e in Ledger(ledger).entries() if e["kind"] == "verdict"]
+    matches = [r for r in records if r.get("adapter_id", "").startswith(adapter) and "verdict" in r]
+    if not matches:
+        raise LedgerError(f"no verdict on adapter {adapter!r} in {ledger}")
+    return Verdict.model_validate(matches[-1]["verdict"])
+
+
+def _verify(args: argparse.Namespace) -> int:
+    report = verify_ledger(args.ledger)
+    problems = list(report.problems)
+    if args.keys is not None:
+        key = load_verify_key(args.keys)
+        for n, entry in enumerate(Ledger(args.ledger).entries(), start=1):
+            problems += _signature_problem(n, entry, key)
+    print(f"{args.ledger}: {report.entries} entries, " + ("verified" if not problems else "NOT VERIFIED"))
+    for problem in problems:
+        print(f"  {problem}")
+    return 0 if not problems else 1
+
+
+def _signature_problem(line: int, entry: dict[str, Any], key: Any) -> list[str]:
+    data = entry["record"].get("verdict")
+    if entry["kind"] != "verdict" or data is None:
+        return []
+    try:
+        verify_signature(Verdict.model_validate(data), key)
+    except VerdictRefused as exc:
+        return [f"line {line}: {exc}"]
+    return []
+
+
+def _show(args: argparse.Namespace) -> int:
+    entries = [e for e in Ledger(args.ledger).entries() if _mentions(e["record"], args.adapter)]
+    if args.registry is not None:
+        entries += [e for e in Ledger(args.registry).entries() if _mentions(e["record"], args.adapter)]
+    for entry in entries:
+        print(json.dumps(entry, indent=2))
+    return 0 if entries else 1
+
+
+def _mentions(record: dict[str, Any], adapter: str) -> bool:
+    """A verdict on the adapter, or a registry change whose stack held it."""
+    ids = [record.get("adapter_id", ""), *record.get("before", []), *record.get("after", [])]
+    return any(str(a).startswith(adapter) for a in ids)
+
+
+def _print_shadow(questions: list[str], results: list[Any]) -> None:
+    table = Table(title="shadow: served model vs candidate on top")
+    for column in ("question", "served", f"with {results[-1].adapter_id[:12]}"):
+        table.add_column(column)
+    for row in zip(questions, results[0].answers, results[-1].answers, strict=True):
+        table.add_row(*row)
+    Console().print(table)

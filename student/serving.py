@@ -1,0 +1,75 @@
+"""The served model: base plus the promoted adapter stack, with promotion, rollback and shadow answers."""
+
+from __future__ import annotations
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from protocol.artifacts import ArtifactStore
+from protocol.codec import ProtocolError
+from protocol.messages import (
+    Answers,
+    AnswerServed,
+    Body,
+    ModelAnswers,
+    Promote,
+    Rollback,
+    ServedState,
+)
+from protocol.signing import VerdictRefused
+from seal.lora import adapters_loaded
+from student.answering import generate_answers
+from student.registry import Registry, RegistryError
+
+
+class ServedModel:
+    """Answers live questions with the promoted stack; changes it only through the registry."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        store: ArtifactStore,
+        verify_key: Ed25519PublicKey | None,
+        batch_size: int = 16,
+    ):
+        self.model, self.tokenizer, self.store = model, tokenizer, store
+        self.registry = Registry(store.root / "served", verify_key)
+        self.batch_size = batch_size
+
+    def handle(self, request: Body) -> Body:
+        """Promote, Rollback, DescribeServed and AnswerServed; refusals become typed errors."""
+        try:
+            if isinstance(request, Promote):
+                self.store.path(request.adapter_id)  # present and intact before it is served
+                self.registry.promote(request.adapter_id, request.verdict)
+            elif isinstance(request, Rollback):
+                self.registry.rollback(request.to)
+            elif isinstance(request, AnswerServed):
+                return self.answer(request)
+        except (VerdictRefused, RegistryError) as exc:
+            raise ProtocolError("refused", str(exc)) from None
+        state = self.registry.state
+        return ServedState(version=state.version, stack=state.stack, verdicts=state.verdicts)
+
+    def answer(self, request: AnswerServed) -> Answers:
+        """The served stack's answers, and with ``shadow`` the answers with that candidate on top."""
+        stack = self.registry.state.stack
+        results = [ModelAnswers(adapter_id=None, answers=self._answer(stack, request))]
+        if request.shadow is not None:
+            results.append(
+                ModelAnswers(adapter_id=request.shadow, answers=self._answer([*stack, request.shadow], request))
+            )
+        return Answers(results=results)
+
+    def _answer(self, stack: list[str], request: AnswerServed) -> list[str]:
+        if not stack:
+            return generate_answers(
+                self.model, self.tokenizer, request.questions, request.max_new_tokens, self.batch_size
+            )
+        folders = {a: self.store.path(a) for a in dict.fromkeys(stack)}
+        with adapters_loaded(self.model, folders) as peft_model:
+            peft_model.base_model.set_adapter(list(folders))  # every adapter of the stack active at once
+            return generate_answers(
+                peft_model, self.tokenizer, request.questions, request.max_new_tokens, self.batch_size
+            )

@@ -1,0 +1,151 @@
+"""A stacked multi-LoRA linear layer: one frozen base layer, many independent adapters, one pass.
+
+peft mixes adapters in one batch only for inference, so training K candidates
+together needs this small layer of our own. It wraps an ``nn.Linear`` and
+holds, per adapter *slot*, its own ``A`` (r, in) and ``B`` (out, r). A batch
+is laid out with each slot's rows contiguous, and a shared :class:`Routing`
+says which rows belong to which slot, so each slot's LoRA update is computed
+on its own rows only: each adapter's gradient comes only from its own samples.
+Slots may differ in rank, scale, dropout and in which modules they target.
+
+Initialisation and saving follow peft exactly: :func:`init_lora_weights`
+consumes the RNG in peft's order (so under the same ``torch.manual_seed`` it
+gives bit-identical A matrices), and :func:`peft_state_dict` names tensors as
+peft's ``save_pretrained`` does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+
+
+@dataclass
+class Routing:
+    """Which rows of the current batch belong to which adapter slot: ``(slot, first_row, end_row)``."""
+
+    segments: list[tuple[int, int, int]] = field(default_factory=list)
+
+
+@dataclass
+class LoRAWeights:
+    """One adapter's trainable pair on one module; the update is ``B(A(x)) * scaling``."""
+
+    A: nn.Parameter  # (r, in_features)
+    B: nn.Parameter  # (out_features, r)
+    scaling: float
+    dropout: float = 0.0
+
+
+class StackedLoRALinear(nn.Module):
+    """``base(x)`` plus, on each slot's rows, that slot's LoRA update (if it targets this module)."""
+
+    def __init__(self, base: nn.Linear, routing: Routing):
+        super().__init__()
+        self.base = base
+        self.routing = routing
+        self.adapters: dict[int, LoRAWeights] = {}  # slot -> weights; not registered: the optimizer owns them
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base(x)  # (N, T, out)
+        for slot, start, stop in self.routing.segments:
+            lora = self.adapters.get(slot)
+            if lora is None:
+                continue
+            rows = x[start:stop].to(lora.A.dtype)  # (n_slot, T, in)
+            if lora.dropout:
+                rows = F.dropout(rows, lora.dropout, self.training)
+            # The same op order as peft's lora.Linear: lora_B(lora_A(x)) * scaling.
+            update = F.linear(F.linear(rows, lora.A), lora.B) * lora.scaling  # (n_slot, T, out)
+            result[start:stop] += update.to(result.dtype)
+        return result
+
+
+def target_module_names(model: PreTrainedModel, targets: list[str] | str) -> list[str]:
+    """The linear modules peft would adapt for ``targets``, in ``named_modules`` order.
+
+    ``"all-linear"`` is every ``nn.Linear`` except the output head (peft's rule);
+    a list matches a module whose full name equals an entry or ends with ``"." + entry``.
+    Raises ValueError if a matched module is not an ``nn.Linear`` or nothing matches.
+    """
+    modules = dict(model.named_modules())
+    if targets == "all-linear":
+        head = model.get_output_embeddings()
+        names = [n for n, m in modules.items() if isinstance(m, nn.Linear) and m is not head]
+    else:
+        names = [n for n in modules if any(n == t or n.endswith(f".{t}") for t in targets)]
+    if not names:
+        raise ValueError(f"target_modules {targets!r} matches no module of the model; name its linear layers")
+    for name in names:
+        if not isinstance(modules[name], nn.Linear):
+            raise ValueError(f"target_modules: {name} is a {type(modules[name]).__name__}; only nn.Linear is supported")
+    return names
+
+
+def init_lora_weights(
+    model: PreTrainedModel, names: list[str], rank: int, alpha: float, dropout: float
+) -> dict[str, LoRAWeights]:
+    """Fresh LoRA weights for ``names``, drawing from the global RNG exactly as peft's default init does.
+
+    Per module, peft builds ``nn.Linear(in, r)`` (kaiming-uniform A), then ``nn.Linear(r, out)``
+    (kaiming-uniform B), then re-draws A with kaiming-uniform(a=sqrt(5)) and zeroes B. We make the
+    same three draws in the same order so A is bit-identical under the same seed.
+    """
+    modules = dict(model.named_modules())
+    weights = {}
+    for name in names:
+        base: nn.Linear = modules[name]
+        a = torch.empty(rank, base.in_features)  # (r, in), created on CPU as peft does
+        b = torch.empty(base.out_features, rank)  # (out, r)
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(b, a=math.sqrt(5))
+        nn.init.kaiming_uniform_(a, a=math.sqrt(5))
+        nn.init.zeros_(b)
+        device = base.weight.device
+        weights[name] = LoRAWeights(nn.Parameter(a.to(device)), nn.Parameter(b.to(device)), alpha / rank, dropout)
+    return weights
+
+
+@contextmanager
+def stacked_layers(model: PreTrainedModel, adapters: list[dict[str, LoRAWeights]]) -> Iterator[Routing]:
+    """Replace every module some adapter targets by a :class:`StackedLoRALinear`; restore on exit.
+
+    ``adapters[slot]`` maps module names to that slot's weights. Yields the shared routing,
+    which the caller sets before each forward pass.
+    """
+    routing = Routing()
+    modules = dict(model.named_modules())
+    wrapped: dict[str, StackedLoRALinear] = {}
+    for slot, weights in enumerate(adapters):
+        for name, lora in weights.items():
+            if name not in wrapped:
+                wrapped[name] = StackedLoRALinear(modules[name], routing)
+            wrapped[name].adapters[slot] = lora
+    try:
+        for name, layer in wrapped.items():
+            _set_module(model, name, layer)
+        yield routing
+    finally:
+        for name, layer in wrapped.items():
+            _set_module(model, name, layer.base)
+
+
+def peft_state_dict(weights: dict[str, LoRAWeights]) -> dict[str, torch.Tensor]:
+    """Tensors under the names peft's ``save_pretrained`` gives them, on CPU and contiguous."""
+    tensors = {}
+    for name, lora in weights.items():
+        tensors[f"base_model.model.{name}.lora_A.weight"] = lora.A.detach().cpu().contiguous()
+        tensors[f"base_model.model.{name}.lora_B.weight"] = lora.B.detach().cpu().contiguous()
+    return tensors
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)

@@ -1,0 +1,93 @@
+"""The OpenAI teacher: self-edits from the chat completions API, OpenAI's or any compatible server.
+
+Also the client of vLLM's OpenAI-compatible server (compose.yaml's ``vllm`` service): point
+``base_url`` at it (``http://vllm:8000/v1``). One request per prompt asks for all ``n`` samples
+(``n=k``), so the prompt is paid once; its token usage is shared evenly among the samples. A choice
+that carries a ``refusal`` (or stops on the content filter) is a failed proposal, not an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from protocol.messages import SamplingSettings
+from teacher.api_common import APISettings, api_key, describe, map_ordered, request_error
+from teacher.backends import Completion, texts_of
+from teacher.errors import BackendUnavailable
+from teacher.usage import price_per_mtok, split_usage
+
+log = logging.getLogger(__name__)
+KEY_VARIABLE = "OPENAI_API_KEY"
+KEY_HINT = " (a vLLM server started without --api-key accepts any value, e.g. EMPTY)"
+
+
+class OpenAITeacher:
+    """Self-edits from an OpenAI-compatible chat model; checks key, server and model on construction."""
+
+    def __init__(self, settings: APISettings) -> None:
+        import openai
+
+        self.settings = settings
+        self.model_id = f"openai:{settings.model}"
+        self._sdk = openai
+        self._key = api_key(KEY_VARIABLE, "OpenAI", KEY_HINT)
+        self._prices = price_per_mtok(settings.model, settings.prices)
+        self.client = openai.OpenAI(
+            api_key=self._key, base_url=settings.base_url, timeout=settings.timeout_s, max_retries=settings.retries
+        )
+        self.check()
+
+    def check(self) -> None:
+        """Raise BackendUnavailable unless the server answers, takes the key and offers the model."""
+        where = f"OpenAI teacher at {self.client.base_url}"
+        try:
+            offered = [m.id for m in self.client.models.list()]
+        except self._sdk.NotFoundError:  # a compatible server without /models: the first request will tell
+            log.warning("%s does not list its models; cannot check %r before sampling", where, self.settings.model)
+            return
+        except Exception as exc:  # the SDK's errors, and unreadable answers
+            raise BackendUnavailable(describe(exc, self._sdk, self.settings, self._key, where)) from None
+        if self.settings.model not in offered:
+            some = ", ".join(sorted(offered)[:8]) or "none"
+            raise BackendUnavailable(f"{where} does not offer model {self.settings.model!r} (it offers: {some})")
+
+    def sample(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[str]]:
+        """``n`` completions for each prompt, in prompt order (a refusal gives an empty text)."""
+        return texts_of(self.complete(prompts, n, sampling))
+
+    def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
+        """``n`` completions per prompt, one request per prompt, ``concurrency`` requests in flight."""
+        return map_ordered(lambda prompt: self._one(prompt, n, sampling), prompts, self.settings.concurrency)
+
+    def _one(self, prompt: str, n: int, sampling: SamplingSettings) -> list[Completion]:
+        try:
+            reply = self.client.chat.completions.create(
+                model=self.settings.model,
+                messages=[{"role": "user", "content": prompt}],
+                n=n,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_completion_tokens=sampling.max_new_tokens,
+                seed=sampling.seed,
+            )
+            return self._completions(reply, n)
+        except Exception as exc:  # the SDK's errors after its retries, and unreadable answers
+            raise request_error(exc, self._sdk, self.settings, self._key, self.model_id) from None
+
+    def _completions(self, reply: Any, n: int) -> list[Completion]:
+        choices = sorted(reply.choices, key=lambda c: c.index)
+        if len(choices) != n:
+            raise ValueError(f"asked for {n} choices, got {len(choices)}")
+        usage = reply.usage
+        shares = split_usage(usage.prompt_tokens, usage.completion_tokens, n, self._prices) if usage else [None] * n
+        return [_completion(choice, share) for choice, share in zip(choices, shares, strict=True)]
+
+
+def _completion(choice: Any, usage: Any) -> Completion:
+    message = choice.message
+    if getattr(message, "refusal", None):
+        return Completion("", usage, refusal=message.refusal)
+    if choice.finish_reason == "content_filter":
+        return Completion("", usage, refusal="stopped by the content filter")
+    return Completion((message.content or "").strip(), usage)

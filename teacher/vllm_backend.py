@@ -1,0 +1,95 @@
+"""The vLLM teacher: an in-process ``vllm.LLM`` engine sampling k self-edits for many contexts at once.
+
+vLLM's OpenAI-compatible server, run as its own service (compose.yaml's ``vllm``), is served by
+:class:`teacher.openai_backend.OpenAITeacher` pointed at its base URL instead.
+
+A new teacher version (a LoRA adapter trained on the best self-edits) is served with
+:meth:`VLLMTeacher.serve_version` under a name derived from its content hash, so a retrained
+adapter in a reused folder never hits vLLM's cache of the old one.
+
+Prompts are built exactly as :class:`teacher.backends.TransformersTeacher` builds them (the
+model's chat template, tokenised without added special tokens), and completions are decoded with
+the same tokenizer, so the two backends differ only in the engine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from protocol.messages import SamplingSettings
+from seal.models import ModelLoadError, load_tokenizer
+from seal.vllm_engine import LoRANames, VLLMSettings, build_engine, require_vllm
+from teacher.backends import Completion, texts_of
+from teacher.errors import BackendUnavailable
+from teacher.usage import shares, usage
+
+
+class VLLMTeacher:
+    """Self-edits from a vLLM engine in this process (pass ``engine`` to share one already built)."""
+
+    def __init__(self, model: str, settings: VLLMSettings | None = None, engine: Any = None) -> None:
+        self.model_id = f"vllm:{model}"
+        self.settings = settings or VLLMSettings()
+        try:
+            require_vllm(f"the teacher {self.model_id}")
+            self.tokenizer = load_tokenizer(model)
+            self.engine = engine if engine is not None else build_engine(model, self.settings)
+        except ModelLoadError as exc:
+            raise BackendUnavailable(str(exc)) from None
+        self.versions = LoRANames("teacher")
+        self.lora: Any = None  # the LoRARequest of the version being served; None: the base model
+        self.version_id: str | None = None
+
+    def serve_version(self, adapter_folder: Path | str) -> str:
+        """Sample from now on with the teacher version (a peft LoRA folder) in ``adapter_folder``.
+
+        Returns the served name, ``teacher-<first 16 hex digits of the content hash>``.
+        """
+        if not self.settings.enable_lora:
+            raise BackendUnavailable(f"{self.model_id}: serving a teacher version needs enable_lora")
+        self.lora = self.versions.request(adapter_folder)
+        self.version_id = self.lora.lora_name
+        return self.version_id
+
+    def serve_base(self) -> None:
+        """Sample from the base model again."""
+        self.lora, self.version_id = None, None
+
+    def sample(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[str]]:
+        """``n`` completions for each prompt, in prompt order."""
+        return texts_of(self.complete(prompts, n, sampling))
+
+    def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
+        """``n`` completions for each prompt, all prompts in one ``generate`` call, with token counts."""
+        from vllm import SamplingParams
+
+        params = SamplingParams(
+            n=n,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+            max_tokens=sampling.max_new_tokens,
+            seed=sampling.seed,  # vLLM gives the i-th of the n samples seed + i
+            detokenize=False,  # decoded below with the same tokenizer as the transformers teacher
+        )
+        token_prompts = [{"prompt_token_ids": self._prompt_ids(p)} for p in prompts]
+        outputs = self.engine.generate(token_prompts, params, lora_request=self.lora, use_tqdm=False)
+        return [self._completions(output) for output in outputs]
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        text = prompt
+        if getattr(self.tokenizer, "chat_template", None):
+            messages = [{"role": "user", "content": prompt}]
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _completions(self, output: Any) -> list[Completion]:
+        # The prompt is processed once for its n samples: each sample gets a share of its tokens.
+        prompt_shares = shares(len(output.prompt_token_ids), len(output.outputs))
+        return [
+            Completion(
+                self.tokenizer.decode(list(c.token_ids), skip_special_tokens=True).strip(),
+                usage(share, len(c.token_ids), None),
+            )
+            for c, share in zip(output.outputs, prompt_shares, strict=True)
+        ]
