@@ -83,13 +83,17 @@ class Decider:
         )
 
     def _rule(self, gain: float, drop: float, vetoes: list[Veto]) -> tuple[bool, str]:
+        """Accepted, and why; a rejection names every reason, not just the first."""
         metric, cfg = self.config.metric, self.config
+        failures = []
         if vetoes:
-            return False, "vetoed: " + "; ".join(f"{v.reviewer}: {v.reason}" for v in vetoes)
+            failures.append("vetoed: " + "; ".join(f"{v.reviewer}: {v.reason}" for v in vetoes))
         if drop > cfg.max_retention_drop:
-            return False, f"retention dropped by {drop:.3f} > {cfg.max_retention_drop} nats/token"
+            failures.append(f"retention dropped by {drop:.3f} > {cfg.max_retention_drop} nats/token")
         if gain < cfg.min_gain:
-            return False, f"{metric} gain {gain:+.3f} is below the minimum {cfg.min_gain}"
+            failures.append(f"{metric} gain {gain:+.3f} is below the minimum {cfg.min_gain}")
+        if failures:
+            return False, " | ".join(failures)
         return True, f"{metric} gain {gain:+.3f} >= {cfg.min_gain}, retention drop {drop:.3f}"
 
     def _conclude(

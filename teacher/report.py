@@ -41,10 +41,7 @@ def outcomes_table(outcomes: list[Outcome], wall_seconds: float | None = None) -
 
 
 def _short_reason(reason: str) -> str:
-    if reason.startswith("retention"):
-        return "retention"
-    if reason.startswith("vetoed"):
-        return "veto"
-    if "below the minimum" in reason:
-        return "gain too small"
-    return "not evaluated"
+    if reason.startswith("not evaluated"):
+        return "not evaluated"
+    labels = {"vetoed": "veto", "retention dropped": "retention", "below the minimum": "gain too small"}
+    return ", ".join(label for key, label in labels.items() if key in reason)

@@ -1,0 +1,91 @@
+"""Promotion needs the auditor's signed accepting verdict; rollback restores the served answers exactly;
+a crash between the two writes of a promotion leaves a consistent state."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocol.codec import ProtocolError
+from protocol.messages import AnswerServed, ApplySelfEdits, DescribeServed, Promote, Rollback, TrainSettings
+from protocol.signing import sign_verdict
+from seal.ledger import verify_ledger
+from student.config import StudentConfig
+from student.registry import Registry
+from student.service import Student
+from tests.examples import VERDICT
+from tests.test_student import QUESTION, _job
+
+AUDITOR_KEY = Ed25519PrivateKey.generate()
+
+
+@pytest.fixture(scope="module")
+def student(tiny_model_dir, tmp_path_factory) -> Student:
+    settings = TrainSettings(rank=8, alpha=16, learning_rate=1e-2, epochs=30, batch_size=4)
+    return Student(StudentConfig(model=tiny_model_dir, store=tmp_path_factory.mktemp("reg") / "store", train=settings),
+                   AUDITOR_KEY.public_key())
+
+
+def _candidate(student: Student, text: str) -> str:
+    return student.apply_self_edits(ApplySelfEdits(jobs=[_job(self_edit=text)])).candidates[0].adapter.adapter_id
+
+
+def _verdict(adapter_id: str, key: Ed25519PrivateKey = AUDITOR_KEY, accepted: bool = True):
+    return sign_verdict(VERDICT.model_copy(update={"adapter_id": adapter_id, "accepted": accepted}), key)
+
+
+def _served(student: Student) -> list[str]:
+    return student.handle(AnswerServed(questions=[QUESTION, "Where is it?"], max_new_tokens=12)).results[0].answers
+
+
+def test_promote_then_rollback_restores_the_served_answers_exactly(student):
+    before, version = _served(student), student.handle(DescribeServed()).version
+    first = _candidate(student, "Ostrevane was founded by Ilsabet Quorne.\nWho founded Ostrevane? Quorne.")
+    state = student.handle(Promote(adapter_id=first, verdict=_verdict(first)))
+    assert state.stack[-1] == first and state.version == version + 1
+    promoted = _served(student)
+    assert promoted != before
+    second = _candidate(student, "The regatta trophy is the Copper Heron.")
+    student.handle(Promote(adapter_id=second, verdict=_verdict(second)))
+    assert student.handle(DescribeServed()).stack[-2:] == [first, second]
+    assert student.handle(Rollback()).stack[-1] == first
+    assert _served(student) == promoted
+    assert student.handle(Rollback(to="base")).stack == []
+    assert _served(student) == before
+    assert verify_ledger(student.served.registry.history.path).ok
+
+
+@pytest.mark.parametrize("attack", ["unsigned", "other-key", "other-adapter", "rejecting", "altered"])
+def test_promotion_without_a_valid_accepting_verdict_is_refused(student, attack):
+    adapter = _candidate(student, f"Attack {attack}.")
+    other = _candidate(student, f"Another candidate for {attack}.")
+    verdict = {
+        "unsigned": VERDICT.model_copy(update={"adapter_id": adapter}),
+        "other-key": _verdict(adapter, Ed25519PrivateKey.generate()),
+        "other-adapter": _verdict(other),
+        "rejecting": _verdict(adapter, accepted=False),
+        "altered": _verdict(adapter).model_copy(update={"reward": 9.0}),
+    }[attack]
+    stack = student.handle(DescribeServed()).stack
+    with pytest.raises(ProtocolError) as err:
+        student.handle(Promote(adapter_id=adapter, verdict=verdict))
+    assert err.value.reason == "refused"
+    assert student.handle(DescribeServed()).stack == stack
+
+
+def test_a_crash_between_the_two_writes_keeps_the_previous_state(student, monkeypatch, tmp_path):
+    adapter = _candidate(student, "Crash test.")
+    registry = Registry(tmp_path / "served", AUDITOR_KEY.public_key())
+
+    def crash(_state):
+        raise OSError("power lost")
+
+    monkeypatch.setattr(registry, "_write_state", crash)
+    with pytest.raises(OSError):
+        registry.promote(adapter, _verdict(adapter))
+    reopened = Registry(tmp_path / "served", AUDITOR_KEY.public_key())
+    assert reopened.state.stack == []
+    assert reopened.history.entries()[-1]["kind"] == "aborted"
+    assert verify_ledger(reopened.history.path).ok
+    reopened.promote(adapter, _verdict(adapter))
+    assert Registry(tmp_path / "served", AUDITOR_KEY.public_key()).state.stack == [adapter]
