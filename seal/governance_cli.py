@@ -62,6 +62,7 @@ def add_governance_commands(sub: Any) -> None:
     for name in ("promote", "rollback", "status", "shadow"):
         parser = sub.choices[name]
         parser.add_argument("--student", default=DEFAULT_STUDENT, help="The student's endpoint.")
+        parser.add_argument("--timeout", type=float, default=60.0, help="Seconds to wait for the student.")
         add_security_args(parser)
 
     ledger = sub.add_parser("ledger", help="Inspect the auditor's ledger.")
@@ -89,7 +90,7 @@ def run_governance(args: argparse.Namespace) -> int:
 def _talk_to_student(args: argparse.Namespace) -> int:
     from seal.roles import student_client
 
-    client = student_client(args.student, "cli", 600.0, keys_folder(args))
+    client = student_client(args.student, "cli", args.timeout, keys_folder(args))
     try:
         if args.command == "promote":
             verdict = find_verdict(args.ledger, args.adapter)
