@@ -52,7 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="Teacher, student and auditor as three processes on loopback.")
     demo.add_argument("--run-dir", type=Path, help="Run folder (default: runs/demo-<time>); an existing one resumes.")
     demo.add_argument("--model", default=None, help="Student (and teacher) model (default: the embedded SmolLM2).")
-    demo.add_argument("--teacher-model", default=None, help="A different teacher model.")
+    demo.add_argument(
+        "--teacher",
+        "--teacher-model",
+        dest="teacher",
+        default=None,
+        metavar="SPEC",
+        help="Teacher: [transformers:|vllm:|openai:|anthropic:]MODEL (default: the student's model, on transformers).",
+    )
+    demo.add_argument("--teacher-base-url", default=None, help="API base URL for an openai: or anthropic: teacher.")
     demo.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'.")
     demo.add_argument("--data", type=Path, help="SQuAD-format file instead of the built-in documents.")
     demo.add_argument("--limit", type=int, help="Use only the first N documents.")
@@ -117,7 +125,8 @@ def _demo(args: argparse.Namespace) -> int:
     opts = DemoOptions(
         run_dir=run_dir,
         model=args.model or DEFAULT_MODEL,
-        teacher_model=args.teacher_model,
+        teacher_model=args.teacher,
+        teacher_base_url=args.teacher_base_url,
         device=args.device,
         data=args.data,
         limit=args.limit,
@@ -136,8 +145,10 @@ def _is_user_error(exc: Exception) -> bool:
     from seal.datasets import DatasetError
     from seal.ledger import LedgerError
     from seal.models import ModelLoadError
+    from teacher.errors import TeacherBackendError
 
-    errors = (ConfigError, ModelLoadError, DatasetError, TransportError, LedgerError, SecurityError, VerdictRefused)
+    errors = (ConfigError, ModelLoadError, DatasetError, TransportError, LedgerError, SecurityError, VerdictRefused,
+              TeacherBackendError)
     return isinstance(exc, errors)
 
 

@@ -11,10 +11,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich.console import Console
 
 from protocol.security import create_role_keys
 from protocol.signing import create_signing_key
+from seal.cli_config import ConfigError
 from seal.ledger import verify_ledger
 from seal.models import DEFAULT_MODEL, resolve_model
 from seal.processes import ProcessFailed, ProcessGroup, free_tcp_ports
@@ -26,7 +28,8 @@ class DemoOptions:
 
     run_dir: Path
     model: str = DEFAULT_MODEL
-    teacher_model: str | None = None
+    teacher_model: str | None = None  # a teacher spec (teacher.backend_spec); None: the student's model
+    teacher_base_url: str | None = None
     device: str = "auto"
     data: Path | None = None
     limit: int | None = None
@@ -43,6 +46,7 @@ def role_commands(opts: DemoOptions, student_ep: str, auditor_ep: str) -> dict[s
     keys = ["--keys", str(opts.run_dir / "keys")]
     data = ["--data", str(opts.data)] if opts.data else []
     limit = ["--limit", str(opts.limit)] if opts.limit else []
+    base_url = ["--base-url", opts.teacher_base_url] if opts.teacher_base_url else []
     common = ["--device", opts.device, *keys]
     return {
         "student": [*seal, "student", "--bind", student_ep, "--model", opts.model, "--store", store, *common],
@@ -82,6 +86,7 @@ def role_commands(opts: DemoOptions, student_ep: str, auditor_ep: str) -> dict[s
             str(opts.k),
             "--ready-timeout-s",
             str(opts.ready_timeout_s),
+            *base_url,
             *data,
             *limit,
             *common,
@@ -94,8 +99,8 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
     console = console or Console()
     started = time.perf_counter()
     console.print(f"[bold]seal demo[/] · run folder {opts.run_dir}")
-    for spec in dict.fromkeys([opts.model, opts.teacher_model or opts.model]):
-        resolve_model(spec)  # convert once here, not in three processes at the same time
+    resolve_model(opts.model)  # convert once here, not in three processes at the same time
+    check_teacher(opts)
     keys = opts.run_dir / "keys"
     create_role_keys(keys)
     create_signing_key(keys)
@@ -116,6 +121,19 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
     console.print(f"ledger {opts.run_dir / 'ledger.jsonl'}: {report.entries} entries, {status}")
     console.print(f"demo wall time {time.perf_counter() - started:.0f} s; logs in {opts.run_dir}")
     return code if report.ok else 1
+
+
+def check_teacher(opts: DemoOptions) -> None:
+    """Fail in one line before any role starts when the teacher cannot work (key, server, model, vllm)."""
+    from teacher.backend_spec import check_backend
+    from teacher.config import TeacherConfig
+
+    spec = opts.teacher_model or opts.model
+    try:
+        config = TeacherConfig(model=spec, base_url=opts.teacher_base_url)
+    except ValidationError as exc:  # a spec naming no known backend, or a base URL for a local teacher
+        raise ConfigError(f"--teacher {spec}: {exc.errors()[0]['msg']}") from None
+    check_backend(config)
 
 
 def _exit_on_sigterm(*_: object) -> None:

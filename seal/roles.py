@@ -91,7 +91,7 @@ def wait_until_ready(clients: dict[str, Client], deadline_s: float) -> None:
 
 def run_teacher(config: TeacherConfig, student_endpoint: str, auditor_endpoint: str, keys: Path | None) -> None:
     """One adaptation pass over the configured contexts; prints the table at the end."""
-    from teacher.backends import TransformersTeacher
+    from teacher.backend_spec import build_backend
     from teacher.loop import run_pass
     from teacher.proposer import propose
     from teacher.report import outcomes_table
@@ -101,7 +101,7 @@ def run_teacher(config: TeacherConfig, student_endpoint: str, auditor_endpoint: 
     contexts = load_contexts(config.data or DEMO_DOCUMENTS, limit=config.limit)
     student = student_client(student_endpoint, "teacher", config.train_timeout_s, keys)
     auditor = auditor_client(auditor_endpoint, config.judge_timeout_s, keys)
-    backend = TransformersTeacher(config.model, config.device)
+    backend = build_backend(config)  # checks key, server, model or vllm before any work
     console.print(f"teacher {config.model} ({config.version}) ready; waiting for student and auditor")
     wait_until_ready({"student": student, "auditor": auditor}, config.ready_timeout_s)
 

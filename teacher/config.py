@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocol.messages import SamplingSettings, SelfEditFormat
 from seal.models import DEFAULT_MODEL
+from seal.vllm_engine import VLLMSettings
+from teacher.backend_spec import API_KINDS, parse_spec
 
 
 class TeacherConfig(BaseModel):
@@ -15,7 +17,18 @@ class TeacherConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(DEFAULT_MODEL, description="Teacher model: the embedded default, a local folder or a hub id.")
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="Teacher: [transformers:|vllm:|openai:|anthropic:]MODEL; a bare MODEL (the embedded default, "
+        "a local folder or a hub id) runs on transformers.",
+    )
+    base_url: str | None = Field(None, description="API base URL for openai: and anthropic: (default: the provider's).")
+    api_timeout_s: float = Field(60.0, gt=0, description="Seconds to wait for one API answer before retrying.")
+    api_retries: int = Field(4, ge=0, le=20, description="Retries of a failed API request (429, 5xx, timeouts).")
+    api_concurrency: int = Field(4, ge=1, le=64, description="API requests in flight at once.")
+    api_price_in: float | None = Field(None, ge=0, description="USD per million input tokens (default: list price).")
+    api_price_out: float | None = Field(None, ge=0, description="USD per million output tokens (default: list price).")
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="vLLM engine settings (vllm: teachers).")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda'.")
     version: str = Field("v0", description="Teacher version recorded with every self-edit.")
     data: Path | None = Field(None, description="SQuAD-format file of contexts; default: the demo documents.")
@@ -30,3 +43,17 @@ class TeacherConfig(BaseModel):
     ready_timeout_s: float = Field(600, gt=0, description="Seconds to wait for the student and auditor to come up.")
     train_timeout_s: float = Field(1800, gt=0, description="Seconds to wait for the student to train a batch.")
     judge_timeout_s: float = Field(1800, gt=0, description="Seconds to wait for the auditor's verdicts.")
+
+    @field_validator("model")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        parse_spec(value)  # a ValueError names the backends
+        return value
+
+    @model_validator(mode="after")
+    def _api_options_need_an_api_backend(self) -> TeacherConfig:
+        if self.base_url and parse_spec(self.model).kind not in API_KINDS:
+            raise ValueError(f"--base-url is for openai: and anthropic: teachers, not {self.model!r}")
+        if (self.api_price_in is None) != (self.api_price_out is None):
+            raise ValueError("give both --api-price-in and --api-price-out, or neither")
+        return self

@@ -82,6 +82,8 @@ def adapt_context(
     judge_timeout_s: float,
 ) -> Outcome:
     """Have the auditor's rules review the self-edits, train the rest as candidates, have them judged."""
+    if not self_edits:  # every sample was refused by an API teacher: a failed proposal, no candidates
+        return Outcome(context, [], [])
     reviewed = auditor.call(ReviewSelfEdits(self_edits=self_edits), judge_timeout_s)
     assert isinstance(reviewed, Reviews)
     vetoed = [r for r in reviewed.reviews if r.vetoes]

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from protocol.messages import SamplingSettings
-from teacher.api_common import APISettings, api_key, describe, map_ordered, request_error
+from teacher.api_common import CHECK_RETRIES, APISettings, api_key, describe, map_ordered, request_error
 from teacher.backends import Completion, texts_of
 from teacher.errors import BackendUnavailable
 from teacher.usage import price_per_mtok, split_usage
@@ -42,7 +42,7 @@ class OpenAITeacher:
         """Raise BackendUnavailable unless the server answers, takes the key and offers the model."""
         where = f"OpenAI teacher at {self.client.base_url}"
         try:
-            offered = [m.id for m in self.client.models.list()]
+            offered = [m.id for m in self.client.with_options(max_retries=CHECK_RETRIES).models.list()]
         except self._sdk.NotFoundError:  # a compatible server without /models: the first request will tell
             log.warning("%s does not list its models; cannot check %r before sampling", where, self.settings.model)
             return

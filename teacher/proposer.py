@@ -52,7 +52,7 @@ def propose(
     ``exemplars``: the best-rewarded self-edits of earlier rounds, shown in each prompt (never
     those for the same context). Refused samples are left out and appended to ``failures``.
     """
-    prompts = [exemplars.prompt(c, fmt) if exemplars else self_edit_prompt(c, fmt) for c in contexts]
+    prompts = [self_edit_prompt(c, fmt) if exemplars is None else exemplars.prompt(c, fmt) for c in contexts]
     completions = backend.complete(prompts, k, sampling)
     out: list[list[SelfEdit]] = []
     for context, prompt, row in zip(contexts, prompts, completions, strict=True):

@@ -21,7 +21,7 @@ from protocol.messages import SamplingSettings
 from seal.models import ModelLoadError, load_tokenizer
 from seal.vllm_engine import LoRANames, VLLMSettings, build_engine, require_vllm
 from teacher.backends import Completion, texts_of
-from teacher.errors import BackendUnavailable
+from teacher.errors import BackendRequestError, BackendUnavailable
 from teacher.usage import shares, usage
 
 
@@ -63,18 +63,25 @@ class VLLMTeacher:
     def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
         """``n`` completions for each prompt, all prompts in one ``generate`` call, with token counts."""
         from vllm import SamplingParams
+        from vllm.exceptions import VLLMClientError
 
+        greedy = sampling.temperature == 0  # vLLM refuses n > 1 without sampling: the n would be equal anyway
         params = SamplingParams(
-            n=n,
+            n=1 if greedy else n,
             temperature=sampling.temperature,
-            top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+            top_p=1.0 if greedy else sampling.top_p,
             max_tokens=sampling.max_new_tokens,
             seed=sampling.seed,  # vLLM gives the i-th of the n samples seed + i
             detokenize=False,  # decoded below with the same tokenizer as the transformers teacher
         )
         token_prompts = [{"prompt_token_ids": self._prompt_ids(p)} for p in prompts]
-        outputs = self.engine.generate(token_prompts, params, lora_request=self.lora, use_tqdm=False)
-        return [self._completions(output) for output in outputs]
+        try:
+            outputs = self.engine.generate(token_prompts, params, lora_request=self.lora, use_tqdm=False)
+        except (ValueError, VLLMClientError) as exc:  # a request vLLM refuses, e.g. a prompt over max_model_len
+            line = next((part for part in str(exc).splitlines() if part.strip()), type(exc).__name__)
+            raise BackendRequestError(f"{self.model_id}: {line[:300]} (see --vllm.max-model-len)") from None
+        rows = [self._completions(output) for output in outputs]
+        return [row * n for row in rows] if greedy else rows
 
     def _prompt_ids(self, prompt: str) -> list[int]:
         text = prompt

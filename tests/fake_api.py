@@ -3,8 +3,9 @@
 Each server answers the model routes and the generation route (``/v1/chat/completions`` or
 ``/v1/messages``) of its API, checks the API key header, records every request, and follows a
 script for the generation requests to come: ``ok``, ``429``, ``500``, ``slow`` (answers after
-``slow_s``), ``malformed`` (a 200 whose body is not JSON), ``refusal``. With the script empty it
-answers ``ok``. Only 127.0.0.1 is bound; nothing here reaches the internet.
+``slow_s``), ``malformed`` (a 200 whose body is not JSON), ``refusal``, ``echo-key`` (a 400 that
+quotes the credentials back). With the script empty it answers ``ok``. Only 127.0.0.1 is bound;
+nothing here reaches the internet.
 
 Run one by hand (for ``seal demo --teacher openai:fake-model --teacher-base-url ...``):
 ``python -m tests.fake_api openai 8765``.
@@ -12,6 +13,7 @@ Run one by hand (for ``seal demo --teacher openai:fake-model --teacher-base-url 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
@@ -47,7 +49,7 @@ class FakeAPI:
         self.slow_s = 1.5
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def port(self) -> int:
@@ -82,80 +84,85 @@ class FakeAPI:
 
 
 def _handler_for(api: FakeAPI) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    return type("BoundHandler", (_Handler,), {"api": api})
 
-        def log_message(self, *args: Any) -> None:  # keep test output quiet
-            pass
 
-        def do_GET(self) -> None:
-            api.record({"method": "GET", "path": self.path, "headers": dict(self.headers)})
-            if not self._authorised():
-                return
-            name = self.path.removeprefix("/v1/models").strip("/")
-            if not name:
-                self._json(200, {"object": "list", "data": [_model(api.flavour, m) for m in api.models]})
-            elif name in api.models:
-                self._json(200, _model(api.flavour, name))
-            else:
-                self._error(404, "not_found_error", f"model {name} does not exist")
+class _Handler(BaseHTTPRequestHandler):
+    """Serves one request of the fake API (``api`` is set on the subclass bound to a server)."""
 
-        def do_POST(self) -> None:
-            length = int(self.headers.get("content-length", 0))
-            body = json.loads(self.rfile.read(length) or b"{}")
-            api.record({"method": "POST", "path": self.path, "headers": dict(self.headers), "body": body})
-            if not self._authorised():
-                return
-            if body.get("model") not in api.models:
-                self._error(404, "not_found_error", f"model {body.get('model')} does not exist")
-                return
-            self._act(api.next_action(), body)
+    api: FakeAPI
+    protocol_version = "HTTP/1.1"
 
-        def _act(self, action: str, body: dict[str, Any]) -> None:
-            if action == "429":
-                self._error(429, "rate_limit_error", "slow down", {"retry-after-ms": "20"})
-            elif action == "500":
-                self._error(500, "api_error", "internal error")
-            elif action == "malformed":
-                self._raw(200, b'{"id": "x", "choices": [ this is not json')
-            else:
-                if action == "slow":
-                    time.sleep(api.slow_s)
-                reply = _openai_reply if api.flavour == "openai" else _anthropic_reply
-                self._json(200, reply(body, refuse=action == "refusal"))
+    def log_message(self, *args: Any) -> None:  # keep test output quiet
+        pass
 
-        def _authorised(self) -> bool:
-            # OpenAI sends a bearer token; Anthropic's API takes x-api-key or (newer SDKs) a bearer token.
-            ok = self.headers.get("authorization") == f"Bearer {api.key}"
-            if api.flavour == "anthropic":
-                ok = ok or self.headers.get("x-api-key") == api.key
-            if not ok:
-                self._error(401, "authentication_error", "invalid x-api-key")
-            return ok
+    def do_GET(self) -> None:
+        api = self.api
+        api.record({"method": "GET", "path": self.path, "headers": dict(self.headers)})
+        if not self._authorised():
+            return
+        name = self.path.removeprefix("/v1/models").strip("/")
+        if not name:
+            self._json(200, {"object": "list", "data": [_model(api.flavour, m) for m in api.models]})
+        elif name in api.models:
+            self._json(200, _model(api.flavour, name))
+        else:
+            self._error(404, "not_found_error", f"model {name} does not exist")
 
-        def _error(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
-            if api.flavour == "openai":
-                payload = {"error": {"message": message, "type": kind, "param": None, "code": None}}
-            else:
-                payload = {"type": "error", "error": {"type": kind, "message": message}}
-            self._json(status, payload, headers)
+    def do_POST(self) -> None:
+        length = int(self.headers.get("content-length", 0))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        self.api.record({"method": "POST", "path": self.path, "headers": dict(self.headers), "body": body})
+        if not self._authorised():
+            return
+        if body.get("model") not in self.api.models:
+            self._error(404, "not_found_error", f"model {body.get('model')} does not exist")
+            return
+        self._act(self.api.next_action(), body)
 
-        def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-            self._raw(status, json.dumps(payload).encode(), headers)
+    def _act(self, action: str, body: dict[str, Any]) -> None:
+        if action == "429":
+            self._error(429, "rate_limit_error", "slow down", {"retry-after-ms": "20"})
+        elif action == "500":
+            self._error(500, "api_error", "internal error")
+        elif action == "echo-key":  # a careless server that quotes the credentials back
+            self._error(400, "invalid_request_error", f"bad request from {self.headers.get('authorization')}")
+        elif action == "malformed":
+            self._raw(200, b'{"id": "x", "choices": [ this is not json')
+        else:
+            if action == "slow":
+                time.sleep(self.api.slow_s)
+            reply = _openai_reply if self.api.flavour == "openai" else _anthropic_reply
+            self._json(200, reply(body, refuse=action == "refusal"))
 
-        def _raw(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            try:
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
-                pass
+    def _authorised(self) -> bool:
+        # OpenAI sends a bearer token; Anthropic's API takes x-api-key or (newer SDKs) a bearer token.
+        ok = self.headers.get("authorization") == f"Bearer {self.api.key}"
+        if self.api.flavour == "anthropic":
+            ok = ok or self.headers.get("x-api-key") == self.api.key
+        if not ok:
+            self._error(401, "authentication_error", "invalid x-api-key")
+        return ok
 
-    return Handler
+    def _error(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
+        if self.api.flavour == "openai":
+            payload: dict[str, Any] = {"error": {"message": message, "type": kind, "param": None, "code": None}}
+        else:
+            payload = {"type": "error", "error": {"type": kind, "message": message}}
+        self._json(status, payload, headers)
+
+    def _json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+        self._raw(status, json.dumps(payload).encode(), headers)
+
+    def _raw(self, status: int, data: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
+            self.wfile.write(data)
 
 
 def _model(flavour: Flavour, name: str) -> dict[str, Any]:
@@ -219,7 +226,5 @@ if __name__ == "__main__":
     flavour = sys.argv[1] if len(sys.argv) > 1 else "openai"
     with FakeAPI(flavour, port=int(sys.argv[2]) if len(sys.argv) > 2 else 0) as server:  # type: ignore[arg-type]
         print(f"{flavour} fake API at {server.base_url} (key {server.key}); Ctrl-C stops it")
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             threading.Event().wait()
-        except KeyboardInterrupt:
-            pass

@@ -9,6 +9,9 @@ import pytest
 import yaml
 
 from seal.cli import build_parser
+from seal.cli_config import build_config
+from teacher.backend_spec import parse_spec
+from teacher.config import TeacherConfig
 
 COMPOSE = Path(__file__).resolve().parents[1] / "compose.yaml"
 
@@ -24,10 +27,13 @@ def _args(service: dict):
     return build_parser().parse_args(command[1:])
 
 
+ROLE_OF_SERVICE = {"teacher": "teacher", "student": "student", "auditor": "auditor", "teacher-vllm": "teacher"}
+
+
 def test_every_role_is_a_service_running_its_subcommand(services):
-    assert set(services) == {"teacher", "student", "auditor"}
-    for name, service in services.items():
-        assert _args(service).command == name
+    assert set(services) == set(ROLE_OF_SERVICE) | {"vllm"}
+    for name, role in ROLE_OF_SERVICE.items():
+        assert _args(services[name]).command == role
 
 
 def test_bound_ports_are_exposed(services):
@@ -56,4 +62,28 @@ def test_student_and_auditor_share_the_store(services):
 
 def test_student_reserves_an_nvidia_gpu(services):
     devices = services["student"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+
+
+def _option(command: list[str], name: str) -> str:
+    return command[command.index(name) + 1]
+
+
+def test_vllm_service_is_optional_and_serves_what_its_teacher_asks_for(services):
+    vllm, teacher = services["vllm"], services["teacher-vllm"]
+    assert vllm["profiles"] == ["vllm"] and teacher["profiles"] == ["vllm"], "the default deployment stays as it was"
+    assert "profiles" not in services["teacher"]
+    config = build_config(TeacherConfig, _args(teacher))
+    spec = parse_spec(config.model)
+    assert spec.kind == "openai" and spec.model == _option(vllm["command"], "--served-model-name")
+    url = urlparse(config.base_url)
+    port = _option(vllm["command"], "--port")
+    assert (url.hostname, str(url.port), url.path) == ("vllm", port, "/v1")
+    assert port in [str(p) for p in vllm["expose"]]
+    assert "vllm" in teacher["depends_on"]
+    assert "--enable-lora" in vllm["command"], "teacher versions are served as LoRA adapters"
+
+
+def test_vllm_service_reserves_an_nvidia_gpu(services):
+    devices = services["vllm"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]

@@ -1,0 +1,78 @@
+"""The Anthropic teacher: self-edits from the Messages API.
+
+The Messages API returns one sample per request, so k self-edits for m contexts are k·m requests,
+``concurrency`` of them in flight. Of the sampling settings only ``max_new_tokens`` is sent: the
+current Messages API (SDK 2.x) takes no temperature, top_p or seed, so the model samples with its own
+settings and samples are not reproducible; the settings recorded with each self-edit are the
+configured ones. A reply that stops with ``stop_reason == "refusal"`` is a failed proposal, not an error.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol.messages import SamplingSettings
+from teacher.api_common import CHECK_RETRIES, APISettings, api_key, describe, map_ordered, request_error
+from teacher.backends import Completion, texts_of
+from teacher.errors import BackendUnavailable
+from teacher.usage import price_per_mtok, usage
+
+KEY_VARIABLE = "ANTHROPIC_API_KEY"
+
+
+class AnthropicTeacher:
+    """Self-edits from a Claude model; checks key, server and model on construction."""
+
+    def __init__(self, settings: APISettings) -> None:
+        import anthropic
+
+        self.settings = settings
+        self.model_id = f"anthropic:{settings.model}"
+        self._sdk = anthropic
+        self._key = api_key(KEY_VARIABLE, "Anthropic")
+        self._prices = price_per_mtok(settings.model, settings.prices)
+        self.client = anthropic.Anthropic(
+            api_key=self._key, base_url=settings.base_url, timeout=settings.timeout_s, max_retries=settings.retries
+        )
+        self.check()
+
+    def check(self) -> None:
+        """Raise BackendUnavailable unless the server answers, takes the key and knows the model."""
+        where = f"Anthropic teacher at {self.client.base_url}"
+        try:
+            self.client.with_options(max_retries=CHECK_RETRIES).models.retrieve(self.settings.model)
+        except self._sdk.NotFoundError:
+            raise BackendUnavailable(f"{where} does not know model {self.settings.model!r}") from None
+        except Exception as exc:  # the SDK's errors, and unreadable answers
+            raise BackendUnavailable(describe(exc, self._sdk, self.settings, self._key, where)) from None
+
+    def sample(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[str]]:
+        """``n`` completions for each prompt, in prompt order (a refusal gives an empty text)."""
+        return texts_of(self.complete(prompts, n, sampling))
+
+    def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
+        """``n`` completions per prompt: one request each, ``concurrency`` in flight."""
+        jobs = [prompt for prompt in prompts for _ in range(n)]
+        flat = map_ordered(lambda prompt: self._one(prompt, sampling), jobs, self.settings.concurrency)
+        return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def _one(self, prompt: str, sampling: SamplingSettings) -> Completion:
+        try:
+            reply = self.client.messages.create(
+                model=self.settings.model,
+                max_tokens=sampling.max_new_tokens,
+                messages=[{"role": "user", "content": prompt}],
+            )
+            return self._completion(reply)
+        except Exception as exc:  # the SDK's errors after its retries, and unreadable answers
+            raise request_error(exc, self._sdk, self.settings, self._key, self.model_id) from None
+
+    def _completion(self, reply: Any) -> Completion:
+        spent = usage(reply.usage.input_tokens, reply.usage.output_tokens, self._prices)
+        if reply.stop_reason == "refusal":
+            return Completion("", spent, refusal=_text(reply) or "the model declined (stop_reason: refusal)")
+        return Completion(_text(reply), spent)
+
+
+def _text(reply: Any) -> str:
+    return "".join(block.text for block in reply.content if block.type == "text").strip()
