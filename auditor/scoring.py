@@ -3,6 +3,12 @@
 The auditor computes it itself, on its own copy of the base model with the
 candidate adapter loaded from the artifact store, because it needs the answer
 key, and the key never leaves the auditor.
+
+Many adapters are scored in one batched forward: with a peft model holding
+them all, ``adapter_names`` routes each row to its own adapter (``"__base__"``:
+none). The instruction all prompts share is computed once per adapter
+(:mod:`seal.shared_prefix`); rows are sorted by length and left-padded, so every
+answer ends at the last position and the output head runs only there.
 """
 
 from __future__ import annotations
@@ -12,6 +18,12 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from seal.qa_format import question_prompt
+from seal.shared_prefix import prefill, shared_prefix_length, suffix_batch
+
+BASE_ADAPTER = "__base__"
+"""peft's name for "no adapter" in a mixed-adapter batch."""
+MIXED_BATCH_ROWS = 32
+"""Rows per forward pass when many models are scored together."""
 
 
 @torch.no_grad()
@@ -20,35 +32,54 @@ def answer_logliks(
     tokenizer: PreTrainedTokenizerBase,
     pairs: list[tuple[str, str]],
     batch_size: int = 16,
+    adapter_names: list[str] | None = None,
 ) -> list[float]:
-    """Mean per-token log-likelihood (nats) of each answer after its question's prompt."""
-    scores: list[float] = []
-    for start in range(0, len(pairs), batch_size):
-        scores += _batch_logliks(model, tokenizer, pairs[start : start + batch_size])
-    return scores
+    """Mean per-token log-likelihood (nats) of each answer after its question's prompt, in order.
+
+    With ``adapter_names`` (one per pair; ``model`` a peft model holding those adapters),
+    pair ``i`` is scored by adapter ``adapter_names[i]``.
+    """
+    rows = [_encode(tokenizer, question, answer) for question, answer in pairs]
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))  # similar lengths share a batch
+    scores: dict[int, float] = {}
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        routing = {"adapter_names": [adapter_names[i] for i in chunk]} if adapter_names is not None else {}
+        batch_scores = _batch_logliks(model, [rows[i] for i in chunk], tokenizer.pad_token_id, routing)
+        scores |= dict(zip(chunk, batch_scores, strict=True))
+    return [scores[i] for i in range(len(rows))]
+
+
+def _encode(tokenizer: PreTrainedTokenizerBase, question: str, answer: str) -> tuple[list[int], int]:
+    """Token ids of prompt + answer, and the answer's token count."""
+    prompt_ids = tokenizer(question_prompt(tokenizer, question), add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answer.strip() or " ", add_special_tokens=False)["input_ids"]
+    return prompt_ids + answer_ids, len(answer_ids)
 
 
 def _batch_logliks(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]]
+    model: PreTrainedModel, rows: list[tuple[list[int], int]], pad_id: int, routing: dict[str, list[str]]
 ) -> list[float]:
-    rows, answer_spans = [], []
-    for question, answer in pairs:
-        prompt_ids = tokenizer(question_prompt(tokenizer, question), add_special_tokens=False)["input_ids"]
-        answer_ids = tokenizer(answer.strip() or " ", add_special_tokens=False)["input_ids"]
-        rows.append(prompt_ids + answer_ids)
-        answer_spans.append((len(prompt_ids), len(prompt_ids) + len(answer_ids)))
-    width = max(len(r) for r in rows)
+    ids = [row for row, _ in rows]
+    answer_lengths = [n for _, n in rows]
+    # The shared instruction is computed once per model; each row keeps its last prompt token, whose logits
+    # predict the first answer token.
+    start = shared_prefix_length(ids, [n + 1 for n in answer_lengths])
+    cache = prefill(model, ids[0][:start], routing.get("adapter_names"), len(rows))
     device = next(model.parameters()).device
-    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)  # (B, T), right-padded
-    attention = torch.zeros_like(input_ids)
-    for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.tensor(row)
-        attention[i, : len(row)] = 1
-    logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits  # (B, T, V)
+    batch = suffix_batch(ids, start, pad_id)  # left-padded: every answer ends at the last position
+    keep = max(answer_lengths) + 1  # positions whose logits we need: those predicting an answer token
+    logits = model(
+        **{k: v.to(device) for k, v in batch.items()},
+        past_key_values=cache,
+        use_cache=cache is not None,
+        logits_to_keep=keep,
+        **routing,
+    ).logits  # (B, keep, V): the last `keep` positions
     logprobs = F.log_softmax(logits.float(), dim=-1)
     scores = []
-    for i, (begin, end) in enumerate(answer_spans):
-        targets = input_ids[i, begin:end].to(device)  # token t is predicted at position t-1
-        picked = logprobs[i, begin - 1 : end - 1].gather(-1, targets[:, None]).squeeze(-1)
+    for i, n in enumerate(answer_lengths):
+        targets = batch["input_ids"][i, -n:].to(device)  # the answer: (n,)
+        picked = logprobs[i, keep - n - 1 : keep - 1].gather(-1, targets[:, None]).squeeze(-1)  # token t from t-1
         scores.append(picked.mean().item())
     return scores

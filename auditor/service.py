@@ -12,14 +12,14 @@ enough and retention held. Every verdict goes into the ledger first.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auditor.config import AuditorConfig
 from auditor.decision import Decider, ModelResult
 from auditor.safety import load_probes, review_probes, review_text
-from auditor.scoring import answer_logliks
+from auditor.scoring import BASE_ADAPTER, MIXED_BATCH_ROWS, answer_logliks
 from protocol.artifacts import ArtifactError, ArtifactStore
 from protocol.codec import ProtocolError
 from protocol.messages import (
@@ -142,7 +142,7 @@ class Auditor:
         return usable, refused
 
     def _evaluate(self, context_id: str, tau: list[QAItem], adapter_ids: list[str]) -> dict[str | None, ModelResult]:
-        """Answers from the student, likelihoods from our own copy of the model."""
+        """Answers from the student, likelihoods from our own copy of the model (the base's once per context)."""
         models: list[str | None] = [None, *dict.fromkeys(adapter_ids)]
         questions = [q.question for q in tau] + [q.question for q in self.retention]
         reply = self.student.call(
@@ -150,24 +150,35 @@ class Auditor:
         )
         assert isinstance(reply, Answers)
         answers = {r.adapter_id: r.answers for r in reply.results}
-        base_retention = answers[None][len(tau) :]
-        if context_id not in self._base:
-            self._base[context_id] = self._score(None, tau, answers[None], base_retention)
-        results: dict[str | None, ModelResult] = {None: self._base[context_id]}
-        if adapter_ids:
-            folders = {a: self.store.path(a) for a in models if a is not None}
-            with adapters_loaded(self.model, folders) as peft_model:
-                for adapter_id in folders:
-                    peft_model.set_adapter(adapter_id)
-                    results[adapter_id] = self._score(peft_model, tau, answers[adapter_id], base_retention)
+        to_score = models if context_id not in self._base else models[1:]
+        results = self._score(to_score, tau, answers) if to_score else {}
+        if None in results:
+            self._base[context_id] = results[None]
+        results[None] = self._base[context_id]
         return results
 
-    def _score(self, model: Any, tau: list[QAItem], answers: list[str], base_retention: list[str]) -> ModelResult:
-        """Gold-answer likelihood on τ (best over the golds) and the base's retention answers' likelihood."""
-        model = model if model is not None else self.model
+    def _score(
+        self, models: list[str | None], tau: list[QAItem], answers: dict[str | None, list[str]]
+    ) -> dict[str | None, ModelResult]:
+        """Gold-answer likelihood on τ (best over the golds) and of the base's retention answers, per model.
+
+        Every model is scored in one batched pass: each row is routed to its own adapter (None: the base).
+        """
         golds = [(q.question, a) for q in tau for a in q.answers]
-        flat = iter(answer_logliks(model, self.tokenizer, golds))
-        gold_logliks = [max(next(flat) for _ in q.answers) for q in tau]
+        base_retention = answers[None][len(tau) :]
         retention_pairs = [(q.question, a) for q, a in zip(self.retention, base_retention, strict=True)]
-        retention = answer_logliks(model, self.tokenizer, retention_pairs) if retention_pairs else []
-        return ModelResult(answers[: len(tau)], gold_logliks, answers[len(tau) :], retention)
+        pairs = golds + retention_pairs  # scored for every model, in this order
+        adapters = [m for m in models if m is not None]
+        if adapters:
+            names = [m if m is not None else BASE_ADAPTER for m in models for _ in pairs]
+            with adapters_loaded(self.model, {a: self.store.path(a) for a in adapters}) as peft_model:
+                flat = answer_logliks(peft_model, self.tokenizer, pairs * len(models), MIXED_BATCH_ROWS, names)
+        else:
+            flat = answer_logliks(self.model, self.tokenizer, pairs * len(models), MIXED_BATCH_ROWS)
+        results = {}
+        for k, model_id in enumerate(models):
+            logliks = iter(flat[k * len(pairs) : (k + 1) * len(pairs)])
+            gold_logliks = [max(next(logliks) for _ in q.answers) for q in tau]
+            given = answers[model_id]
+            results[model_id] = ModelResult(given[: len(tau)], gold_logliks, given[len(tau) :], list(logliks))
+        return results

@@ -2,7 +2,14 @@
 
 Many adapters answer in one generation batch: with a peft model holding them all,
 ``adapter_names`` routes each row to its own adapter (``"__base__"``: no adapter),
-so K candidates cost one batched pass per new token instead of K.
+so K candidates share every forward pass instead of taking one each.
+
+The decoding loop is greedy search written out, to waste less than ``generate``:
+the instruction every prompt starts with is computed once per adapter
+(:mod:`seal.shared_prefix`), and a row leaves the batch as soon as its answer is
+settled: at end of sequence, or once the first line is complete, since only the
+first line is kept (:func:`seal.qa_format.clean_answer`). The answers are those
+of ``generate(do_sample=False)`` followed by ``clean_answer``.
 """
 
 from __future__ import annotations
@@ -11,9 +18,12 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from seal.qa_format import clean_answer, question_prompt
+from seal.shared_prefix import prefill, shared_prefix_length, suffix_batch
 
 BASE_ADAPTER = "__base__"
 """peft's name for "no adapter" in a mixed-adapter batch."""
+MIXED_BATCH_FACTOR = 4
+"""A mixed-adapter batch holds this many times the configured questions per batch: rows share every pass."""
 
 
 @torch.no_grad()
@@ -25,30 +35,75 @@ def generate_answers(
     batch_size: int = 16,
     adapter_names: list[str] | None = None,
 ) -> list[str]:
-    """Greedy answers to ``questions``, in order, left-padded in batches.
+    """Greedy answers to ``questions``, in order, in batches of ``batch_size`` rows.
 
     With ``adapter_names`` (one per question; ``model`` a peft model holding those adapters),
     row ``i`` is answered by adapter ``adapter_names[i]``. Rows are grouped by adapter, then by
     prompt length, so a batch mixes few adapters and wastes little padding.
     """
-    prompts = [question_prompt(tokenizer, q) for q in questions]
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    prompts = [tokenizer(question_prompt(tokenizer, q), add_special_tokens=False)["input_ids"] for q in questions]
     names = adapter_names or [BASE_ADAPTER] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: (names[i], lengths[i]))
+    order = sorted(range(len(prompts)), key=lambda i: (names[i], len(prompts[i])))
     answers: dict[int, str] = {}
-    device = next(model.parameters()).device
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
-        batch = tokenizer([prompts[i] for i in rows], return_tensors="pt", padding=True, add_special_tokens=False)
-        routing = {"adapter_names": [names[i] for i in rows]} if adapter_names is not None else {}
-        output = model.generate(
-            **batch.to(device),
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-            **routing,
-        )  # (B, T_prompt + T_new)
-        new_tokens = output[:, batch["input_ids"].shape[1] :]
-        texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        answers |= {i: clean_answer(text) for i, text in zip(rows, texts, strict=True)}
+        routed = [names[i] for i in rows] if adapter_names is not None else None
+        texts = _greedy(model, tokenizer, [prompts[i] for i in rows], routed, max_new_tokens)
+        answers |= dict(zip(rows, texts, strict=True))
     return [answers[i] for i in range(len(prompts))]
+
+
+def _greedy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[list[int]],
+    adapter_names: list[str] | None,
+    max_new_tokens: int,
+) -> list[str]:
+    """Greedy continuations of ``prompts``, each row dropped from the batch once its answer is settled."""
+    device = next(model.parameters()).device
+    start = shared_prefix_length(prompts, [1] * len(prompts))
+    cache = prefill(model, prompts[0][:start], adapter_names, len(prompts))
+    batch = {k: v.to(device) for k, v in suffix_batch(prompts, start, tokenizer.pad_token_id).items()}
+    stop_ids = _stop_ids(model, tokenizer)
+    active = list(range(len(prompts)))  # rows still generating, in batch order
+    tokens: list[list[int]] = [[] for _ in prompts]
+    mask, positions = batch["attention_mask"], batch["position_ids"][:, -1]  # (b, T), (b,)
+    step_input = {"input_ids": batch["input_ids"], "position_ids": batch["position_ids"]}
+    for _ in range(max_new_tokens):
+        routing = {"adapter_names": [adapter_names[i] for i in active]} if adapter_names is not None else {}
+        out = model(
+            **step_input, attention_mask=mask, past_key_values=cache, use_cache=True, logits_to_keep=1, **routing
+        )
+        cache, chosen = out.past_key_values, out.logits[:, -1].argmax(-1)  # chosen: (b,)
+        keep = [j for j, row in enumerate(active) if _extend(tokenizer, tokens[row], chosen[j].item(), stop_ids)]
+        if not keep:
+            break
+        if len(keep) < len(active):
+            index = torch.tensor(keep, device=device)
+            cache.batch_select_indices(index)
+            mask, positions, chosen = mask[index], positions[index], chosen[index]
+            active = [active[j] for j in keep]
+        positions = positions + 1
+        mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)  # (b, T + 1)
+        step_input = {"input_ids": chosen[:, None], "position_ids": positions[:, None]}
+    return [clean_answer(tokenizer.decode(row, skip_special_tokens=True)) for row in tokens]
+
+
+def _extend(tokenizer: PreTrainedTokenizerBase, row: list[int], token: int, stop_ids: set[int]) -> bool:
+    """Append ``token`` to ``row`` unless it ends the sequence; True while the answer may still change."""
+    if token in stop_ids:
+        return False
+    row.append(token)
+    text = tokenizer.decode(row, skip_special_tokens=True).lstrip()
+    lines = text.splitlines(keepends=True)
+    return not lines or lines[0] == lines[0].splitlines()[0]  # settled once its first line has ended
+
+
+def _stop_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    """The end-of-sequence ids greedy generation stops at: the generation config's, else the tokenizer's."""
+    config = getattr(model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return set(eos) if isinstance(eos, list) else {eos}

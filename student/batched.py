@@ -52,7 +52,7 @@ from student.training import (
     training_texts,
 )
 
-MICROBATCH_TOKENS = 4096
+MICROBATCH_TOKENS = 2048
 """Most padded tokens in one forward pass: bounds activation memory (about 2 MB a token for a 135M model)."""
 MICROBATCH_OVERHEAD_TOKENS = 32
 """A forward pass's fixed cost counted in tokens, when deciding whether splitting a step saves work."""

@@ -29,10 +29,10 @@ from protocol.messages import (
 )
 from seal.lora import adapters_loaded
 from seal.models import load_model
-from student.answering import generate_answers
+from student.answering import MIXED_BATCH_FACTOR, generate_answers
+from student.batched import train_adapters
 from student.config import StudentConfig
 from student.serving import ServedModel
-from student.training import train_adapter
 
 log = logging.getLogger(__name__)
 
@@ -62,54 +62,67 @@ class Student:
         raise ProtocolError("unsupported", f"the student does not serve {type(request).__name__}")
 
     def apply_self_edits(self, request: ApplySelfEdits) -> CandidatesTrained:
-        """Train one candidate adapter per job and put each in the artifact store."""
+        """Train one candidate adapter per job, all together (one base-model pass per step), into the store."""
+        jobs = [(job, job.settings or self.config.train) for job in request.jobs]
+        trained = train_adapters(self.model, self.tokenizer, jobs, self.config.model)
         candidates = []
-        for job in request.jobs:
-            settings = job.settings or self.config.train
-            trained = train_adapter(self.model, self.tokenizer, job, settings, self.config.model)
+        for (job, settings), result in zip(jobs, trained, strict=True):
             try:
                 provenance = {
                     "self_edit_id": job.self_edit.self_edit_id,
                     "context_id": job.context.context_id,
                     "settings": settings.model_dump(),
-                    "losses": trained.losses,
+                    "losses": result.losses,
                 }
-                ref = self.store.put_adapter(trained.folder, self.config.model, provenance)
+                ref = self.store.put_adapter(result.folder, self.config.model, provenance)
             finally:
-                shutil.rmtree(trained.folder, ignore_errors=True)
+                shutil.rmtree(result.folder, ignore_errors=True)
+            first, last = (result.losses[0], result.losses[-1]) if result.losses else (float("nan"),) * 2
             log.info(
-                "candidate %s for %s: loss %.3f -> %.3f in %.1fs",
+                "candidate %s for %s: loss %.3f -> %.3f in %.1fs (its share; %d trained together)",
                 ref.adapter_id[:12],
                 job.self_edit.self_edit_id,
-                trained.losses[0],
-                trained.losses[-1],
-                trained.seconds,
+                first,
+                last,
+                result.seconds,
+                len(jobs),
             )
             candidates.append(
                 Candidate(
                     adapter=ref,
                     self_edit_id=job.self_edit.self_edit_id,
                     settings=settings,
-                    num_sequences=trained.num_sequences,
-                    steps=trained.steps,
-                    losses=trained.losses,
-                    seconds=trained.seconds,
+                    num_sequences=result.num_sequences,
+                    steps=result.steps,
+                    losses=result.losses,
+                    seconds=result.seconds,
                 )
             )
         return CandidatesTrained(candidates=candidates)
 
     def answer_questions(self, request: AnswerQuestions) -> Answers:
-        """Every question answered by every requested model; base answers are cached."""
-        adapter_ids = [a for a in request.adapter_ids if a is not None]
-        results = {}
+        """Every question answered by every requested model; base answers are cached.
+
+        All requested adapters answer together: one mixed-adapter generation batch routes each
+        row to its own adapter, so K candidates share each forward pass.
+        """
+        results: dict[str | None, list[str]] = {}
         if None in request.adapter_ids:
             results[None] = self._answer_with_base(request.questions, request.max_new_tokens)
+        adapter_ids = list(dict.fromkeys(a for a in request.adapter_ids if a is not None))
         if adapter_ids:
-            folders = {a: self.store.path(a) for a in dict.fromkeys(adapter_ids)}
-            with adapters_loaded(self.model, folders) as peft_model:
-                for adapter_id in folders:
-                    peft_model.set_adapter(adapter_id)
-                    results[adapter_id] = self._generate(peft_model, request.questions, request.max_new_tokens)
+            n = len(request.questions)
+            rows = [(adapter_id, q) for adapter_id in adapter_ids for q in request.questions]
+            with adapters_loaded(self.model, {a: self.store.path(a) for a in adapter_ids}) as peft_model:
+                answers = generate_answers(
+                    peft_model,
+                    self.tokenizer,
+                    [q for _, q in rows],
+                    request.max_new_tokens,
+                    self.config.answer_batch_size * MIXED_BATCH_FACTOR,
+                    adapter_names=[a for a, _ in rows],
+                )
+            results |= {a: answers[i * n : (i + 1) * n] for i, a in enumerate(adapter_ids)}
         return Answers(results=[ModelAnswers(adapter_id=a, answers=results[a]) for a in request.adapter_ids])
 
     def _answer_with_base(self, questions: list[str], max_new_tokens: int) -> list[str]:

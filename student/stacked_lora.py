@@ -55,17 +55,25 @@ class StackedLoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base(x)  # (N, T, out)
-        for slot, start, stop in self.routing.segments:
-            lora = self.adapters.get(slot)
-            if lora is None:
-                continue
-            rows = x[start:stop].to(lora.A.dtype)  # (n_slot, T, in)
-            if lora.dropout:
-                rows = F.dropout(rows, lora.dropout, self.training)
-            # The same op order as peft's lora.Linear: lora_B(lora_A(x)) * scaling.
-            update = F.linear(F.linear(rows, lora.A), lora.B) * lora.scaling  # (n_slot, T, out)
-            result[start:stop] += update.to(result.dtype)
-        return result
+        updates = [self._update(x, slot, start, stop, result) for slot, start, stop in self.routing.segments]
+        if all(u is None for u in updates):
+            return result
+        shape = result.shape[1:]
+        parts = [u if u is not None else result.new_zeros((stop - start, *shape))
+                 for u, (_, start, stop) in zip(updates, self.routing.segments, strict=True)]  # fmt: skip
+        # One add of the concatenated updates: cheaper to differentiate than in-place adds into slices.
+        return result + torch.cat(parts)
+
+    def _update(self, x: torch.Tensor, slot: int, start: int, stop: int, result: torch.Tensor) -> torch.Tensor | None:
+        """Slot ``slot``'s LoRA update on rows ``start:stop`` (None if it does not adapt this module)."""
+        lora = self.adapters.get(slot)
+        if lora is None:
+            return None
+        rows = x[start:stop].to(lora.A.dtype)  # (n_slot, T, in)
+        if lora.dropout:
+            rows = F.dropout(rows, lora.dropout, self.training)
+        # The same op order as peft's lora.Linear: lora_B(lora_A(x)) * scaling.
+        return (F.linear(F.linear(rows, lora.A), lora.B) * lora.scaling).to(result.dtype)  # (n_slot, T, out)
 
 
 def target_module_names(model: PreTrainedModel, targets: list[str] | str) -> list[str]:

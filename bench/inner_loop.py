@@ -1,0 +1,521 @@
+"""Inner-loop speed: candidates fully judged per hour, batched seal against a TRL + peft baseline.
+
+Run from the repository root (needs the ``bench`` extra: ``pip install -e '.[bench]'``):
+
+    python -m bench.inner_loop               # K = 1, 2, 5, 10; 1 passage; 10 epochs (the paper's)
+    python -m bench.inner_loop --quick       # K = 1, 2, 5; 2 epochs: a few minutes on 2 CPU cores
+
+A candidate is *fully judged* when it is trained, has answered τ and the retention questions,
+and its gold-answer and retention likelihoods are scored. The batched path is the product:
+``Student.apply_self_edits`` (all K candidates of a passage trained together) and
+``Auditor.judge`` (answers from one mixed-adapter generation, likelihoods from one mixed
+forward). The baseline is the recipe a user would write with well-known tools: per candidate a
+fresh peft LoRA trained by TRL's ``SFTTrainer`` on the same sequences with the same
+hyperparameters and number of optimizer steps, then plain ``generate`` per question set and a
+plain forward for the likelihoods. The base model's answers and likelihoods are computed once,
+before timing, on both sides; the auditor's safety probes are switched off (the baseline has none).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.table import Table
+
+from auditor.config import AuditorConfig
+from auditor.service import Auditor
+from protocol.messages import (
+    ApplySelfEdits,
+    Body,
+    CandidateForReview,
+    Context,
+    JudgeCandidates,
+    SelfEdit,
+    TrainJob,
+    TrainSettings,
+)
+from seal.datasets import QAItem, load_contexts, load_questions, load_recorded_self_edits, load_retention
+from seal.models import DEFAULT_MODEL, load_model
+from seal.qa_format import clean_answer, question_prompt
+from student.config import StudentConfig
+from student.service import Student
+from student.stacked_lora import target_module_names
+from student.training import lora_config, tokenize_texts, training_schedule, training_texts
+
+DEFAULT_DATA = Path("/work/shared/data/squad/squad_train100_qwen7b_selfedits.json")
+RESULTS = Path(__file__).with_name("results")
+console = Console(width=200)
+
+
+@dataclass
+class Workload:
+    """One passage, its τ, and its self-edits as training jobs (one completion per candidate)."""
+
+    context: Context
+    tau: list[QAItem]
+    jobs: list[TrainJob]
+
+
+@dataclass
+class Phase:
+    """Timings of one run over some candidates."""
+
+    candidates: int = 0
+    train_s: float = 0.0
+    judge_s: float = 0.0
+    train_flops: float = 0.0
+    peak_rss_gib: float = 0.0
+    rss_rise_gib: float = 0.0
+    load: list[float] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    cpu_s: float = 0.0  # process CPU time: robust to other processes' load when torch runs one thread
+
+    @property
+    def per_hour(self) -> float:
+        return 3600 * self.candidates / (self.train_s + self.judge_s)
+
+    @property
+    def per_cpu_hour(self) -> float:
+        return 3600 * self.candidates / self.cpu_s
+
+    def add(self, other: Phase) -> None:
+        self.candidates += other.candidates
+        self.train_s += other.train_s
+        self.judge_s += other.judge_s
+        self.train_flops += other.train_flops
+        self.cpu_s += other.cpu_s
+        self.steps += other.steps
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def matmul_gflops(size: int = 2048, seconds: float = 2.0) -> float:
+    """This machine's fp32 matmul rate now (GFLOP/s), from repeated ``size``-square products."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm-up
+    runs, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        a @ b
+        runs += 1
+    return 2 * size**3 * runs / (time.perf_counter() - started) / 1e9
+
+
+@contextmanager
+def peak_rss(phase: Phase) -> Iterator[None]:
+    """Record the peak resident memory over the block, and its rise over the RSS at the start (GiB).
+
+    Linux: writing 5 to /proc/self/clear_refs resets the high-water mark VmHWM to the current RSS.
+    """
+    Path("/proc/self/clear_refs").write_text("5")
+    idle = _status_kib("VmRSS")
+    try:
+        yield
+    finally:
+        phase.peak_rss_gib = _status_kib("VmHWM") / 2**20
+        phase.rss_rise_gib = phase.peak_rss_gib - idle / 2**20
+
+
+def _status_kib(key: str) -> int:
+    lines = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in lines if line.startswith(f"{key}:"))
+
+
+def train_flops_per_token(model: torch.nn.Module, settings: TrainSettings) -> float:
+    """Useful training FLOPs per token: frozen base 4·P (forward + input gradients), LoRA 6·P_lora.
+
+    P counts every linear layer's weights including the output head; attention's own products
+    (a few % at these lengths) are left out, as are padded positions.
+    """
+    dense = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    return 4 * dense + 6 * lora_parameters(model, settings)
+
+
+def lora_parameters(model: torch.nn.Module, settings: TrainSettings) -> int:
+    """Trainable parameters of one candidate."""
+    names = target_module_names(model, settings.target_modules)
+    modules = dict(model.named_modules())
+    return sum(settings.rank * (modules[n].in_features + modules[n].out_features) for n in names)
+
+
+def tokens_trained(tokenizer: Any, job: TrainJob, settings: TrainSettings) -> int:
+    """Real (unpadded) tokens a candidate's training passes over, all epochs."""
+    sequences = tokenize_texts(tokenizer, training_texts(job, settings), settings.max_length)
+    return sum(len(sequences[i]) for step in training_schedule(len(sequences), settings) for i in step.indices)
+
+
+def steps_of(job: TrainJob, settings: TrainSettings) -> int:
+    return len(training_schedule(len(training_texts(job, settings)), settings))
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_workloads(data: Path, contexts: int, k_max: int) -> list[Workload]:
+    """The first ``contexts`` passages with recorded self-edits, ``k_max`` completions each."""
+    recorded = load_recorded_self_edits(data, limit=contexts)
+    questions = load_questions(data, limit=contexts)
+    workloads = []
+    for context in load_contexts(data, limit=contexts):
+        completions = recorded[context.context_id].completions[:k_max]
+        if len(completions) < k_max:
+            raise SystemExit(f"{data}: passage {context.context_id} has only {len(completions)} self-edits")
+        jobs = [
+            TrainJob(
+                context=context,
+                self_edit=SelfEdit(
+                    self_edit_id=f"{context.context_id}-{k}",
+                    context_id=context.context_id,
+                    format="recorded",
+                    text=text,
+                    prompt=recorded[context.context_id].prompt or "",
+                    teacher_model="recorded",
+                    teacher_version="recorded",
+                ),
+            )
+            for k, text in enumerate(completions)
+        ]
+        workloads.append(Workload(context, questions[context.context_id], jobs))
+    return workloads
+
+
+# --------------------------------------------------------------------------- the baseline: TRL + peft, one by one
+
+
+@torch.no_grad()
+def plain_answers(model: Any, tokenizer: Any, questions: list[str], max_new_tokens: int) -> list[str]:
+    """One left-padded ``generate`` call for a question set."""
+    batch = tokenizer([question_prompt(tokenizer, q) for q in questions], return_tensors="pt", padding=True)
+    out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return [clean_answer(t) for t in tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], True)]
+
+
+@torch.no_grad()
+def plain_logliks(model: Any, tokenizer: Any, pairs: list[tuple[str, str]]) -> list[float]:
+    """One right-padded forward over all pairs; mean log-prob of each answer's tokens."""
+    rows, spans = [], []
+    for question, answer in pairs:
+        prompt = tokenizer(question_prompt(tokenizer, question), add_special_tokens=False)["input_ids"]
+        rows.append(prompt + tokenizer(answer.strip() or " ", add_special_tokens=False)["input_ids"])
+        spans.append((len(prompt), len(rows[-1])))
+    ids = torch.full((len(rows), max(map(len, rows))), tokenizer.pad_token_id)  # (B, T)
+    mask = torch.zeros_like(ids)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+    logprobs = F.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)  # (B, T, V)
+    return [logprobs[i, b - 1 : e - 1].gather(-1, ids[i, b:e, None]).mean().item() for i, (b, e) in enumerate(spans)]
+
+
+def sft_config(settings: TrainSettings, workdir: str) -> Any:
+    """SFTTrainer's defaults, changed only where they would change the math or add recomputation."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=workdir,
+        num_train_epochs=settings.epochs,
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type="constant",  # seal trains at a constant rate
+        optim="adamw_torch",  # the same AdamW
+        weight_decay=0.0,
+        max_grad_norm=0.0,  # seal does not clip
+        max_length=settings.max_length,
+        gradient_checkpointing=False,  # recomputation would cost the baseline a third more
+        bf16=False,
+        use_cpu=not torch.cuda.is_available(),
+        seed=settings.seed,
+        save_strategy="no",
+        report_to="none",
+        logging_strategy="no",
+        disable_tqdm=True,
+    )
+
+
+def baseline_candidate(
+    model: Any, tokenizer: Any, work: Workload, job: TrainJob, settings: TrainSettings, base_retention: list[str]
+) -> Phase:
+    """Train one candidate with SFTTrainer, answer τ and the retention set, score both; then unload it."""
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import SFTTrainer
+
+    retention = load_retention()
+    started, cpu = time.perf_counter(), time.process_time()
+    with tempfile.TemporaryDirectory() as workdir:
+        trainer = SFTTrainer(
+            model=model,
+            args=sft_config(settings, workdir),
+            train_dataset=Dataset.from_dict({"text": training_texts(job, settings)}),
+            processing_class=tokenizer,
+            peft_config=lora_config(settings, "baseline"),
+        )
+        trainer.remove_callback(PrinterCallback)  # it prints the metrics dict even with logging off
+        trainer.train()
+    trained = time.perf_counter()
+    peft_model = trainer.model.eval()
+    plain_answers(peft_model, tokenizer, [q.question for q in work.tau], ANSWER_TOKENS)
+    plain_answers(peft_model, tokenizer, [q.question for q in retention], ANSWER_TOKENS)
+    plain_logliks(peft_model, tokenizer, [(q.question, a) for q in work.tau for a in q.answers])
+    plain_logliks(peft_model, tokenizer, [(q.question, a) for q, a in zip(retention, base_retention, strict=True)])
+    judged, cpu = time.perf_counter(), time.process_time() - cpu
+    steps = trainer.state.global_step
+    peft_model.unload()
+    del trainer, peft_model
+    gc.collect()
+    flops = tokens_trained(tokenizer, job, settings) * train_flops_per_token(model, settings)
+    return Phase(1, trained - started, judged - trained, flops, cpu_s=cpu, steps=[steps])
+
+
+def run_baseline(
+    model: Any, tokenizer: Any, workloads: list[Workload], settings: TrainSettings, k_max: int
+) -> list[list[Phase]]:
+    """Per passage, per self-edit: the baseline's timings."""
+    retention = [q.question for q in load_retention()]
+    results = []
+    for work in workloads:
+        base_retention = plain_answers(model, tokenizer, retention, ANSWER_TOKENS)  # cached once, untimed
+        row = []
+        for k, job in enumerate(work.jobs[:k_max]):
+            phase = baseline_candidate(model, tokenizer, work, job, settings, base_retention)
+            if phase.steps != [steps_of(job, settings)]:
+                raise SystemExit(f"baseline ran {phase.steps} optimizer steps, seal runs {steps_of(job, settings)}")
+            console.log(f"baseline {k + 1}/{k_max}: train {phase.train_s:.1f}s, judge {phase.judge_s:.1f}s")
+            row.append(phase)
+        results.append(row)
+    return results
+
+
+# --------------------------------------------------------------------------- the batched path: the product
+
+
+class InProcessLink:
+    """The auditor's student link without sockets."""
+
+    def __init__(self, student: Student):
+        self.student = student
+
+    def call(self, body: Body, timeout_s: float | None = None) -> Body:
+        return self.student.handle(body)
+
+
+def product_roles(spec: str, data: Path, contexts: int, settings: TrainSettings, root: Path) -> tuple[Student, Auditor]:
+    """A student and an auditor in this process, sharing a store; no safety probes."""
+    (root / "probes.json").write_text("[]")
+    student = Student(StudentConfig(model=spec, store=root / "store", train=settings))
+    auditor = Auditor(
+        AuditorConfig(
+            data=data,
+            limit=contexts,
+            model=spec,
+            store=root / "store",
+            ledger=root / "ledger.jsonl",
+            probes=root / "probes.json",
+            answer_tokens=ANSWER_TOKENS,
+        ),
+        InProcessLink(student),
+    )
+    return student, auditor
+
+
+def run_batched(student: Student, auditor: Auditor, workloads: list[Workload], k: int) -> Phase:
+    """All K candidates of each passage trained together, then judged together."""
+    phase = Phase(load=list(os.getloadavg()))
+    settings = student.config.train
+    per_token = train_flops_per_token(student.model, settings)
+    with peak_rss(phase):
+        for work in workloads:
+            started, cpu = time.perf_counter(), time.process_time()
+            trained = student.apply_self_edits(ApplySelfEdits(jobs=work.jobs[:k])).candidates
+            mid = time.perf_counter()
+            items = [
+                CandidateForReview(self_edit=j.self_edit, candidate=c)
+                for j, c in zip(work.jobs[:k], trained, strict=True)
+            ]
+            auditor.judge(JudgeCandidates(context_id=work.context.context_id, candidates=items))
+            flops = sum(tokens_trained(student.tokenizer, j, settings) for j in work.jobs[:k]) * per_token
+            cpu = time.process_time() - cpu
+            phase.add(
+                Phase(k, mid - started, time.perf_counter() - mid, flops, cpu_s=cpu, steps=[c.steps for c in trained])
+            )
+    phase.load += list(os.getloadavg())
+    return phase
+
+
+def warm_up(student: Student, auditor: Auditor, model: Any, tokenizer: Any, workloads: list[Workload]) -> None:
+    """First calls pay one-off costs (imports, kernel set-up): one 1-epoch candidate each way, untimed."""
+    short = TrainSettings(epochs=1)
+    work = workloads[0]
+    for w in workloads:  # the base model's answers and likelihoods: computed once and cached, as in a run
+        auditor._evaluate(w.context.context_id, w.tau, [])
+    job = work.jobs[0].model_copy(update={"settings": short})
+    trained = student.apply_self_edits(ApplySelfEdits(jobs=[job])).candidates
+    items = [CandidateForReview(self_edit=job.self_edit, candidate=trained[0])]
+    auditor.judge(JudgeCandidates(context_id=work.context.context_id, candidates=items))
+    retention = [q.question for q in load_retention()]
+    baseline_candidate(model, tokenizer, work, job, short, plain_answers(model, tokenizer, retention, 4))
+
+
+# --------------------------------------------------------------------------- report
+
+
+COLUMNS = [
+    ("K", "k"),
+    ("seal cand/h", "seal_per_hour"),
+    ("baseline cand/h", "baseline_per_hour"),
+    ("ratio", "ratio"),
+    ("seal cand/CPU-h", "seal_per_cpu_hour"),
+    ("baseline cand/CPU-h", "baseline_per_cpu_hour"),
+    ("CPU ratio", "cpu_ratio"),
+    ("seal train s", "seal_train_s"),
+    ("seal judge s", "seal_judge_s"),
+    ("baseline train s", "baseline_train_s"),
+    ("baseline judge s", "baseline_judge_s"),
+    ("seal train FLOP/s % of matmul", "seal_flops_pct"),
+    ("baseline train FLOP/s % of matmul", "baseline_flops_pct"),
+    ("seal peak RSS GiB", "seal_peak_rss_gib"),
+    ("baseline peak RSS GiB", "baseline_peak_rss_gib"),
+]
+
+
+def report(args: argparse.Namespace, command: str, rows: list[dict[str, Any]], machine: dict[str, Any]) -> None:
+    """Print the table and save it (markdown and JSON) with the command that produced it."""
+    table = Table(title=f"Inner loop, {args.model}: candidates fully judged per hour")
+    for header, _ in COLUMNS:
+        table.add_column(header, justify="right")
+    lines = ["| " + " | ".join(h for h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        cells = [_fmt(row[key]) for _, key in COLUMNS]
+        table.add_row(*cells)
+        lines.append("| " + " | ".join(cells) + " |")
+    console.print(table)
+    notes = [f"- {key}: {json.dumps(value)}" for key, value in machine.items()]
+    notes.append("- cand/h: wall clock; cand/CPU-h: process CPU time, which with --threads 1 does not depend on load")
+    stem = args.out / (args.name or ("inner_loop_quick" if args.quick else "inner_loop"))
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".md").write_text(f"`{command}`\n\n" + "\n".join([*lines, "", *notes]) + "\n")
+    stem.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows, "machine": machine}, indent=2))
+    console.print(f"saved {stem}.md and {stem}.json")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def result_row(k: int, seal: Phase, base: Phase, matmul_gflops_peak: float) -> dict[str, Any]:
+    """One K's comparison; FLOP/s as a share of the machine's measured fp32 matmul rate."""
+    return {
+        "k": k,
+        "seal_per_hour": seal.per_hour,
+        "baseline_per_hour": base.per_hour,
+        "ratio": seal.per_hour / base.per_hour,
+        "seal_per_cpu_hour": seal.per_cpu_hour,
+        "baseline_per_cpu_hour": base.per_cpu_hour,
+        "cpu_ratio": seal.per_cpu_hour / base.per_cpu_hour,
+        "seal_train_s": seal.train_s,
+        "seal_judge_s": seal.judge_s,
+        "baseline_train_s": base.train_s,
+        "baseline_judge_s": base.judge_s,
+        "seal_flops_pct": 100 * seal.train_flops / seal.train_s / (matmul_gflops_peak * 1e9),
+        "baseline_flops_pct": 100 * base.train_flops / base.train_s / (matmul_gflops_peak * 1e9),
+        "seal_rss_rise_gib": seal.rss_rise_gib,
+        "baseline_rss_rise_gib": base.rss_rise_gib,
+        "seal_peak_rss_gib": seal.peak_rss_gib,
+        "baseline_peak_rss_gib": base.peak_rss_gib,
+        "seal_steps": seal.steps,
+        "baseline_steps": base.steps,
+        "seal_load_before_after": seal.load,
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+ANSWER_TOKENS = 24  # the auditor's default answer length
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="Base model: the embedded default, a folder or hub id.")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SQuAD-format file with recorded self-edits.")
+    parser.add_argument("--contexts", type=int, default=1, help="Passages to use (the first N of --data).")
+    parser.add_argument("--ks", default=None, help="Comma-separated candidates per passage (default 1,2,5,10).")
+    parser.add_argument("--epochs", type=int, default=None, help="Training epochs per candidate (default 10).")
+    parser.add_argument("--quick", action="store_true", help="K = 1, 2, 5 and 2 epochs: a few minutes.")
+    parser.add_argument("--name", default=None, help="Results file name, without suffix (default inner_loop[_quick]).")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+    parser.add_argument("--matmul-seconds", type=float, default=2.0, help="How long to time the matmul reference.")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="Folder for the results (default bench/results).")
+    args = parser.parse_args(argv)
+    args.ks = [int(k) for k in (args.ks or ("1,2,5" if args.quick else "1,2,5,10")).split(",")]
+    args.epochs = args.epochs or (2 if args.quick else 10)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Warm up, run the baseline, then the batched path for each K, in this process; print and save the table."""
+    args = parse_args(argv)
+    command = "python -m bench.inner_loop " + shlex.join(sys.argv[1:] if argv is None else argv)
+    console.print(f"[bold]$ {command}")
+    _quiet_libraries()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = TrainSettings(epochs=args.epochs)
+    machine: dict[str, Any] = {"load_at_start": list(os.getloadavg()), "cpu_count": os.cpu_count()}
+    machine |= {"torch_threads": torch.get_num_threads(), "settings": settings.model_dump()}
+    machine["matmul_gflops_start"] = matmul_gflops(seconds=args.matmul_seconds)
+    console.log(f"load {machine['load_at_start']}, fp32 matmul {machine['matmul_gflops_start']:.1f} GFLOP/s")
+    workloads = load_workloads(args.data, args.contexts, max(args.ks))
+    with tempfile.TemporaryDirectory() as root:
+        student, auditor = product_roles(args.model, args.data, args.contexts, settings, Path(root))
+        model, tokenizer = load_model(args.model)  # the baseline's own copy
+        warm_up(student, auditor, model, tokenizer, workloads)
+        # weights, gradients and AdamW's two moments, fp32: what each extra candidate adds besides activations
+        machine["adapter_and_optimizer_mib_per_candidate"] = 16 * lora_parameters(model, settings) / 2**20
+        base_phase = Phase(load=list(os.getloadavg()))
+        with peak_rss(base_phase):
+            baseline = run_baseline(model, tokenizer, workloads, settings, max(args.ks))
+        machine["baseline_load_before_after"] = base_phase.load + list(os.getloadavg())
+        phases = [
+            (k, run_batched(student, auditor, workloads, k), _baseline_subset(baseline, k, base_phase)) for k in args.ks
+        ]
+    machine["matmul_gflops_end"] = matmul_gflops(seconds=args.matmul_seconds)
+    machine["load_at_end"] = list(os.getloadavg())
+    peak = max(machine["matmul_gflops_start"], machine["matmul_gflops_end"])
+    report(args, command, [result_row(k, seal, base, peak) for k, seal, base in phases], machine)
+
+
+def _quiet_libraries() -> None:
+    """No per-candidate progress bars or info lines from datasets, transformers and TRL."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def _baseline_subset(baseline: list[list[Phase]], k: int, whole: Phase) -> Phase:
+    """The baseline over the same candidates as a batched run with K per passage (memory: the whole run's)."""
+    subset = Phase(peak_rss_gib=whole.peak_rss_gib, rss_rise_gib=whole.rss_rise_gib)
+    for row in baseline:
+        for phase in row[:k]:
+            subset.add(phase)
+    return subset
+
+
+if __name__ == "__main__":
+    main()
