@@ -58,7 +58,7 @@ def test_demo_documents_answers_are_verbatim_spans() -> None:
         for item in items:
             for answer in item.answers:
                 assert answer.lower() in context.text.lower(), (context.title, answer)
-                assert 1 <= len(answer.split()) <= 4, answer
+                assert len(answer.split()) in range(1, 5), answer
 
 
 def test_retention_set_loads() -> None:
