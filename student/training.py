@@ -8,7 +8,6 @@ out of the loss (label -100).
 
 from __future__ import annotations
 
-import json
 import random
 import re
 import tempfile
@@ -21,6 +20,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from protocol.messages import TrainJob, TrainSettings
+from seal.lora import finish_adapter_config
 
 IGNORE_INDEX = -100
 _LIST_MARKER = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
@@ -129,19 +129,6 @@ def train_adapter(
     finally:
         peft_model.unload()  # drop the LoRA layers: the base model is shared by every job
     return TrainedAdapter(folder, settings, len(sequences), steps, losses, time.perf_counter() - started)
-
-
-def finish_adapter_config(folder: Path, base_model: str) -> None:
-    """Record the model *spec* (not this machine's path) so the adapter's content id is portable.
-
-    Target modules are sorted too: peft writes them in set order, which varies from process to process.
-    """
-    config_file = folder / "adapter_config.json"
-    config = json.loads(config_file.read_text())
-    config["base_model_name_or_path"] = base_model
-    if isinstance(config.get("target_modules"), list):
-        config["target_modules"] = sorted(config["target_modules"])
-    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 def _fit(model: PeftModel, sequences: list[list[int]], settings: TrainSettings, pad_id: int) -> tuple[list[float], int]:
