@@ -20,6 +20,7 @@ from auditor.config import AuditorConfig
 from auditor.decision import Decider, ModelResult
 from auditor.safety import load_probes, review_probes, review_text
 from auditor.scoring import BASE_ADAPTER, MIXED_BATCH_ROWS, answer_logliks
+from auditor.teacher_versions import record_teacher_version
 from protocol.artifacts import ArtifactError, ArtifactStore
 from protocol.codec import ProtocolError
 from protocol.messages import (
@@ -28,6 +29,7 @@ from protocol.messages import (
     Body,
     CandidateForReview,
     JudgeCandidates,
+    RecordTeacherVersion,
     Review,
     Reviews,
     ReviewSelfEdits,
@@ -69,6 +71,8 @@ class Auditor:
             return self.judge(request)
         if isinstance(request, ReviewSelfEdits):
             return self.review(request)
+        if isinstance(request, RecordTeacherVersion):
+            return record_teacher_version(self.ledger, request)
         raise ProtocolError("unsupported", f"the auditor does not serve {type(request).__name__}")
 
     def review(self, request: ReviewSelfEdits) -> Reviews:

@@ -16,7 +16,7 @@ its *reward* is what the teacher learns from.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -303,6 +303,38 @@ class Reviews(Body):
     reviews: list[Review] = Field(description="One per self-edit, in request order.")
 
 
+class TrainingExample(Body):
+    """One kept self-edit behind a teacher version, and the verdicts (ledger entries) that rewarded it."""
+
+    context_id: str
+    self_edit_id: str
+    reward: float = Field(description="Mean reward over the self-edit's verdicts.")
+    verdict_entries: list[str] = Field(min_length=1, description="Ledger hashes of those verdicts.")
+
+
+class RecordTeacherVersion(Body):
+    """Ask the auditor to record a new teacher version and the exact data it was made from.
+
+    The auditor checks every claimed reward against the verdicts in its own ledger before recording.
+    """
+
+    type: Literal["record_teacher_version"] = "record_teacher_version"
+    version: str = Field(min_length=1, description="e.g. 'v1'.")
+    round: int = Field(ge=0, description="The ReST^EM round whose rewards made this version.")
+    kind: Literal["lora", "exemplars"] = Field(description="A LoRA on the teacher, or an API teacher's exemplars.")
+    teacher_model: str
+    artifact_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Content hash of the adapter or bank.")
+    data_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the training pairs.")
+    examples: list[TrainingExample]
+    settings: dict[str, Any] = Field(default_factory=dict, description="How the version was trained.")
+    losses: list[float] = []
+
+
+class TeacherVersionRecorded(Body):
+    type: Literal["teacher_version_recorded"] = "teacher_version_recorded"
+    ledger_entry: str
+
+
 StudentRequest = Annotated[
     Ping | DescribeStudent | ApplySelfEdits | AnswerQuestions | Promote | Rollback | DescribeServed | AnswerServed,
     Field(discriminator="type"),
@@ -310,5 +342,5 @@ StudentRequest = Annotated[
 StudentReply = Annotated[
     Pong | StudentInfo | CandidatesTrained | Answers | ServedState | ErrorReply, Field(discriminator="type")
 ]
-AuditorRequest = Annotated[Ping | JudgeCandidates | ReviewSelfEdits, Field(discriminator="type")]
-AuditorReply = Annotated[Pong | Verdicts | Reviews | ErrorReply, Field(discriminator="type")]
+AuditorRequest = Annotated[Ping | JudgeCandidates | ReviewSelfEdits | RecordTeacherVersion, Field(discriminator="type")]
+AuditorReply = Annotated[Pong | Verdicts | Reviews | TeacherVersionRecorded | ErrorReply, Field(discriminator="type")]

@@ -4,6 +4,7 @@ seal demo                                   # three processes, built-in document
 seal student --bind tcp://0.0.0.0:5555      # each role alone, for a deployment across hosts
 seal auditor --bind tcp://0.0.0.0:5556 --student tcp://student:5555
 seal teacher --student tcp://student:5555 --auditor tcp://auditor:5556
+seal train-teacher --data squad.json --rounds 2 --k 5   # ReST^EM, three processes on loopback
 seal ledger verify --ledger runs/demo/ledger.jsonl
 """
 
@@ -68,11 +69,36 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--metric", default="loglik", choices=["loglik", "f1", "exact_match"], help="Reward metric.")
     demo.add_argument("--min-gain", type=float, default=0.05, help="Smallest gain the auditor accepts.")
 
+    _add_train_teacher(sub)
     add_governance_commands(sub)
 
     models = sub.add_parser("models", help="Prepare a model (convert the embedded default once).")
     models.add_argument("spec", nargs="?", default=None, help="Model spec (default: the embedded SmolLM2).")
     return parser
+
+
+def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
+    train = sub.add_parser(
+        "train-teacher", help="ReST^EM: rounds of self-edits, rewards from the auditor, teacher fine-tuning."
+    )
+    train.add_argument("--data", type=Path, required=True, help="SQuAD-format file of training passages.")
+    train.add_argument(
+        "--run-dir", type=Path, help="Run folder (default: runs/restem-<time>); an existing one resumes."
+    )
+    train.add_argument("--model", default=None, help="Student (and teacher) model (default: the embedded SmolLM2).")
+    train.add_argument("--teacher", default=None, metavar="SPEC", help="Teacher spec (default: the student's model).")
+    train.add_argument("--teacher-base-url", default=None, help="API base URL for an openai: or anthropic: teacher.")
+    train.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'.")
+    train.add_argument("--limit", type=int, help="Use only the first N passages.")
+    train.add_argument("--rounds", type=int, default=2, help="ReST^EM rounds (default: 2).")
+    train.add_argument("--k", type=int, default=5, help="Self-edits sampled per passage and round (default: 5).")
+    train.add_argument("--repeats", type=int, default=1, help="Trainings per self-edit; reward = their mean.")
+    train.add_argument("--metric", default="loglik", choices=["loglik", "f1", "exact_match"], help="Reward metric.")
+    train.add_argument("--min-reward", type=float, default=0.0, help="Keep only self-edits rewarded above this.")
+    train.add_argument(
+        "--epochs", type=int, default=None, help="Student epochs per candidate (default: the student's)."
+    )
+    train.add_argument("--sft-epochs", type=int, default=None, help="Teacher fine-tuning epochs (default: 3).")
 
 
 def _config_args(parser: argparse.ArgumentParser, model: type) -> None:
@@ -108,6 +134,8 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         roles.run_teacher(build_config(TeacherConfig, args), args.student, args.auditor, keys_folder(args))
     elif args.command == "demo":
         return _demo(args)
+    elif args.command == "train-teacher":
+        return _train_teacher(args)
     elif args.command in ("keys", "promote", "rollback", "status", "shadow", "ledger"):
         return run_governance(args)
     elif args.command == "models":
@@ -137,6 +165,30 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(opts)
 
 
+def _train_teacher(args: argparse.Namespace) -> int:
+    from seal.demo import DemoOptions, run_demo
+    from seal.models import DEFAULT_MODEL
+
+    teacher = ["--restem.rounds", str(args.rounds), "--restem.repeats", str(args.repeats)]
+    teacher += ["--restem.min-reward", str(args.min_reward)]
+    teacher += ["--restem.sft.epochs", str(args.sft_epochs)] if args.sft_epochs else []
+    student = ["--train.epochs", str(args.epochs)] if args.epochs else []
+    opts = DemoOptions(
+        run_dir=args.run_dir or Path("runs") / time.strftime("restem-%Y%m%d-%H%M%S"),
+        model=args.model or DEFAULT_MODEL,
+        teacher_model=args.teacher,
+        teacher_base_url=args.teacher_base_url,
+        device=args.device,
+        data=args.data,
+        limit=args.limit,
+        k=args.k,
+        metric=args.metric,
+        min_gain=0.0,
+        extra={"teacher": teacher, "student": student},
+    )
+    return run_demo(opts, title="seal train-teacher")
+
+
 def _is_user_error(exc: Exception) -> bool:
     """Errors that deserve one line, not a traceback."""
     from protocol.security import SecurityError
@@ -147,8 +199,16 @@ def _is_user_error(exc: Exception) -> bool:
     from seal.models import ModelLoadError
     from teacher.errors import TeacherBackendError
 
-    errors = (ConfigError, ModelLoadError, DatasetError, TransportError, LedgerError, SecurityError, VerdictRefused,
-              TeacherBackendError)
+    errors = (
+        ConfigError,
+        ModelLoadError,
+        DatasetError,
+        TransportError,
+        LedgerError,
+        SecurityError,
+        VerdictRefused,
+        TeacherBackendError,
+    )
     return isinstance(exc, errors)
 
 

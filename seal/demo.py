@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -37,6 +37,7 @@ class DemoOptions:
     metric: str = "loglik"
     min_gain: float = 0.05
     ready_timeout_s: float = 600.0
+    extra: dict[str, list[str]] = field(default_factory=dict)  # more flags per role, e.g. ReST^EM's for the teacher
 
 
 def role_commands(opts: DemoOptions, student_ep: str, auditor_ep: str) -> dict[str, list[str]]:
@@ -48,7 +49,7 @@ def role_commands(opts: DemoOptions, student_ep: str, auditor_ep: str) -> dict[s
     limit = ["--limit", str(opts.limit)] if opts.limit else []
     base_url = ["--base-url", opts.teacher_base_url] if opts.teacher_base_url else []
     common = ["--device", opts.device, *keys]
-    return {
+    commands = {
         "student": [*seal, "student", "--bind", student_ep, "--model", opts.model, "--store", store, *common],
         "auditor": [
             *seal,
@@ -92,13 +93,14 @@ def role_commands(opts: DemoOptions, student_ep: str, auditor_ep: str) -> dict[s
             *common,
         ],
     }
+    return {role: [*command, *opts.extra.get(role, [])] for role, command in commands.items()}
 
 
-def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
-    """Start the three roles, wait for the teacher's pass to finish, verify the ledger."""
+def run_demo(opts: DemoOptions, console: Console | None = None, title: str = "seal demo") -> int:
+    """Start the three roles, wait for the teacher's pass (or rounds) to finish, verify the ledger."""
     console = console or Console()
     started = time.perf_counter()
-    console.print(f"[bold]seal demo[/] · run folder {opts.run_dir}")
+    console.print(f"[bold]{title}[/] · run folder {opts.run_dir}")
     resolve_model(opts.model)  # convert once here, not in three processes at the same time
     check_teacher(opts)
     keys = opts.run_dir / "keys"
@@ -119,7 +121,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
     report = verify_ledger(opts.run_dir / "ledger.jsonl")
     status = "[green]verified[/]" if report.ok else "[red]FAILED[/] " + "; ".join(report.problems)
     console.print(f"ledger {opts.run_dir / 'ledger.jsonl'}: {report.entries} entries, {status}")
-    console.print(f"demo wall time {time.perf_counter() - started:.0f} s; logs in {opts.run_dir}")
+    console.print(f"{title} wall time {time.perf_counter() - started:.0f} s; logs in {opts.run_dir}")
     return code if report.ok else 1
 
 

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from types import TracebackType
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGTERM it when the supervisor dies, even by SIGKILL.
+
+    Without this, a killed ``seal demo`` would leave its roles running (and holding their ports).
+    Elsewhere it does nothing: there, only a clean exit of the supervisor stops the roles.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ProcessFailed(Exception):
@@ -40,7 +54,9 @@ class ProcessGroup:
             log.parent.mkdir(parents=True, exist_ok=True)
             out = log.open("ab")
             self.logs[name] = log
-        self.procs[name] = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT if out else None)
+        self.procs[name] = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT if out else None, preexec_fn=_die_with_parent
+        )
 
     def wait_for(self, name: str, poll_s: float = 0.5) -> int:
         """Wait for ``name`` to exit; raise ProcessFailed if another member exits first."""

@@ -90,11 +90,12 @@ def wait_until_ready(clients: dict[str, Client], deadline_s: float) -> None:
 
 
 def run_teacher(config: TeacherConfig, student_endpoint: str, auditor_endpoint: str, keys: Path | None) -> None:
-    """One adaptation pass over the configured contexts; prints the table at the end."""
+    """One adaptation pass over the configured contexts, or ReST^EM rounds; prints a table at the end."""
     from teacher.backend_spec import build_backend
     from teacher.loop import run_pass
     from teacher.proposer import propose
-    from teacher.report import outcomes_table
+    from teacher.report import outcomes_table, rounds_table
+    from teacher.restem import run_restem
 
     console = Console()
     started = time.perf_counter()
@@ -105,12 +106,16 @@ def run_teacher(config: TeacherConfig, student_endpoint: str, auditor_endpoint: 
     console.print(f"teacher {config.model} ({config.version}) ready; waiting for student and auditor")
     wait_until_ready({"student": student, "auditor": auditor}, config.ready_timeout_s)
 
-    def propose_for(context):
-        return propose(backend, [context], config.k, config.format, config.sampling, config.version)[0]
+    if config.restem.rounds:
+        summaries = run_restem(backend, contexts, student, auditor, config)
+        console.print(rounds_table(summaries, time.perf_counter() - started))
+    else:
 
-    outcomes = run_pass(
-        contexts, propose_for, student, auditor, config.run_dir, (config.train_timeout_s, config.judge_timeout_s)
-    )
-    console.print(outcomes_table(outcomes, time.perf_counter() - started))
+        def propose_for(context):
+            return propose(backend, [context], config.k, config.format, config.sampling, config.version)[0]
+
+        timeouts = (config.train_timeout_s, config.judge_timeout_s)
+        outcomes = run_pass(contexts, propose_for, student, auditor, config.run_dir, timeouts)
+        console.print(outcomes_table(outcomes, time.perf_counter() - started))
     student.close()
     auditor.close()

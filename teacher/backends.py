@@ -12,12 +12,17 @@ this module's transformers model (the CPU default), :mod:`teacher.vllm_backend`,
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
+from peft import PeftModel
+from transformers import PreTrainedModel
 
+from protocol.artifacts import content_id
 from protocol.messages import SamplingSettings, Usage
 from seal.models import load_model
+from teacher.prompts import as_chat
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,26 @@ class TransformersTeacher:
     def __init__(self, model_id: str, device: str = "auto", batch_size: int = 4):
         self.model_id = model_id
         self.batch_size = batch_size
-        self.model, self.tokenizer = load_model(model_id, device)
+        self.base_model, self.tokenizer = load_model(model_id, device)
+        self.model: PreTrainedModel | PeftModel = self.base_model  # what samples: the base, or a version on it
+        self.version_id: str | None = None
+
+    def serve_version(self, adapter_folder: Path | str) -> str:
+        """Sample from now on with the teacher version (a peft LoRA folder) in ``adapter_folder``.
+
+        Returns its name, ``teacher-<first 16 hex digits of the content hash>``, as the vLLM teacher does.
+        """
+        self.serve_base()
+        self.model = PeftModel.from_pretrained(self.base_model, adapter_folder)
+        self.model.eval()
+        self.version_id = f"teacher-{content_id(Path(adapter_folder))[:16]}"
+        return self.version_id
+
+    def serve_base(self) -> None:
+        """Sample from the base model again."""
+        if isinstance(self.model, PeftModel):
+            self.model.unload()
+        self.model, self.version_id = self.base_model, None
 
     def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
         """``sample``'s texts as completions (a local model never refuses; usage is not counted here)."""
@@ -69,7 +93,7 @@ class TransformersTeacher:
 
     @torch.no_grad()
     def _sample_batch(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[str]]:
-        texts = [self._as_chat(p) for p in prompts]
+        texts = [as_chat(self.tokenizer, p) for p in prompts]
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         batch = batch.to(self.model.device)
         output = self.model.generate(
@@ -83,9 +107,3 @@ class TransformersTeacher:
         )  # (B * n, T_prompt + T_new), the n samples of a prompt adjacent
         decoded = self.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
         return [[d.strip() for d in decoded[i * n : (i + 1) * n]] for i in range(len(prompts))]
-
-    def _as_chat(self, prompt: str) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
-            messages = [{"role": "user", "content": prompt}]
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return prompt

@@ -10,6 +10,7 @@ from protocol.messages import SamplingSettings, SelfEditFormat
 from seal.models import DEFAULT_MODEL
 from seal.vllm_engine import VLLMSettings
 from teacher.backend_spec import API_KINDS, parse_spec
+from teacher.restem_config import RestemConfig
 
 
 class TeacherConfig(BaseModel):
@@ -38,6 +39,9 @@ class TeacherConfig(BaseModel):
     sampling: SamplingSettings = Field(
         default_factory=lambda: SamplingSettings(temperature=0.7, top_p=0.95, max_new_tokens=160),
         description="Sampling settings.",
+    )
+    restem: RestemConfig = Field(
+        default_factory=RestemConfig, description="ReST^EM rounds (seal train-teacher); 0 rounds: one pass."
     )
     run_dir: Path = Field(Path("runs/demo"), description="Where results are written; a rerun resumes from here.")
     ready_timeout_s: float = Field(600, gt=0, description="Seconds to wait for the student and auditor to come up.")

@@ -66,6 +66,11 @@ class ExemplarBank(BaseModel):
         self._prune()
         return len({e.self_edit_id for e in self.exemplars} - before)
 
+    def insert(self, exemplars: Iterable[Exemplar]) -> None:
+        """Add exemplars another filter chose (ReST^EM's), keeping the best per context and format."""
+        self.exemplars.extend(exemplars)
+        self._prune()
+
     def _prune(self) -> None:
         """Best reward first (ties: by id, so the order never depends on arrival); one per context and format."""
         best: dict[tuple[str, str], Exemplar] = {}

@@ -33,6 +33,7 @@ from protocol.messages import (
     ReviewSelfEdits,
     SelfEdit,
     TrainJob,
+    TrainSettings,
     Verdict,
     Verdicts,
 )
@@ -59,6 +60,7 @@ class Outcome:
                 "context": self.context.model_dump(),
                 "self_edits": [e.model_dump() for e in self.self_edits],
                 "verdicts": [v.model_dump() for v in self.verdicts],
+                "vetoed": [r.model_dump() for r in self.vetoed],
             }
         )
 
@@ -80,8 +82,13 @@ def adapt_context(
     auditor: Link,
     train_timeout_s: float,
     judge_timeout_s: float,
+    settings: list[TrainSettings | None] | None = None,
 ) -> Outcome:
-    """Have the auditor's rules review the self-edits, train the rest as candidates, have them judged."""
+    """Have the auditor's rules review the self-edits, train the rest as candidates, have them judged.
+
+    ``settings``: train every allowed self-edit once per entry (e.g. the same settings with R seeds, whose
+    verdicts are then averaged); None trains each once with the student's defaults.
+    """
     if not self_edits:  # every sample was refused by an API teacher: a failed proposal, no candidates
         return Outcome(context, [], [])
     reviewed = auditor.call(ReviewSelfEdits(self_edits=self_edits), judge_timeout_s)
@@ -90,11 +97,12 @@ def adapt_context(
     allowed = [e for e, r in zip(self_edits, reviewed.reviews, strict=True) if not r.vetoes]
     if not allowed:
         return Outcome(context, self_edits, [], vetoed)
-    trained = student.call(
-        ApplySelfEdits(jobs=[TrainJob(context=context, self_edit=e) for e in allowed]), train_timeout_s
-    )
+    jobs = [TrainJob(context=context, self_edit=e, settings=s) for e in allowed for s in (settings or [None])]
+    trained = student.call(ApplySelfEdits(jobs=jobs), train_timeout_s)
     assert isinstance(trained, CandidatesTrained)
-    reviews = [CandidateForReview(self_edit=e, candidate=c) for e, c in zip(allowed, trained.candidates, strict=True)]
+    reviews = [
+        CandidateForReview(self_edit=j.self_edit, candidate=c) for j, c in zip(jobs, trained.candidates, strict=True)
+    ]
     judged = auditor.call(JudgeCandidates(context_id=context.context_id, candidates=reviews), judge_timeout_s)
     assert isinstance(judged, Verdicts)
     return Outcome(context, self_edits, judged.verdicts, vetoed)
@@ -120,8 +128,12 @@ def run_pass(
     auditor: Link,
     run_dir: Path,
     timeouts: tuple[float, float] = (1800.0, 1800.0),
+    settings: list[TrainSettings | None] | None = None,
 ) -> list[Outcome]:
-    """One adaptation pass over ``contexts``, resumable from ``run_dir/results.jsonl``."""
+    """One adaptation pass over ``contexts``, resumable from ``run_dir/results.jsonl``.
+
+    ``settings`` as in :func:`adapt_context` (repeated trainings per self-edit).
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     results = run_dir / "results.jsonl"
     done = load_outcomes(results)
@@ -131,7 +143,7 @@ def run_pass(
             if context.context_id in done:
                 continue
             progress.update(task, description=f"{context.title[:30] or context.context_id}")
-            outcome = adapt_context(context, propose(context), student, auditor, *timeouts)
+            outcome = adapt_context(context, propose(context), student, auditor, *timeouts, settings)
             sink.write(outcome.to_json() + "\n")
             sink.flush()
             done[context.context_id] = outcome

@@ -1,10 +1,11 @@
-"""The end-of-pass table: per context, base and candidate scores, verdict and adapter."""
+"""The end-of-run tables: per candidate of a pass (scores, verdict, adapter), and per ReST^EM round."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
 from teacher.loop import Outcome
+from teacher.restem import RoundSummary
 
 COLUMNS = ["context", "F1 base→cand", "log-lik base→cand", "reward", "retention drop", "verdict", "adapter"]
 
@@ -31,7 +32,7 @@ def outcomes_table(outcomes: list[Outcome], wall_seconds: float | None = None) -
         for review in outcome.vetoed:
             table.add_row(title, "", "", "", "", f"[red]vetoed[/] ({review.vetoes[0].reason[:40]})", "-")
     accepted = sum(v.accepted for v in verdicts)
-    mean_reward = sum(v.reward for v in verdicts) / len(verdicts) if verdicts else 0.0
+    mean_reward = _mean([v.reward for v in verdicts])
     metric = verdicts[0].metric if verdicts else "-"
     caption = f"{accepted}/{len(verdicts)} candidates accepted · mean reward {mean_reward:+.3f} ({metric})"
     if wall_seconds is not None:
@@ -45,3 +46,31 @@ def _short_reason(reason: str) -> str:
         return "not evaluated"
     labels = {"vetoed": "veto", "retention dropped": "retention", "below the minimum": "gain too small"}
     return ", ".join(label for key, label in labels.items() if key in reason)
+
+
+def rounds_table(summaries: list[RoundSummary], wall_seconds: float | None = None) -> Table:
+    """One row per ReST^EM round: who sampled, the mean and best rewards, what was kept, the version made."""
+    table = Table(title="seal: ReST^EM rounds")
+    for name in ["round", "sampled by", "contexts", "candidates", "mean reward", "mean best reward", "kept", "made"]:
+        table.add_column(name, justify="left" if name in ("sampled by", "made") else "right")
+    for s in summaries:
+        rewards = [v.reward for o in s.outcomes for v in o.verdicts]
+        best = [max(v.reward for v in o.verdicts) for o in s.outcomes if o.verdicts]
+        made = f"{s.made.version} ({s.made.kind}, {s.made.examples} examples)"
+        table.add_row(
+            str(s.round),
+            s.sampled_by,
+            str(len(s.outcomes)),
+            str(len(rewards)),
+            f"{_mean(rewards):+.3f}",
+            f"{_mean(best):+.3f}",
+            str(len(s.kept)),
+            made,
+        )
+    if wall_seconds is not None:
+        table.caption = f"wall time {wall_seconds:.0f} s"
+    return table
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0

@@ -22,6 +22,7 @@ from seal.models import ModelLoadError, load_tokenizer
 from seal.vllm_engine import LoRANames, VLLMSettings, build_engine, require_vllm
 from teacher.backends import Completion, texts_of
 from teacher.errors import BackendRequestError, BackendUnavailable
+from teacher.prompts import as_chat
 from teacher.usage import shares, usage
 
 
@@ -84,11 +85,7 @@ class VLLMTeacher:
         return [row * n for row in rows] if greedy else rows
 
     def _prompt_ids(self, prompt: str) -> list[int]:
-        text = prompt
-        if getattr(self.tokenizer, "chat_template", None):
-            messages = [{"role": "user", "content": prompt}]
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self.tokenizer(as_chat(self.tokenizer, prompt), add_special_tokens=False)["input_ids"]
 
     def _completions(self, output: Any) -> list[Completion]:
         # The prompt is processed once for its n samples: each sample gets a share of its tokens.
