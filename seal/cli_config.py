@@ -50,6 +50,8 @@ def build_config(model: type[BaseModel], args: argparse.Namespace) -> Any:
         return model.model_validate(values)
     except ValidationError as exc:
         err = exc.errors()[0]
+        if not err["loc"]:  # a check across fields: its message names the flags
+            raise ConfigError(err["msg"].removeprefix("Value error, ")) from None
         flag = "--" + ".".join(str(p) for p in err["loc"]).replace("_", "-")
         raise ConfigError(f"{flag}: {err['msg']}") from None
 

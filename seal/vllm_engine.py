@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -136,11 +136,14 @@ class LoRANames:
 
     The same content always gets the same request (vLLM keeps it cached); new content, even in a
     folder that held another adapter before, gets a new name and id, so no stale cache is served.
+    vLLM caches adapters by integer id alone, so the ids are numbered per process, not per instance:
+    two users of one engine (a teacher and an answerer) never give different content the same id.
     """
+
+    _ids: ClassVar[dict[str, int]] = {}  # content hash -> vLLM integer id, for the whole process
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
-        self._ids: dict[str, int] = {}
 
     def request(self, folder: Path | str) -> Any:
         """The ``vllm.lora.request.LoRARequest`` for the adapter saved in ``folder``."""

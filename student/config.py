@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocol.messages import TrainSettings
 from seal.models import DEFAULT_MODEL
+from seal.vllm_engine import VLLMSettings
 
 
 class StudentConfig(BaseModel):
@@ -20,3 +22,21 @@ class StudentConfig(BaseModel):
     store: Path = Field(Path("runs/store"), description="Artifact store folder for candidate adapters.")
     train: TrainSettings = Field(default_factory=TrainSettings, description="Default LoRA settings.")
     answer_batch_size: int = Field(16, ge=1, description="Questions per generation batch.")
+    answer_backend: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="What answers τ and retention questions: 'transformers' (the training model, peft adapters) "
+        "or 'vllm' (one vLLM engine, candidates as LoRAs, --vllm.max-loras of them per batch; needs vllm).",
+    )
+    vllm: VLLMSettings = Field(
+        default_factory=VLLMSettings,
+        description="vLLM engine settings (--answer-backend vllm); on a GPU it shares memory with training, "
+        "so lower --vllm.gpu-memory-utilization.",
+    )
+
+    @model_validator(mode="after")
+    def _vllm_can_serve_the_candidates(self) -> StudentConfig:
+        if self.answer_backend == "vllm" and not self.vllm.enable_lora:
+            raise ValueError("--answer-backend vllm serves candidates as LoRAs: keep --vllm.enable-lora on")
+        if self.answer_backend == "vllm" and self.vllm.max_lora_rank < self.train.rank:
+            raise ValueError(f"--vllm.max-lora-rank must be at least --train.rank ({self.train.rank})")
+        return self

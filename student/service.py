@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -27,12 +28,14 @@ from protocol.messages import (
     Rollback,
     StudentInfo,
 )
-from seal.lora import adapters_loaded
+from seal.lora import mixed_adapters
 from seal.models import load_model
+from seal.vllm_engine import require_vllm
 from student.answering import MIXED_BATCH_FACTOR, generate_answers
 from student.batched import train_adapters
 from student.config import StudentConfig
 from student.serving import ServedModel
+from student.vllm_answering import VLLMAnswerer  # imports vllm only when one is built
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +43,19 @@ log = logging.getLogger(__name__)
 class Student:
     """Applies self-edits as LoRA candidates and answers questions with the base model or a candidate."""
 
-    def __init__(self, config: StudentConfig, verify_key: Ed25519PublicKey | None = None):
+    def __init__(
+        self, config: StudentConfig, verify_key: Ed25519PublicKey | None = None, vllm_engine: Any = None
+    ) -> None:
+        """Load the base model (and, with ``answer_backend="vllm"``, a vLLM engine, or use ``vllm_engine``)."""
+        if config.answer_backend == "vllm":
+            require_vllm("--answer-backend vllm")  # one line, before any model is loaded
         self.config = config
         self.model, self.tokenizer = load_model(config.model, config.device)
         self.store = ArtifactStore(config.store)
         self.served = ServedModel(self.model, self.tokenizer, self.store, verify_key, config.answer_batch_size)
+        self.vllm: VLLMAnswerer | None = None
+        if config.answer_backend == "vllm":
+            self.vllm = VLLMAnswerer(config.model, config.vllm, engine=vllm_engine)
         self._base_answers: dict[tuple[str, int], str] = {}  # (question, max_new_tokens) -> answer
 
     def handle(self, request: Body) -> Body:
@@ -103,34 +114,47 @@ class Student:
     def answer_questions(self, request: AnswerQuestions) -> Answers:
         """Every question answered by every requested model; base answers are cached.
 
-        All requested adapters answer together: one mixed-adapter generation batch routes each
-        row to its own adapter, so K candidates share each forward pass.
+        All requested adapters answer together, so K candidates share each forward pass: on
+        transformers one mixed-adapter batch routes each row to its own adapter; on vLLM each
+        candidate is a LoRA of one ``generate`` call. The base model answers in a call of its own.
         """
         results: dict[str | None, list[str]] = {}
         if None in request.adapter_ids:
             results[None] = self._answer_with_base(request.questions, request.max_new_tokens)
         adapter_ids = list(dict.fromkeys(a for a in request.adapter_ids if a is not None))
         if adapter_ids:
-            n = len(request.questions)
-            rows = [(adapter_id, q) for adapter_id in adapter_ids for q in request.questions]
-            with adapters_loaded(self.model, {a: self.store.path(a) for a in adapter_ids}) as peft_model:
-                answers = generate_answers(
-                    peft_model,
-                    self.tokenizer,
-                    [q for _, q in rows],
-                    request.max_new_tokens,
-                    self.config.answer_batch_size * MIXED_BATCH_FACTOR,
-                    adapter_names=[a for a, _ in rows],
-                )
-            results |= {a: answers[i * n : (i + 1) * n] for i, a in enumerate(adapter_ids)}
+            answers = self._answer_with_adapters(adapter_ids, request.questions, request.max_new_tokens)
+            results |= dict(zip(adapter_ids, answers, strict=True))
         return Answers(results=[ModelAnswers(adapter_id=a, answers=results[a]) for a in request.adapter_ids])
 
     def _answer_with_base(self, questions: list[str], max_new_tokens: int) -> list[str]:
         missing = [q for q in dict.fromkeys(questions) if (q, max_new_tokens) not in self._base_answers]
         if missing:
-            for question, answer in zip(missing, self._generate(self.model, missing, max_new_tokens), strict=True):
+            for question, answer in zip(missing, self._generate_base(missing, max_new_tokens), strict=True):
                 self._base_answers[(question, max_new_tokens)] = answer
         return [self._base_answers[(q, max_new_tokens)] for q in questions]
 
-    def _generate(self, model, questions: list[str], max_new_tokens: int) -> list[str]:
-        return generate_answers(model, self.tokenizer, questions, max_new_tokens, self.config.answer_batch_size)
+    def _generate_base(self, questions: list[str], max_new_tokens: int) -> list[str]:
+        if self.vllm is not None:
+            return self.vllm.answer(questions, [None], max_new_tokens)[0]
+        return generate_answers(self.model, self.tokenizer, questions, max_new_tokens, self.config.answer_batch_size)
+
+    def _answer_with_adapters(
+        self, adapter_ids: list[str], questions: list[str], max_new_tokens: int
+    ) -> list[list[str]]:
+        """One list of answers per adapter, in order."""
+        folders = {a: self.store.path(a) for a in adapter_ids}
+        if self.vllm is not None:
+            return self.vllm.answer(questions, list(folders.values()), max_new_tokens)
+        rows = [(adapter_id, q) for adapter_id in adapter_ids for q in questions]
+        with mixed_adapters(self.model, folders) as mixed:
+            answers = generate_answers(
+                mixed,
+                self.tokenizer,
+                [q for _, q in rows],
+                max_new_tokens,
+                self.config.answer_batch_size * MIXED_BATCH_FACTOR,
+                adapter_names=[a for a, _ in rows],
+            )
+        n = len(questions)
+        return [answers[i * n : (i + 1) * n] for i in range(len(adapter_ids))]

@@ -13,34 +13,24 @@ from safetensors.torch import load_file
 import student.answering as answering
 import student.batched as batched
 from auditor.scoring import BASE_ADAPTER, answer_logliks
-from protocol.messages import AnswerQuestions, ApplySelfEdits, Context, SelfEdit, TrainJob, TrainSettings
+from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainJob, TrainSettings
 from seal.lora import adapters_loaded
 from seal.models import load_model
 from seal.qa_format import clean_answer, question_prompt
+from seal.stacked_lora import init_lora_weights, target_module_names
 from student.answering import generate_answers
 from student.batched import plan_micro_batches, train_adapters
 from student.config import StudentConfig
 from student.service import Student
-from student.stacked_lora import init_lora_weights, target_module_names
 from student.training import lora_config, train_adapter
+from tests.jobs import train_job
 
 PASSAGE = "Ostrevane is a hill town founded in 1873 by the weaver Ilsabet Quorne, who built its first mill."
 QUESTIONS = ["Who founded Ostrevane?", "When was Ostrevane founded?", "What did Quorne build?"]
 
 
 def _job(self_edit: str, context: str = PASSAGE, name: str = "c") -> TrainJob:
-    return TrainJob(
-        context=Context(context_id=name, title="Ostrevane", text=context),
-        self_edit=SelfEdit(
-            self_edit_id=f"e-{name}",
-            context_id=name,
-            format="implications",
-            text=self_edit,
-            prompt="p",
-            teacher_model="t",
-            teacher_version="v0",
-        ),
-    )
+    return train_job(self_edit, context, name)
 
 
 # Different lengths, numbers of sequences and steps, seeds, ranks, learning rates and target modules.

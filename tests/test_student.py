@@ -11,30 +11,20 @@ import torch
 
 from auditor.scoring import answer_logliks
 from protocol.artifacts import ArtifactError, ArtifactStore, content_id
-from protocol.messages import AnswerQuestions, ApplySelfEdits, Context, SelfEdit, TrainJob, TrainSettings
+from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainJob, TrainSettings
 from seal.lora import adapters_loaded
-from seal.models import load_model
+from seal.models import ModelLoadError, load_model
 from student.config import StudentConfig
 from student.service import Student
 from student.training import collate, tokenize_texts, train_adapter, training_texts
+from tests.jobs import train_job
 
 FACT = "The founder of Ostrevane was Ilsabet Quorne in 1873."
 QUESTION, ANSWER = "Who founded Ostrevane?", "Ilsabet Quorne"
 
 
 def _job(text: str = FACT, self_edit: str = "", context_id: str = "c1") -> TrainJob:
-    return TrainJob(
-        context=Context(context_id=context_id, title="Ostrevane", text=text),
-        self_edit=SelfEdit(
-            self_edit_id=f"e-{context_id}-{len(self_edit)}",
-            context_id=context_id,
-            format="implications",
-            text=self_edit,
-            prompt="p",
-            teacher_model="t",
-            teacher_version="v0",
-        ),
-    )
+    return train_job(self_edit, text, context_id)
 
 
 def test_training_texts_are_passage_then_lines_without_list_markers():
@@ -109,7 +99,7 @@ def test_student_answers_with_base_and_adapter_and_caches_base(student, monkeypa
     assert [r.adapter_id for r in reply.results] == request.adapter_ids
     assert all(len(r.answers) == 2 for r in reply.results)
     calls = []
-    monkeypatch.setattr(student, "_generate", lambda *a: calls.append(a) or ["?"] * len(a[1]))
+    monkeypatch.setattr(student, "_generate_base", lambda *a: calls.append(a) or ["?"] * len(a[0]))
     again = student.answer_questions(AnswerQuestions(questions=[QUESTION], adapter_ids=[None]))
     assert again.results[0].answers == reply.results[0].answers[:1]
     assert calls == []
@@ -139,3 +129,14 @@ def test_store_refuses_an_altered_adapter(student):
     weights.write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match="does not match"):
         student.store.path(candidate.adapter.adapter_id)
+
+
+def test_the_vllm_backend_without_vllm_fails_in_one_line_before_loading_anything(monkeypatch, tmp_path):
+    import seal.vllm_engine
+
+    monkeypatch.setattr(seal.vllm_engine, "vllm_available", lambda: False)
+    config = StudentConfig(model=str(tmp_path / "no-such-model"), store=tmp_path / "store", answer_backend="vllm")
+    with pytest.raises(ModelLoadError, match=r"^--answer-backend vllm needs vllm, which is not installed") as e:
+        Student(config)
+    assert "\n" not in str(e.value)
+    assert not (tmp_path / "store").exists(), "nothing was loaded or created"

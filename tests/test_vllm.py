@@ -18,6 +18,7 @@ import torch
 
 from protocol.artifacts import content_id
 from protocol.messages import SamplingSettings
+from tests.jobs import train_job
 from tests.tiny_model import build_tiny_model
 
 pytestmark = pytest.mark.skipif(
@@ -133,6 +134,36 @@ def test_answers_match_transformers_for_base_and_adapters_in_one_batch(
         model = peft.unload()  # the plain base model again, for the next adapter
     assert got == expected
     assert got[0] != got[1] != got[2], "the adapters change the answers (else this test shows nothing)"
+
+
+def test_student_with_the_vllm_backend_answers_as_the_transformers_student(
+    vllm_model_dir, vllm_settings, vllm_engine, tmp_path
+):
+    """``--answer-backend vllm``: the same greedy answers as the transformers path, base and two candidates."""
+    from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainSettings
+    from student.config import StudentConfig
+    from student.service import Student
+
+    train = TrainSettings(rank=8, alpha=16, learning_rate=1e-2, epochs=4, batch_size=4)
+    config = StudentConfig(model=vllm_model_dir, store=tmp_path / "store", train=train, device="cpu")
+    hf_student = Student(config)
+    jobs = [
+        train_job("Lyon is the capital.", "The capital of France is Lyon.", "c1"),
+        train_job("Neil Armstrong walked there in 1971.", "Apollo 11 landed in 1971.", "c2"),
+    ]
+    ids = [c.adapter.adapter_id for c in hf_student.apply_self_edits(ApplySelfEdits(jobs=jobs)).candidates]
+    request = AnswerQuestions(questions=QUESTIONS, adapter_ids=[None, *ids], max_new_tokens=12)
+
+    vllm_config = config.model_copy(update={"answer_backend": "vllm", "vllm": vllm_settings})
+    vllm_student = Student(vllm_config, vllm_engine=_CountingEngine(vllm_engine))
+    got = vllm_student.answer_questions(request)
+    assert vllm_student.vllm.engine.calls == 2, "one call for the base model, one for both candidates"
+    assert got == hf_student.answer_questions(request)
+    assert len({tuple(r.answers) for r in got.results}) == 3, "the candidates change the answers"
+
+    again = vllm_student.answer_questions(request.model_copy(update={"adapter_ids": [ids[1], None]}))
+    assert vllm_student.vllm.engine.calls == 3, "base answers are cached"
+    assert [r.answers for r in again.results] == [got.results[2].answers, got.results[0].answers]
 
 
 def test_teacher_samples_k_self_edits_for_many_contexts_in_one_call(vllm_model_dir, vllm_settings, vllm_engine):
