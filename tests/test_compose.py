@@ -87,3 +87,12 @@ def test_vllm_service_is_optional_and_serves_what_its_teacher_asks_for(services)
 def test_vllm_service_reserves_an_nvidia_gpu(services):
     devices = services["vllm"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+
+
+def test_every_role_authenticates_with_the_mounted_key_folder(services):
+    for name in ROLE_OF_SERVICE:
+        args = _args(services[name])
+        assert not args.insecure and args.keys is not None, f"{name} must use CURVE keys"
+        mounts = {volume.rsplit(":", 2)[1]: volume for volume in services[name]["volumes"]}  # SOURCE:TARGET[:MODE]
+        assert str(args.keys) in mounts, f"{name}: --keys {args.keys} is not a mounted folder"
+        assert mounts[str(args.keys)].endswith(":ro"), "roles only read their keys"
