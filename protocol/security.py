@@ -74,10 +74,7 @@ def create_role_keys(folder: Path) -> list[Path]:
 def load_keys(folder: Path, role: Role) -> KeyPair:
     """A role's key pair from the key folder."""
     path = folder / f"{role}.key_secret"
-    try:
-        public, secret = zmq.auth.load_certificate(str(path))
-    except (OSError, ValueError) as exc:
-        raise SecurityError(f"no usable secret key for the {role} at {path} ({exc}); run 'seal keys init'") from None
+    public, secret = _load_certificate(path, f"no usable secret key for the {role}")
     if secret is None:
         raise SecurityError(f"{path} holds no secret key")
     return KeyPair(public, secret)
@@ -85,12 +82,15 @@ def load_keys(folder: Path, role: Role) -> KeyPair:
 
 def load_public(folder: Path, role: Role) -> bytes:
     """A peer role's public key from the key folder."""
-    path = folder / f"{role}.key"
+    return _load_certificate(folder / f"{role}.key", f"no public key for the {role}")[0]
+
+
+def _load_certificate(path: Path, missing: str) -> tuple[bytes, bytes | None]:
+    """(public, secret or None) from a pyzmq certificate file; ``missing`` starts the error when unreadable."""
     try:
-        public, _ = zmq.auth.load_certificate(str(path))
+        return zmq.auth.load_certificate(str(path))
     except (OSError, ValueError) as exc:
-        raise SecurityError(f"no public key for the {role} at {path} ({exc}); run 'seal keys init'") from None
-    return public
+        raise SecurityError(f"{missing} at {path} ({exc}); run 'seal keys init'") from None
 
 
 def server_security(folder: Path, role: Role) -> CurveServer:

@@ -51,26 +51,23 @@ def run_auditor(config: AuditorConfig, bind: str, student_endpoint: str, keys: P
 
 
 def student_client(endpoint: str, sender: Role, timeout_s: float, keys: Path | None) -> Client:
-    return Client(
-        endpoint,
-        STUDENT_CHANNEL,
-        sender,
-        timeout_s=timeout_s,
-        retries=1,
-        timeout_setting="the student timeout (--train-timeout-s / --student-timeout-s)",
-        security=client_security(keys, sender, "student") if keys else None,
-    )
+    """A client of the student channel (CURVE when ``keys``), one retry after a timeout."""
+    timeout_setting = "the student timeout (--train-timeout-s / --student-timeout-s)"
+    return _client(endpoint, "student", sender, timeout_s, timeout_setting, keys)
 
 
 def auditor_client(endpoint: str, timeout_s: float, keys: Path | None, sender: Role = "teacher") -> Client:
+    """A client of the auditor channel (CURVE when ``keys``), one retry after a timeout."""
+    return _client(endpoint, "auditor", sender, timeout_s, "--judge-timeout-s", keys)
+
+
+def _client(
+    endpoint: str, server: Role, sender: Role, timeout_s: float, timeout_setting: str, keys: Path | None
+) -> Client:
+    channel = STUDENT_CHANNEL if server == "student" else AUDITOR_CHANNEL
+    security = client_security(keys, sender, server) if keys else None
     return Client(
-        endpoint,
-        AUDITOR_CHANNEL,
-        sender,
-        timeout_s=timeout_s,
-        retries=1,
-        timeout_setting="--judge-timeout-s",
-        security=client_security(keys, sender, "auditor") if keys else None,
+        endpoint, channel, sender, timeout_s=timeout_s, retries=1, timeout_setting=timeout_setting, security=security
     )
 
 

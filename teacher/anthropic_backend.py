@@ -12,29 +12,18 @@ from __future__ import annotations
 from typing import Any
 
 from protocol.messages import SamplingSettings
-from teacher.api_common import CHECK_RETRIES, APISettings, api_key, describe, map_ordered, request_error
-from teacher.backends import Completion, texts_of
+from teacher.api_common import CHECK_RETRIES, APITeacher, describe, map_ordered, request_error
+from teacher.backends import Completion
 from teacher.errors import BackendUnavailable
-from teacher.usage import price_per_mtok, usage
+from teacher.usage import usage
 
 KEY_VARIABLE = "ANTHROPIC_API_KEY"
 
 
-class AnthropicTeacher:
+class AnthropicTeacher(APITeacher):
     """Self-edits from a Claude model; checks key, server and model on construction."""
 
-    def __init__(self, settings: APISettings) -> None:
-        import anthropic
-
-        self.settings = settings
-        self.model_id = f"anthropic:{settings.model}"
-        self._sdk = anthropic
-        self._key = api_key(KEY_VARIABLE, "Anthropic")
-        self._prices = price_per_mtok(settings.model, settings.prices)
-        self.client = anthropic.Anthropic(
-            api_key=self._key, base_url=settings.base_url, timeout=settings.timeout_s, max_retries=settings.retries
-        )
-        self.check()
+    kind, provider, key_variable = "anthropic", "Anthropic", KEY_VARIABLE
 
     def check(self) -> None:
         """Raise BackendUnavailable unless the server answers, takes the key and knows the model."""
@@ -45,10 +34,6 @@ class AnthropicTeacher:
             raise BackendUnavailable(f"{where} does not know model {self.settings.model!r}") from None
         except Exception as exc:  # the SDK's errors, and unreadable answers
             raise BackendUnavailable(describe(exc, self._sdk, self.settings, self._key, where)) from None
-
-    def sample(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[str]]:
-        """``n`` completions for each prompt, in prompt order (a refusal gives an empty text)."""
-        return texts_of(self.complete(prompts, n, sampling))
 
     def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
         """``n`` completions per prompt: one request each, ``concurrency`` in flight."""

@@ -10,14 +10,19 @@ from the environment only, handed to the SDK and nowhere else: every message pas
 
 from __future__ import annotations
 
+import importlib
 import os
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
+from protocol.messages import SamplingSettings
+from teacher.backends import Completion, texts_of
 from teacher.errors import BackendRequestError, BackendUnavailable, redact
+from teacher.usage import price_per_mtok
 
 CHECK_RETRIES = 1  # the start-up check fails fast: a server that is down should not cost minutes of backoff
 T = TypeVar("T")
@@ -34,6 +39,43 @@ class APISettings:
     retries: int = 4
     concurrency: int = 4
     prices: tuple[float, float] | None = None  # USD per million (input, output) tokens; None: the list
+
+
+class APITeacher(ABC):
+    """What every API teacher does alike: settings, the key from the environment, prices, the SDK client.
+
+    A subclass names its SDK (``kind``: the module and the spec prefix; ``provider``: its client class),
+    its key variable, how to check the server (``check``, run at construction) and how to sample.
+    """
+
+    kind: ClassVar[str]  # "openai": the SDK module and the teacher spec's prefix
+    provider: ClassVar[str]  # "OpenAI": the SDK's client class, and the name in messages
+    key_variable: ClassVar[str]
+    key_hint: ClassVar[str] = ""
+
+    def __init__(self, settings: APISettings) -> None:
+        """Connect to the API and check key, server and model; errors are one BackendUnavailable line."""
+        self.settings = settings
+        self.model_id = f"{self.kind}:{settings.model}"
+        self._sdk = importlib.import_module(self.kind)  # imported only by the teacher that uses it
+        self._key = api_key(self.key_variable, self.provider, self.key_hint)
+        self._prices = price_per_mtok(settings.model, settings.prices)
+        self.client = getattr(self._sdk, self.provider)(
+            api_key=self._key, base_url=settings.base_url, timeout=settings.timeout_s, max_retries=settings.retries
+        )
+        self.check()
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise BackendUnavailable unless the server answers, takes the key and knows the model."""
+
+    @abstractmethod
+    def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
+        """``n`` completions per prompt, in prompt order."""
+
+    def sample(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[str]]:
+        """``n`` completions for each prompt, in prompt order (a refusal gives an empty text)."""
+        return texts_of(self.complete(prompts, n, sampling))
 
 
 def api_key(variable: str, backend: str, hint: str = "") -> str:

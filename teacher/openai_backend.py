@@ -12,31 +12,20 @@ import logging
 from typing import Any
 
 from protocol.messages import SamplingSettings
-from teacher.api_common import CHECK_RETRIES, APISettings, api_key, describe, map_ordered, request_error
-from teacher.backends import Completion, texts_of
+from teacher.api_common import CHECK_RETRIES, APITeacher, describe, map_ordered, request_error
+from teacher.backends import Completion
 from teacher.errors import BackendUnavailable
-from teacher.usage import price_per_mtok, split_usage
+from teacher.usage import split_usage
 
 log = logging.getLogger(__name__)
 KEY_VARIABLE = "OPENAI_API_KEY"
 KEY_HINT = " (a vLLM server started without --api-key accepts any value, e.g. EMPTY)"
 
 
-class OpenAITeacher:
+class OpenAITeacher(APITeacher):
     """Self-edits from an OpenAI-compatible chat model; checks key, server and model on construction."""
 
-    def __init__(self, settings: APISettings) -> None:
-        import openai
-
-        self.settings = settings
-        self.model_id = f"openai:{settings.model}"
-        self._sdk = openai
-        self._key = api_key(KEY_VARIABLE, "OpenAI", KEY_HINT)
-        self._prices = price_per_mtok(settings.model, settings.prices)
-        self.client = openai.OpenAI(
-            api_key=self._key, base_url=settings.base_url, timeout=settings.timeout_s, max_retries=settings.retries
-        )
-        self.check()
+    kind, provider, key_variable, key_hint = "openai", "OpenAI", KEY_VARIABLE, KEY_HINT
 
     def check(self) -> None:
         """Raise BackendUnavailable unless the server answers, takes the key and offers the model."""
@@ -51,10 +40,6 @@ class OpenAITeacher:
         if self.settings.model not in offered:
             some = ", ".join(sorted(offered)[:8]) or "none"
             raise BackendUnavailable(f"{where} does not offer model {self.settings.model!r} (it offers: {some})")
-
-    def sample(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[str]]:
-        """``n`` completions for each prompt, in prompt order (a refusal gives an empty text)."""
-        return texts_of(self.complete(prompts, n, sampling))
 
     def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
         """``n`` completions per prompt, one request per prompt, ``concurrency`` requests in flight."""

@@ -104,7 +104,8 @@ def test_a_malformed_answer_is_a_clear_error(server):
 def test_a_refusal_is_a_failed_proposal_not_a_crash(server):
     server.script.append("refusal")  # the first request declines: all k of context 0 (openai), one (anthropic)
     failures: list[FailedProposal] = []
-    edits = propose(_teacher(server), CONTEXTS, 2, "implications", SAMPLING, "v0", failures=failures)
+    teacher = _teacher(server, concurrency=1)  # one request at a time: the first to arrive is context 0's
+    edits = propose(teacher, CONTEXTS, 2, "implications", SAMPLING, "v0", failures=failures)
     refused = 2 if server.flavour == "openai" else 1
     assert [len(e) for e in edits] == [2 - refused, 2, 2]
     assert [f.context_id for f in failures] == ["c0"] * refused
