@@ -1,0 +1,277 @@
+"""``seal bench knowledge``: the paper's knowledge-incorporation table on held-out passages.
+
+Run: ``seal bench knowledge --data squad_train100_qwen7b_selfedits.json --limit 50 --teacher-run runs/restem``
+
+Conditions, each scored closed-book on every passage's questions: no adaptation;
+the passage only; passage + self-edits from the untrained teacher (v0); passage +
+recorded self-edits (the file's ``completions``, when it has them); passage +
+self-edits from each teacher version of a ``seal train-teacher`` run. The student's
+training settings and every seed are the same for all conditions.
+
+Two modes: ``single`` trains a fresh adapter per passage and condition (every
+condition of a passage trained together, one candidate each), ``cpt`` (continued
+pretraining) one adapter per condition on all passages at once. Self-edits and
+per-question records are appended as they are made, so an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from auditor.grading import exact_match, f1_score
+from auditor.scoring import MIXED_BATCH_ROWS, answer_logliks
+from protocol.messages import (
+    AnswerQuestions,
+    ApplySelfEdits,
+    Context,
+    SelfEdit,
+    TrainJob,
+)
+from seal.datasets import QAItem, load_contexts, load_questions, load_recorded_self_edits
+from seal.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, KnowledgeBenchConfig
+from seal.knowledge_report import write_report
+from seal.lora import adapters_loaded
+from student.config import StudentConfig
+from student.service import Student
+from teacher.proposer import passage_only, self_edit_id
+
+
+def run_knowledge_bench(config: KnowledgeBenchConfig, console: Console | None = None) -> Path:
+    """Collect self-edits, train and score every condition, write table, JSON and plot; returns the table."""
+    console = console or Console()
+    started = time.perf_counter()
+    config.out.mkdir(parents=True, exist_ok=True)
+    (config.out / "config.json").write_text(config.model_dump_json(indent=1))
+    contexts = load_contexts(config.data, config.limit, config.offset)
+    questions = load_questions(config.data, config.limit, config.offset)
+    edits = collect_self_edits(config, contexts)
+    conditions = [NO_ADAPTATION, *edits]
+    console.print(f"{len(contexts)} passages, conditions: {', '.join(conditions)}")
+    student = Student(
+        StudentConfig(model=config.model, device=config.device, store=config.out / "store", train=config.train)
+    )
+    score = _score_single if config.mode == "single" else _score_cpt
+    records = score(student, config, contexts, questions, edits)
+    table = write_report(config.out, conditions, records, config.model_dump(mode="json"), time.perf_counter() - started)
+    console.print(table.read_text())
+    return table
+
+
+# --------------------------------------------------------------------------- self-edits per condition
+
+
+def collect_self_edits(config: KnowledgeBenchConfig, contexts: list[Context]) -> dict[str, dict[str, SelfEdit]]:
+    """Per condition (in table order), per context id: the self-edit it trains on; kept in ``self_edits.jsonl``."""
+    path = config.out / "self_edits.jsonl"
+    done: dict[str, dict[str, SelfEdit]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            done.setdefault(row["condition"], {})[row["context_id"]] = SelfEdit.model_validate(row["self_edit"])
+    sources = [(PASSAGE_ONLY, lambda missing: [passage_only(c, "none") for c in missing])]
+    shared: dict[str, object] = {}  # one teacher model for every version: each serves its adapter in turn
+    for label, version in teacher_versions(config):
+        sources.append((f"teacher {label}", _teacher_source(config, version, label, shared)))
+    recorded = load_recorded_self_edits(config.data, config.limit, config.offset)
+    if recorded:
+        sources.insert(2, (RECORDED, lambda missing: [_recorded(c, recorded, config) for c in missing]))
+    out: dict[str, dict[str, SelfEdit]] = {}
+    with path.open("a") as sink, _progress() as progress:
+        for condition, make in sources:
+            have = done.get(condition, {})
+            missing = [c for c in contexts if c.context_id not in have]
+            task = progress.add_task(f"self-edits: {condition}", total=len(contexts), completed=len(have))
+            for start in range(0, len(missing), 8):
+                chunk = missing[start : start + 8]
+                for context, edit in zip(chunk, make(chunk), strict=True):
+                    have[context.context_id] = edit
+                    row = {"condition": condition, "context_id": context.context_id, "self_edit": edit.model_dump()}
+                    sink.write(json.dumps(row) + "\n")
+                sink.flush()
+                progress.advance(task, len(chunk))
+            out[condition] = have
+    return out
+
+
+def teacher_versions(config: KnowledgeBenchConfig) -> list[tuple[str, dict | None]]:
+    """("v0", None) for the untrained teacher, then each version of ``config.teacher_run`` that changed it."""
+    versions: list[tuple[str, dict | None]] = [("v0", None)]
+    if config.teacher_run is not None:
+        book = config.teacher_run / "teacher" / "versions.json"
+        if not book.exists():
+            raise FileNotFoundError(f"{book} does not exist: is {config.teacher_run} a `seal train-teacher` run?")
+        versions += [(v["version"], v) for v in json.loads(book.read_text())]
+    return versions
+
+
+def _teacher_source(config: KnowledgeBenchConfig, version: dict | None, label: str, shared: dict[str, object]):
+    """A function from contexts to one self-edit each, sampled by the teacher at ``version``."""
+    from teacher.backend_spec import build_backend
+    from teacher.config import TeacherConfig
+    from teacher.exemplars import ExemplarBank
+    from teacher.proposer import propose
+
+    def make(contexts: list[Context]) -> list[SelfEdit]:
+        if "backend" not in shared:  # built on first use: a finished condition never loads a model
+            shared["backend"] = build_backend(TeacherConfig(model=config.teacher or config.model, device=config.device))
+        backend = shared["backend"]
+        kind = version["kind"] if version is not None else "base"
+        if kind == "lora":
+            backend.serve_version(version["artifact"])
+        elif hasattr(backend, "serve_base"):
+            backend.serve_base()
+        bank = ExemplarBank.load(version["artifact"]) if kind == "exemplars" else None
+        rows = propose(backend, contexts, 1, config.format, config.sampling, label, bank)
+        return [row[0] if row else passage_only(c, label) for c, row in zip(contexts, rows, strict=True)]
+
+    return make
+
+
+def _recorded(context: Context, recorded: dict, config: KnowledgeBenchConfig) -> SelfEdit:
+    found = recorded.get(context.context_id)
+    if found is None:  # a passage the recorder skipped: the passage alone, so conditions stay comparable
+        return passage_only(context, "recorded")
+    text = "\n".join(found.completions[: config.recorded_completions])
+    return SelfEdit(
+        self_edit_id=self_edit_id(context.context_id, "recorded", text, 0),
+        context_id=context.context_id,
+        format="recorded",
+        text=text,
+        prompt=found.prompt or "",
+        teacher_model="recorded",
+        teacher_version="recorded",
+    )
+
+
+# --------------------------------------------------------------------------- training and scoring
+
+
+def _score_single(
+    student: Student,
+    config: KnowledgeBenchConfig,
+    contexts: list[Context],
+    questions: dict[str, list[QAItem]],
+    edits: dict[str, dict[str, SelfEdit]],
+) -> list[dict]:
+    """A fresh adapter per passage and condition; per-question records, resumed from ``records.jsonl``."""
+    path = config.out / "records.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    finished = {r["context_id"] for r in records}
+    with path.open("a") as sink, _progress() as progress:
+        task = progress.add_task("passages", total=len(contexts), completed=len(finished))
+        for context in contexts:
+            if context.context_id in finished:
+                continue
+            jobs = {
+                name: TrainJob(context=context, self_edit=by_id[context.context_id]) for name, by_id in edits.items()
+            }
+            rows = _train_and_score(student, config, jobs, questions[context.context_id], context.context_id)
+            sink.writelines(json.dumps(r) + "\n" for r in rows)
+            sink.flush()
+            records += rows
+            progress.advance(task)
+    return records
+
+
+def _score_cpt(
+    student: Student,
+    config: KnowledgeBenchConfig,
+    contexts: list[Context],
+    questions: dict[str, list[QAItem]],
+    edits: dict[str, dict[str, SelfEdit]],
+) -> list[dict]:
+    """One adapter per condition on every passage and its self-edits together; all questions scored."""
+    path = config.out / "records-cpt.jsonl"
+    if path.exists():
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    corpus = Context(context_id="cpt", title="all passages", text=" ".join(c.text for c in contexts))
+    settings = config.train.model_copy(update={"include_context": False})  # passages become lines below
+    jobs = {}
+    for name, by_id in edits.items():
+        lines = [line for c in contexts for line in (" ".join(c.text.split()), by_id[c.context_id].text) if line]
+        edit = by_id[contexts[0].context_id].model_copy(update={"text": "\n".join(lines), "context_id": "cpt"})
+        jobs[name] = TrainJob(context=corpus, self_edit=edit, settings=settings)
+    tau = [q for c in contexts for q in questions[c.context_id]]
+    owners = [c.context_id for c in contexts for _ in questions[c.context_id]]
+    rows = _train_and_score(student, config, jobs, tau, owners)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def _train_and_score(
+    student: Student,
+    config: KnowledgeBenchConfig,
+    jobs: dict[str, TrainJob],
+    tau: list[QAItem],
+    owners: str | list[str],
+) -> list[dict]:
+    """Train every condition's job together, answer and score τ with each; one record per (condition, question)."""
+    trained = student.apply_self_edits(ApplySelfEdits(jobs=list(jobs.values())))
+    adapters = {name: c.adapter.adapter_id for name, c in zip(jobs, trained.candidates, strict=True)}
+    models: dict[str, str | None] = {NO_ADAPTATION: None, **adapters}
+    with _stored(student, list(adapters.values())) as folders:
+        request = AnswerQuestions(
+            questions=[q.question for q in tau], adapter_ids=list(models.values()), max_new_tokens=config.answer_tokens
+        )
+        answers = {r.adapter_id: r.answers for r in student.answer_questions(request).results}
+        logliks = _gold_logliks(student, folders, tau, list(models.values()))
+    owner_of = owners if isinstance(owners, list) else [owners] * len(tau)
+    return [
+        {
+            "condition": name,
+            "context_id": owner,
+            "question": q.question,
+            "gold": q.answers,
+            "answer": answers[adapter][i],
+            "exact_match": exact_match(answers[adapter][i], q.answers),
+            "f1": f1_score(answers[adapter][i], q.answers),
+            "loglik": logliks[adapter][i],
+        }
+        for name, adapter in models.items()
+        for i, (q, owner) in enumerate(zip(tau, owner_of, strict=True))
+    ]
+
+
+def _gold_logliks(
+    student: Student, folders: dict[str, Path], tau: list[QAItem], models: list[str | None]
+) -> dict[str | None, list[float]]:
+    """Each model's best per-token log-likelihood over each question's gold answers, in one batched pass."""
+    pairs = [(q.question, a) for q in tau for a in q.answers]
+    names = [m or "__base__" for m in models for _ in pairs]
+    with adapters_loaded(student.model, folders) as peft_model:
+        flat = answer_logliks(peft_model, student.tokenizer, pairs * len(models), MIXED_BATCH_ROWS, names)
+    out = {}
+    for k, model in enumerate(models):
+        scores = iter(flat[k * len(pairs) : (k + 1) * len(pairs)])
+        out[model] = [max(next(scores) for _ in q.answers) for q in tau]
+    return out
+
+
+@contextmanager
+def _stored(student: Student, adapter_ids: list[str]) -> Iterator[dict[str, Path]]:
+    """The adapters' store folders, deleted afterwards: a bench trains hundreds, and keeps only their scores."""
+    folders = {a: student.store.path(a) for a in adapter_ids}
+    try:
+        yield folders
+    finally:
+        for folder in folders.values():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<36}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )

@@ -1,0 +1,101 @@
+"""``seal bench knowledge`` on a tiny model: every condition scored, recorded, plotted, and resumable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from protocol.messages import TrainSettings
+from seal.knowledge_bench import run_knowledge_bench
+from seal.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, KnowledgeBenchConfig
+from seal.knowledge_report import markdown_table, summarise
+from teacher.backends import TransformersTeacher
+from teacher.sft import SFTSettings, train_teacher_adapter
+
+PASSAGES = [
+    {
+        "title": "Ostrevane",
+        "context": "Ostrevane is a river town founded in 1873 by Ilsabet Quorne.",
+        "questions": [
+            {"question": "Who founded Ostrevane?", "answer": "Ilsabet Quorne"},
+            {"question": "When was Ostrevane founded?", "answer": "1873"},
+        ],
+        "completions": ["Ilsabet Quorne founded Ostrevane.\nOstrevane dates from 1873.", "unused second completion"],
+    },
+    {
+        "title": "Velmora",
+        "context": "Velmora is a glass bell cast by Doran Achte in 1911.",
+        "questions": [{"question": "Who cast Velmora?", "answer": "Doran Achte"}],
+    },
+]
+
+
+@pytest.fixture
+def data_file(tmp_path):
+    path = tmp_path / "passages.json"
+    path.write_text(json.dumps(PASSAGES))
+    return path
+
+
+@pytest.fixture
+def teacher_run(tmp_path, tiny_model_dir):
+    """A run folder holding one LoRA teacher version, as `seal train-teacher` leaves it."""
+    teacher = TransformersTeacher(tiny_model_dir, device="cpu")
+    pairs = [("Write implications.", "A fact.\nAnother fact.")]
+    result = train_teacher_adapter(teacher.base_model, teacher.tokenizer, pairs, tiny_model_dir, SFTSettings(rank=4))
+    run = tmp_path / "restem"
+    (run / "teacher").mkdir(parents=True)
+    version = {"version": "v1", "round": 0, "kind": "lora", "artifact": str(result.folder), "artifact_sha256": None}
+    (run / "teacher" / "versions.json").write_text(json.dumps([version | {"examples": 1, "losses": [1.0]}]))
+    return run
+
+
+def _config(tiny_model_dir, data_file, tmp_path, **overrides) -> KnowledgeBenchConfig:
+    settings = TrainSettings(rank=4, alpha=8, epochs=2, batch_size=4, learning_rate=1e-2)
+    values = dict(data=data_file, model=tiny_model_dir, device="cpu", train=settings, out=tmp_path / "out")
+    values["sampling"] = {"temperature": 0.7, "max_new_tokens": 24}
+    return KnowledgeBenchConfig(**(values | {"answer_tokens": 8} | overrides))
+
+
+def test_single_passage_mode_scores_every_condition_and_resumes(tiny_model_dir, data_file, teacher_run, tmp_path):
+    config = _config(tiny_model_dir, data_file, tmp_path, teacher_run=teacher_run)
+    table = run_knowledge_bench(config)
+    results = json.loads((config.out / "results.json").read_text())
+    conditions = [NO_ADAPTATION, PASSAGE_ONLY, "teacher v0", RECORDED, "teacher v1"]  # the paper's (a)-(e)
+    assert [row["condition"] for row in results["summary"]] == conditions
+    assert all(row["n_questions"] == 3 for row in results["summary"])
+    assert len(results["records"]) == 3 * len(conditions)
+    for record in results["records"]:
+        assert record["loglik"] < 0 and 0 <= record["f1"] <= 1
+    by_condition = {row["condition"]: row for row in results["summary"]}
+    assert by_condition[PASSAGE_ONLY]["loglik"]["mean"] > by_condition[NO_ADAPTATION]["loglik"]["mean"], (
+        "training on the passage at lr 1e-2 must raise its answers' likelihood on the tiny model"
+    )
+    edits = [json.loads(line) for line in (config.out / "self_edits.jsonl").read_text().splitlines()]
+    recorded = [e["self_edit"]["text"] for e in edits if e["condition"] == RECORDED]
+    assert recorded[0].startswith("Ilsabet Quorne founded") and "unused" not in recorded[0]
+    assert recorded[1] == "", "a passage without completions trains on the passage alone"
+    assert (config.out / "results.png").stat().st_size > 10_000
+    assert "± " in table.read_text()
+    assert not list((config.out / "store" / "adapters").iterdir()), "scored adapters are not kept"
+
+    records_before = (config.out / "records.jsonl").read_text()
+    run_knowledge_bench(config)
+    assert (config.out / "records.jsonl").read_text() == records_before, "a finished bench is not redone"
+
+
+def test_continued_pretraining_mode_trains_one_adapter_per_condition(tiny_model_dir, data_file, tmp_path):
+    config = _config(tiny_model_dir, data_file, tmp_path, mode="cpt")
+    run_knowledge_bench(config)
+    results = json.loads((config.out / "results.json").read_text())
+    assert [row["condition"] for row in results["summary"]] == [NO_ADAPTATION, PASSAGE_ONLY, "teacher v0", RECORDED]
+    owners = {r["context_id"] for r in results["records"]}
+    assert len(owners) == 2, "records keep the passage each question belongs to"
+
+
+def test_summary_gives_means_and_intervals():
+    records = [{"condition": "a", "exact_match": x, "f1": x, "loglik": -x} for x in (0.0, 1.0, 1.0, 0.0)]
+    [row] = summarise(["a", "missing"], records)
+    assert row["n_questions"] == 4 and row["f1"]["mean"] == 0.5 and row["f1"]["ci95"] > 0
+    assert "| a | 4 | 0.500 ±" in markdown_table([row])
