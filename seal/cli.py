@@ -6,6 +6,7 @@ seal auditor --bind tcp://0.0.0.0:5556 --student tcp://student:5555
 seal teacher --student tcp://student:5555 --auditor tcp://auditor:5556
 seal train-teacher --data squad.json --rounds 2 --k 5   # ReST^EM, three processes on loopback
 seal ledger verify --ledger runs/demo/ledger.jsonl
+seal bench fewshot --out bench/results/fewshot   # ARC: in-context, TTT, ReST^EM, oracle
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 from auditor.config import AuditorConfig
+from seal.bench_cli import add_bench_commands, run_bench
 from seal.cli_config import ConfigError, add_config_arguments, build_config
 from seal.governance_cli import add_governance_commands, add_security_args, keys_folder, run_governance
 from student.config import StudentConfig
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_train_teacher(sub)
     add_governance_commands(sub)
+    add_bench_commands(sub)
 
     models = sub.add_parser("models", help="Prepare a model (convert the embedded default once).")
     models.add_argument("spec", nargs="?", default=None, help="Model spec (default: the embedded SmolLM2).")
@@ -136,6 +139,8 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         return _demo(args)
     elif args.command == "train-teacher":
         return _train_teacher(args)
+    elif args.command == "bench":
+        return run_bench(args)
     elif args.command in ("keys", "promote", "rollback", "status", "shadow", "ledger"):
         return run_governance(args)
     elif args.command == "models":

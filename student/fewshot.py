@@ -1,0 +1,190 @@
+"""The student's few-shot (ARC) path: test-time training from a self-edit, then augmented, voted answers.
+
+For a task and a :class:`~protocol.fewshot.FewShotSelfEdit` the student clamps the self-edit
+into its limits, builds the training set from the task's demonstrations
+(:func:`student.ttt_data.build_training_set`), trains a fresh LoRA on it, answers each test
+input under several invertible views (:data:`student.augment.INFERENCE_VIEWS`), maps each
+answer back and votes two attempts. Without a self-edit it answers in context only, with the
+base model and the identity view. A task whose prompt does not fit ``max_length`` is skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from protocol.artifacts import ArtifactStore
+from protocol.fewshot import ArcPrediction, ArcTask, FewShotSelfEdit
+from seal.arc import Grid, task_prompt, text_to_grid
+from seal.lora import finish_adapter_config
+from student.augment import IDENTITY, INFERENCE_VIEWS, Transform
+from student.fewshot_config import FewShotStudentConfig
+from student.training import IGNORE_INDEX
+from student.ttt_data import TrainingExample, build_training_set, transform_pair, vote
+
+log = logging.getLogger(__name__)
+STOP_STRINGS = ["\n\n", "Input", "Output"]  # an answer grid ends at a blank or a non-grid line
+_Encoded = tuple[list[int], list[int]]  # (input_ids, labels) of one training example
+
+
+class FewShotStudent:
+    """Answers ARC tasks with one base model, training a fresh test-time adapter per self-edit."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        base_model: str,
+        config: FewShotStudentConfig | None = None,
+        store: ArtifactStore | None = None,
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.base_model = base_model
+        self.config = config or FewShotStudentConfig()
+        self.store = store
+
+    def solve(self, task: ArcTask, edit: FewShotSelfEdit | None) -> ArcPrediction:
+        """Two attempts per test input: after test-time training on ``edit``, or in context only (None)."""
+        started = time.perf_counter()
+        too_long = self.too_long(task)
+        if too_long:
+            return ArcPrediction(task_id=task.task_id, attempts=[], votes=[], skipped=too_long)
+        if edit is None:
+            attempts, votes = self._answer(self.model, task, [IDENTITY])
+            return ArcPrediction(
+                task_id=task.task_id, attempts=attempts, votes=votes, seconds=time.perf_counter() - started
+            )
+        edit = self.config.clamp(edit)
+        examples = build_training_set(task, edit, self.config.max_examples, self.config.seed)
+        sequences = [s for s in (self._encode(e, edit) for e in examples) if len(s[0]) <= self.config.max_length]
+        torch.manual_seed(self.config.seed)  # LoRA A matrices are initialised at random
+        peft_model = get_peft_model(self.model, self._lora_config())
+        try:
+            losses = self._fit(peft_model, sequences, edit)
+            attempts, votes = self._answer(peft_model, task, list(INFERENCE_VIEWS[: self.config.views]))
+            adapter_id = self._store(peft_model, task, edit, losses)
+        finally:
+            peft_model.unload()  # the base model is shared by every task
+        log.info("%s: %d examples, loss %s, votes %s", task.task_id, len(sequences), _ends(losses), votes)
+        return ArcPrediction(
+            task_id=task.task_id,
+            attempts=attempts,
+            votes=votes,
+            adapter_id=adapter_id,
+            num_examples=len(sequences),
+            seconds=time.perf_counter() - started,
+        )
+
+    # ----------------------------------------------------------------- training
+
+    def _lora_config(self) -> LoraConfig:
+        return LoraConfig(
+            r=self.config.rank,
+            lora_alpha=self.config.alpha,
+            target_modules=self.config.target_modules,
+            lora_dropout=0.0,
+            task_type="CAUSAL_LM",
+            base_model_name_or_path=self.base_model,
+        )
+
+    def _encode(self, example: TrainingExample, edit: FewShotSelfEdit) -> _Encoded:
+        """``(input_ids, labels)``: prompt, answer grid and EOS; the prompt unlabelled for 'output_tokens'."""
+        prompt = self._ids(example.prompt)
+        answer = [*self._ids(example.answer), self.tokenizer.eos_token_id]
+        masked = [IGNORE_INDEX] * len(prompt) if edit.strategy == "output_tokens" else prompt
+        return prompt + answer, masked + answer
+
+    def _fit(self, model: PeftModel, sequences: list[_Encoded], edit: FewShotSelfEdit) -> list[float]:
+        """AdamW, one example a step, reshuffled each epoch; returns the mean loss of each epoch."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=edit.learning_rate, weight_decay=0.0)
+        order = torch.Generator().manual_seed(self.config.seed)
+        device = self.model.device
+        losses = []
+        model.train()
+        for _ in range(edit.num_train_epochs if sequences else 0):
+            epoch = []
+            for index in torch.randperm(len(sequences), generator=order).tolist():
+                ids, labels = sequences[index]
+                loss = model(input_ids=torch.tensor([ids], device=device), labels=torch.tensor([labels], device=device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.loss.backward()
+                optimizer.step()
+                epoch.append(loss.loss.item())
+            losses.append(sum(epoch) / len(epoch))
+        model.eval()
+        return losses
+
+    def _store(self, model: PeftModel, task: ArcTask, edit: FewShotSelfEdit, losses: list[float]) -> str | None:
+        """Keep the test-time adapter as a content-addressed artifact (when the student has a store)."""
+        if self.store is None:
+            return None
+        folder = Path(tempfile.mkdtemp(prefix="seal-arc-adapter-"))
+        try:
+            model.save_pretrained(folder)
+            finish_adapter_config(folder, self.base_model)
+            provenance = {"task_id": task.task_id, "self_edit": edit.model_dump(), "losses": losses}
+            return self.store.put_adapter(folder, self.base_model, provenance).adapter_id
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    # ----------------------------------------------------------------- answering
+
+    def too_long(self, task: ArcTask) -> str | None:
+        """Why the task cannot be attempted within ``max_length``, or None."""
+        for test_input in task.test_inputs:
+            length = len(self._ids(task_prompt(list(task.train), test_input))) + self._answer_budget(task, test_input)
+            if length > self.config.max_length:
+                return f"prompt and answer need ~{length} tokens, more than max_length {self.config.max_length}"
+        return None
+
+    def _answer(self, model: PreTrainedModel, task: ArcTask, views: list[Transform]) -> tuple[list[list[Grid]], list]:
+        """Each test input answered under every view that fits, mapped back and voted into two attempts."""
+        attempts, votes = [], []
+        for test_input in task.test_inputs:
+            usable = [v for v in views if all(v.fits(p.input) and v.fits(p.output) for p in task.train)]
+            prompts = [task_prompt([transform_pair(p, v) for p in task.train], v.forward(test_input)) for v in usable]
+            texts = self._generate(model, prompts, self._answer_budget(task, test_input))
+            ranked = vote([_mapped_back(view, text) for view, text in zip(usable, texts, strict=True)])
+            attempts.append([grid for grid, _ in ranked])
+            votes.append([count for _, count in ranked])
+        return attempts, votes
+
+    def _answer_budget(self, task: ArcTask, test_input: Grid) -> int:
+        """Tokens allowed for an answer: a bit more than the largest grid among outputs and this input."""
+        grids = [p.output for p in task.train] + [test_input]
+        cells = max(len(g) * (len(g[0]) + 1) for g in grids)  # a digit per cell and a newline per row
+        return min(self.config.max_new_tokens, int(cells * 1.25) + 8)
+
+    @torch.no_grad()
+    def _generate(self, model: PreTrainedModel, prompts: list[str], max_new_tokens: int) -> list[str]:
+        batch = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        output = model.generate(
+            **batch.to(self.model.device),
+            do_sample=False,
+            max_new_tokens=max_new_tokens,
+            stop_strings=STOP_STRINGS,
+            tokenizer=self.tokenizer,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )  # (views, T_prompt + T_new)
+        return self.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _mapped_back(view: Transform, text: str) -> Grid | None:
+    grid = text_to_grid(text)
+    return None if grid is None else view.inverse(grid)
+
+
+def _ends(losses: list[float]) -> str:
+    return f"{losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "n/a"

@@ -1,0 +1,157 @@
+"""The few-shot student and `seal bench fewshot` end to end on the tiny model (seconds, not minutes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from protocol.artifacts import ArtifactStore
+from protocol.fewshot import ArcPair, ArcTask, FewShotSelfEdit
+from protocol.messages import SamplingSettings
+from seal import fewshot_bench
+from seal.cli import main
+from seal.fewshot_bench import ORACLE, FewShotBenchOptions, run_fewshot_bench
+from seal.models import load_model
+from student.fewshot import FewShotStudent
+from student.fewshot_config import FewShotStudentConfig
+from student.training import IGNORE_INDEX
+from student.ttt_data import TrainingExample
+from teacher.backends import Completion
+from teacher.fewshot import EXAMPLE_SELF_EDIT
+
+CHALLENGES = {
+    "t1": {
+        "train": [
+            {"input": [[1, 0]], "output": [[0, 1]]},
+            {"input": [[2, 0]], "output": [[0, 2]]},
+            {"input": [[3, 0]], "output": [[0, 3]]},
+        ],
+        "test": [{"input": [[4, 0]]}],
+    },
+    "big": {"train": [{"input": [[1] * 30] * 30, "output": [[2] * 30] * 30}] * 2, "test": [{"input": [[3] * 30] * 30}]},
+    "t2": {
+        "train": [{"input": [[1]], "output": [[1, 1]]}, {"input": [[2]], "output": [[2, 2]]}],
+        "test": [{"input": [[3]]}, {"input": [[5]]}],
+    },
+}
+SOLUTIONS = {"t1": [[[0, 4]]], "t2": [[[3, 3]], [[5, 5]]], "big": [[[3] * 30] * 30]}
+STUDENT = FewShotStudentConfig(max_length=400, max_examples=3, max_epochs=1, views=2, max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return load_model(tiny_model_dir, "cpu")
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    (tmp_path / "x_challenges.json").write_text(json.dumps(CHALLENGES))
+    (tmp_path / "x_solutions.json").write_text(json.dumps(SOLUTIONS))
+    return tmp_path / "x_challenges.json"
+
+
+def _task(task_id: str) -> ArcTask:
+    entry = CHALLENGES[task_id]
+    pairs = [ArcPair(**p) for p in entry["train"]]
+    return ArcTask(task_id=task_id, train=pairs, test_inputs=[p["input"] for p in entry["test"]])
+
+
+def test_student_trains_a_stored_adapter_and_answers_every_test_input(tiny, tiny_model_dir, tmp_path):
+    model, tokenizer = tiny
+    store = ArtifactStore(tmp_path / "store")
+    student = FewShotStudent(model, tokenizer, tiny_model_dir, STUDENT, store)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    prediction = student.solve(_task("t2"), ORACLE)
+    assert prediction.num_examples == 3 and prediction.skipped is None  # 2 leave-one-out tasks, 1 augmented (the cap)
+    assert len(prediction.attempts) == 2 and all(len(a) <= 2 for a in prediction.attempts)
+    assert store.provenance(prediction.adapter_id)["self_edit"]["num_train_epochs"] == 1  # clamped from 2
+    after = model.state_dict()
+    assert set(after) == set(before) and all((after[k] == v).all() for k, v in before.items())  # base untouched
+
+
+def test_student_skips_tasks_longer_than_its_limit_and_answers_in_context_without_a_self_edit(tiny, tiny_model_dir):
+    model, tokenizer = tiny
+    student = FewShotStudent(model, tokenizer, tiny_model_dir, STUDENT)
+    skipped = student.solve(_task("big"), ORACLE)
+    assert skipped.skipped and "max_length" in skipped.skipped and skipped.attempts == []
+    in_context = student.solve(_task("t1"), None)
+    assert in_context.adapter_id is None and in_context.num_examples == 0 and len(in_context.attempts) == 1
+
+
+def test_output_tokens_strategy_puts_the_loss_on_the_answer_only(tiny, tiny_model_dir):
+    model, tokenizer = tiny
+    student = FewShotStudent(model, tokenizer, tiny_model_dir, STUDENT)
+    example = TrainingExample(prompt="Input:\n1\nOutput:\n", answer="11", transform="identity")
+    outputs = FewShotSelfEdit.model_validate(EXAMPLE_SELF_EDIT.model_dump() | {"strategy": "output_tokens"})
+    ids, labels = student._encode(example, outputs)
+    answer_len = len(tokenizer("11", add_special_tokens=False)["input_ids"]) + 1  # and EOS
+    assert labels[:-answer_len] == [IGNORE_INDEX] * (len(ids) - answer_len)
+    assert labels[-answer_len:] == ids[-answer_len:]
+    all_ids, all_labels = student._encode(example, outputs.model_copy(update={"strategy": "all_tokens"}))
+    assert all_labels == all_ids == ids
+
+
+def test_bench_runs_every_row_resumes_and_trains_the_teacher_on_kept_self_edits(
+    tiny_model_dir, data, tmp_path, monkeypatch
+):
+    out = tmp_path / "out"
+    opts = FewShotBenchOptions(
+        out_dir=out,
+        model=tiny_model_dir,
+        device="cpu",
+        train_data=str(data),
+        eval_data=str(data),
+        train_limit=1,
+        eval_limit=2,
+        n=1,
+        student=STUDENT,
+        sampling=SamplingSettings(max_new_tokens=8),
+    )
+    monkeypatch.setattr(fewshot_bench.TransformersTeacher, "complete", _valid_json)
+    solved_during_restem = {"count": 0}
+    real_attempt = fewshot_bench._attempt
+
+    def attempt_solving_training_tasks(student, grader, task, edit, needs_edit):
+        result = real_attempt(student, grader, task, edit, needs_edit)
+        if grader is not None and task.task_id == "t1" and not any(Path(out).glob("teacher-round1")):
+            solved_during_restem["count"] += 1
+            result["solved"] = True  # as if the adapter solved it: ReST^EM keeps it
+        return result
+
+    monkeypatch.setattr(fewshot_bench, "_attempt", attempt_solving_training_tasks)
+    assert run_fewshot_bench(opts) == 0
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert {(r["row"], r["task_id"]) for r in records} == {
+        (row, t) for row in ("in_context", "oracle", "ttt_untrained", "ttt_restem") for t in ("t1", "big")
+    }
+    assert all(r["skipped"] for r in records if r["task_id"] == "big")
+    assert (out / "teacher-round1" / "adapter_config.json").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["row"] for r in summary["rows"]] == ["in_context", "ttt_untrained", "ttt_restem", "oracle"]
+    assert "| TTT, self-edits after ReST^EM |" in (out / "results.md").read_text()
+    assert (out / "solved.png").stat().st_size > 0
+
+    monkeypatch.setattr(fewshot_bench, "_attempt", _must_not_run)  # everything is recorded: a rerun only reports
+    assert run_fewshot_bench(opts) == 0
+
+
+def test_bench_without_kept_self_edits_marks_the_restem_row_not_run(tiny_model_dir, data, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    monkeypatch.setattr(fewshot_bench.TransformersTeacher, "complete", _valid_json)
+    flags = "--train-limit 1 --eval-limit 1 --n 1 --max-length 400 --max-examples 2 --max-epochs 1 --views 1"
+    argv = ["bench", "fewshot", "--out", str(out), "--model", tiny_model_dir, "--device", "cpu"]
+    argv += ["--train-data", str(data), "--eval-data", str(data), *flags.split()]
+    assert main(argv) == 0
+    table = (out / "results.md").read_text()
+    assert "not run: ReST^EM kept nothing" in table
+    assert len((out / "records.jsonl").read_text().splitlines()) == 3  # three rows for the one evaluation task
+
+
+def _valid_json(self, prompts, n, sampling):
+    return [[Completion(EXAMPLE_SELF_EDIT.model_dump_json()) for _ in range(n)] for _ in prompts]
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("a recorded result was computed again")
