@@ -4,9 +4,9 @@ The auditor computes it itself, on its own copy of the base model with the
 candidate adapter loaded from the artifact store, because it needs the answer
 key, and the key never leaves the auditor.
 
-Many adapters are scored in one batched forward: with a peft model holding
-them all, ``adapter_names`` routes each row to its own adapter (``"__base__"``:
-none). The instruction all prompts share is computed once per adapter
+Many adapters are scored in one batched forward: with a model holding them all
+(:func:`seal.lora.mixed_adapters`, or peft's), ``adapter_names`` routes each row
+to its own adapter (``"__base__"``: none). The instruction all prompts share is computed once per adapter
 (:mod:`seal.shared_prefix`); rows are sorted by length and left-padded, so every
 answer ends at the last position and the output head runs only there.
 """
@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
+from seal.lora import BASE_ADAPTER
 from seal.qa_format import question_prompt
-from seal.shared_prefix import prefill, shared_prefix_length, suffix_batch
+from seal.shared_prefix import prefill, select_rows, shared_prefix_length, suffix_batch
 
-BASE_ADAPTER = "__base__"
-"""peft's name for "no adapter" in a mixed-adapter batch."""
+__all__ = ["BASE_ADAPTER", "MIXED_BATCH_ROWS", "answer_logliks"]
 MIXED_BATCH_ROWS = 32
 """Rows per forward pass when many models are scored together."""
 
@@ -36,16 +36,24 @@ def answer_logliks(
 ) -> list[float]:
     """Mean per-token log-likelihood (nats) of each answer after its question's prompt, in order.
 
-    With ``adapter_names`` (one per pair; ``model`` a peft model holding those adapters),
-    pair ``i`` is scored by adapter ``adapter_names[i]``.
+    With ``adapter_names`` (one per pair; ``model`` a mixed-adapter model holding those adapters,
+    :func:`seal.lora.mixed_adapters` or peft's), pair ``i`` is scored by adapter ``adapter_names[i]``.
     """
     rows = [_encode(tokenizer, question, answer) for question, answer in pairs]
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i][0]))  # similar lengths share a batch
+    ids = [row for row, _ in rows]
+    names = adapter_names or [BASE_ADAPTER] * len(rows)
+    models = list(dict.fromkeys(names))
+    # The shared instruction is computed once per model for the whole call; each row keeps its last prompt
+    # token, whose logits predict the first answer token.
+    start = shared_prefix_length(ids, [n + 1 for _, n in rows])
+    prefix = prefill(model, ids[0][:start], models if adapter_names is not None else None, len(models))
+    order = sorted(range(len(rows)), key=lambda i: len(ids[i]))  # similar lengths share a batch
     scores: dict[int, float] = {}
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        routing = {"adapter_names": [adapter_names[i] for i in chunk]} if adapter_names is not None else {}
-        batch_scores = _batch_logliks(model, [rows[i] for i in chunk], tokenizer.pad_token_id, routing)
+    for first in range(0, len(order), batch_size):
+        chunk = sorted(order[first : first + batch_size], key=lambda i: names[i])  # each adapter's rows contiguous
+        routing = {"adapter_names": [names[i] for i in chunk]} if adapter_names is not None else {}
+        cache = select_rows(prefix, [models.index(names[i]) for i in chunk])
+        batch_scores = _batch_logliks(model, [rows[i] for i in chunk], start, cache, tokenizer.pad_token_id, routing)
         scores |= dict(zip(chunk, batch_scores, strict=True))
     return [scores[i] for i in range(len(rows))]
 
@@ -58,14 +66,16 @@ def _encode(tokenizer: PreTrainedTokenizerBase, question: str, answer: str) -> t
 
 
 def _batch_logliks(
-    model: PreTrainedModel, rows: list[tuple[list[int], int]], pad_id: int, routing: dict[str, list[str]]
+    model: PreTrainedModel,
+    rows: list[tuple[list[int], int]],
+    start: int,
+    cache: Cache | None,
+    pad_id: int,
+    routing: dict[str, list[str]],
 ) -> list[float]:
+    """Scores of one batch whose first ``start`` tokens are in ``cache`` (one row per row)."""
     ids = [row for row, _ in rows]
     answer_lengths = [n for _, n in rows]
-    # The shared instruction is computed once per model; each row keeps its last prompt token, whose logits
-    # predict the first answer token.
-    start = shared_prefix_length(ids, [n + 1 for n in answer_lengths])
-    cache = prefill(model, ids[0][:start], routing.get("adapter_names"), len(rows))
     device = next(model.parameters()).device
     batch = suffix_batch(ids, start, pad_id)  # left-padded: every answer ends at the last position
     keep = max(answer_lengths) + 1  # positions whose logits we need: those predicting an answer token

@@ -39,7 +39,7 @@ from protocol.messages import (
 )
 from seal.datasets import DEMO_DOCUMENTS, QAItem, load_questions, load_retention
 from seal.ledger import Ledger
-from seal.lora import adapters_loaded
+from seal.lora import mixed_adapters
 from seal.models import load_model
 
 log = logging.getLogger(__name__)
@@ -175,8 +175,8 @@ class Auditor:
         adapters = [m for m in models if m is not None]
         if adapters:
             names = [m if m is not None else BASE_ADAPTER for m in models for _ in pairs]
-            with adapters_loaded(self.model, {a: self.store.path(a) for a in adapters}) as peft_model:
-                flat = answer_logliks(peft_model, self.tokenizer, pairs * len(models), MIXED_BATCH_ROWS, names)
+            with mixed_adapters(self.model, {a: self.store.path(a) for a in adapters}) as mixed:
+                flat = answer_logliks(mixed, self.tokenizer, pairs * len(models), MIXED_BATCH_ROWS, names)
         else:
             flat = answer_logliks(self.model, self.tokenizer, pairs * len(models), MIXED_BATCH_ROWS)
         results = {}

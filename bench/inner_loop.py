@@ -52,9 +52,9 @@ from protocol.messages import (
 from seal.datasets import QAItem, load_contexts, load_questions, load_recorded_self_edits, load_retention
 from seal.models import DEFAULT_MODEL, load_model
 from seal.qa_format import clean_answer, question_prompt
+from seal.stacked_lora import target_module_names
 from student.config import StudentConfig
 from student.service import Student
-from student.stacked_lora import target_module_names
 from student.training import lora_config, tokenize_texts, training_schedule, training_texts
 
 DEFAULT_DATA = Path("/work/shared/data/squad/squad_train100_qwen7b_selfedits.json")

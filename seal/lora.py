@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from peft import PeftModel
+from safetensors.torch import load_file
+from torch import nn
 from transformers import PreTrainedModel
+
+from seal.stacked_lora import LoRAWeights, Routing, row_segments, stacked_layers
+
+BASE_ADAPTER = "__base__"
+"""The name of "no adapter" in a mixed-adapter batch (peft's too)."""
 
 
 @contextmanager
@@ -26,6 +35,81 @@ def adapters_loaded(model: PreTrainedModel, folders: dict[str, Path]) -> Iterato
         yield peft_model
     finally:
         peft_model.unload()
+
+
+class MixedAdapters(nn.Module):
+    """A base model holding several adapters; each row of a call runs under the adapter it names.
+
+    Called like a peft model with ``adapter_names`` (one per row; :data:`BASE_ADAPTER`: none).
+    Rows of one adapter should be contiguous: each run of equal names costs two thin matmuls
+    per adapted module.
+    """
+
+    def __init__(self, model: PreTrainedModel, names: list[str], routing: Routing):
+        super().__init__()
+        self.model = model
+        self.slots = {name: slot for slot, name in enumerate(names)}
+        self.routing = routing
+
+    @property
+    def generation_config(self) -> Any:
+        """The base model's: its end-of-sequence ids are the answers' stop tokens."""
+        return self.model.generation_config
+
+    def forward(self, adapter_names: list[str], **kwargs: Any) -> Any:
+        """The base model's forward, with row ``i`` adapted by ``adapter_names[i]``."""
+        unknown = set(adapter_names) - set(self.slots) - {BASE_ADAPTER}
+        if unknown:
+            raise KeyError(f"adapters not loaded: {sorted(unknown)}")
+        self.routing.segments = row_segments([self.slots.get(name) for name in adapter_names])
+        return self.model(**kwargs)
+
+
+@contextmanager
+def mixed_adapters(model: PreTrainedModel, folders: dict[str, Path]) -> Iterator[MixedAdapters]:
+    """``model`` with every adapter in ``folders`` (name -> peft folder), for mixed-adapter batches.
+
+    The same results as ``adapters_loaded`` with peft's ``adapter_names``, without building a
+    peft module per adapter and module; the model is in eval mode inside and restored on exit.
+    """
+    weights = [load_adapter_weights(model, folder) for folder in folders.values()]
+    was_training = model.training
+    model.eval()
+    try:
+        with stacked_layers(model, weights) as routing:
+            yield MixedAdapters(model, list(folders), routing)
+    finally:
+        model.train(was_training)
+
+
+def load_adapter_weights(model: PreTrainedModel, folder: Path) -> dict[str, LoRAWeights]:
+    """A peft LoRA folder's weights per module name, on the model's device, with peft's scaling.
+
+    Raises ValueError for peft options the stacked layer does not implement (DoRA, trained bias,
+    per-module ranks or alphas, fan-in-fan-out weights, extra trained modules).
+    """
+    config = json.loads((folder / "adapter_config.json").read_text())
+    options = ("use_dora", "fan_in_fan_out", "rank_pattern", "alpha_pattern", "modules_to_save")
+    unsupported = [key for key in options if config.get(key)]
+    if config.get("bias", "none") != "none":
+        unsupported.append("bias")
+    if unsupported:
+        raise ValueError(f"{folder}: adapter_config.json sets {unsupported}; only plain LoRA is supported")
+    rank, alpha = config["r"], config["lora_alpha"]
+    scaling = alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
+    device = next(model.parameters()).device
+    tensors = load_file(folder / "adapter_model.safetensors", device=str(device))
+    modules = dict(model.named_modules())
+    weights = {}
+    for key in tensors:
+        if not key.endswith(".lora_A.weight"):
+            continue
+        name = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight")
+        if not isinstance(modules.get(name), nn.Linear):
+            raise ValueError(f"{folder}: {name} is not a linear layer of the base model")
+        a, b = tensors[key], tensors[key.replace(".lora_A.", ".lora_B.")]
+        weights[name] = LoRAWeights(nn.Parameter(a, False), nn.Parameter(b, False), scaling, config["lora_dropout"])
+    return weights
 
 
 def finish_adapter_config(folder: Path, base_model: str) -> None:

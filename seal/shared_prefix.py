@@ -12,6 +12,8 @@ student's answering and the auditor's scoring, which both batch many adapters.
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from transformers import Cache, PreTrainedModel
 
@@ -41,6 +43,18 @@ def prefill(model: PreTrainedModel, prefix: list[int], adapter_names: list[str] 
     owner = [names.index(name) for name in adapter_names] if adapter_names is not None else [0] * rows
     cache.batch_select_indices(torch.tensor(owner, device=device))  # (U, ...) -> (rows, ...)
     return cache
+
+
+def select_rows(cache: Cache | None, owner: list[int]) -> Cache | None:
+    """A copy of ``cache`` whose row ``i`` is row ``owner[i]`` of ``cache``; ``cache`` itself is unchanged.
+
+    Lets one prefill serve many batches: the prefix is computed once per model, then copied out per batch.
+    """
+    if cache is None:
+        return None
+    rows = copy.deepcopy(cache)
+    rows.batch_select_indices(torch.tensor(owner, device=cache.layers[0].keys.device))
+    return rows
 
 
 def suffix_batch(rows: list[list[int]], start: int, pad_id: int) -> dict[str, torch.Tensor]:

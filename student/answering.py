@@ -1,8 +1,9 @@
 """Closed-book answers from the base model or from stored adapters: batched, greedy.
 
-Many adapters answer in one generation batch: with a peft model holding them all,
-``adapter_names`` routes each row to its own adapter (``"__base__"``: no adapter),
-so K candidates share every forward pass instead of taking one each.
+Many adapters answer in one generation batch: with a model holding them all
+(:func:`seal.lora.mixed_adapters`, or peft's), ``adapter_names`` routes each row
+to its own adapter (``"__base__"``: no adapter), so K candidates share every
+forward pass instead of taking one each.
 
 The decoding loop is greedy search written out, to waste less than ``generate``:
 the instruction every prompt starts with is computed once per adapter
@@ -17,12 +18,11 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from seal.lora import BASE_ADAPTER
 from seal.qa_format import clean_answer, question_prompt
 from seal.shared_prefix import prefill, shared_prefix_length, suffix_batch
 
-BASE_ADAPTER = "__base__"
-"""peft's name for "no adapter" in a mixed-adapter batch."""
-MIXED_BATCH_FACTOR = 4
+MIXED_BATCH_FACTOR = 8
 """A mixed-adapter batch holds this many times the configured questions per batch: rows share every pass."""
 
 
@@ -37,7 +37,7 @@ def generate_answers(
 ) -> list[str]:
     """Greedy answers to ``questions``, in order, in batches of ``batch_size`` rows.
 
-    With ``adapter_names`` (one per question; ``model`` a peft model holding those adapters),
+    With ``adapter_names`` (one per question; ``model`` a mixed-adapter model holding those adapters),
     row ``i`` is answered by adapter ``adapter_names[i]``. Rows are grouped by adapter, then by
     prompt length, so a batch mixes few adapters and wastes little padding.
     """

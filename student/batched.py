@@ -5,7 +5,7 @@ the same shuffled batches, the same number of steps), its own LoRA weights (init
 would under its seed) and its own AdamW state. At step ``s`` the batches of every candidate that
 still has a step ``s`` are pooled, sorted by length and cut into micro-batches that waste few
 padded tokens; inside a micro-batch each candidate's rows are contiguous, and
-:class:`student.stacked_lora.StackedLoRALinear` applies each candidate's LoRA to its own rows.
+:class:`seal.stacked_lora.StackedLoRALinear` applies each candidate's LoRA to its own rows.
 
 Each candidate's loss is its own token-mean over its own step batch (summed token losses divided
 by *its* token count, never the pooled batch's), and the step's objective is the sum of these, so
@@ -31,11 +31,12 @@ from safetensors.torch import save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from protocol.messages import TrainJob, TrainSettings
-from student.stacked_lora import (
+from seal.stacked_lora import (
     LoRAWeights,
     Routing,
     init_lora_weights,
     peft_state_dict,
+    row_segments,
     stacked_layers,
     target_module_names,
 )
@@ -155,7 +156,7 @@ def _train_step(
     optimizer.zero_grad(set_to_none=True)
     for rows in plan_micro_batches([len(seq) for _, seq in samples], max_tokens):
         batch = sorted((samples[i] for i in rows), key=lambda sample: sample[0])  # each slot's rows contiguous
-        routing.segments = _segments([slot for slot, _ in batch])
+        routing.segments = row_segments([slot for slot, _ in batch])
         weight = torch.tensor([1.0 / max(targets[slot], 1) for slot, _ in batch])  # (n,)
         row_losses = _summed_token_losses(model, collate([seq for _, seq in batch], pad_id)) * weight.to(
             model.device
@@ -180,17 +181,6 @@ def _summed_token_losses(model: PreTrainedModel, batch: dict[str, torch.Tensor])
         logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
     )  # (n*T,), zero where there is no target
     return token_losses.view(targets.shape).sum(dim=1)  # (n,)
-
-
-def _segments(slots: list[int]) -> list[tuple[int, int, int]]:
-    """``(slot, first_row, end_row)`` for each run of equal slots."""
-    segments: list[tuple[int, int, int]] = []
-    for row, slot in enumerate(slots):
-        if segments and segments[-1][0] == slot:
-            segments[-1] = (slot, segments[-1][1], row + 1)
-        else:
-            segments.append((slot, row, row + 1))
-    return segments
 
 
 # --------------------------------------------------------------------------- setup and saving

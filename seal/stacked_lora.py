@@ -8,6 +8,11 @@ says which rows belong to which slot, so each slot's LoRA update is computed
 on its own rows only: each adapter's gradient comes only from its own samples.
 Slots may differ in rank, scale, dropout and in which modules they target.
 
+The same layer serves mixed-adapter inference (:func:`seal.lora.mixed_adapters`):
+it costs a slice and two thin matmuls per adapter and module, where peft's
+mixed batch re-indexes rows and injects a module per adapter on every load.
+Both the student (training, answering) and the auditor (scoring) use it.
+
 Initialisation and saving follow peft exactly: :func:`init_lora_weights`
 consumes the RNG in peft's order (so under the same ``torch.manual_seed`` it
 gives bit-identical A matrices), and :func:`peft_state_dict` names tensors as
@@ -29,9 +34,23 @@ from transformers import PreTrainedModel
 
 @dataclass
 class Routing:
-    """Which rows of the current batch belong to which adapter slot: ``(slot, first_row, end_row)``."""
+    """Which rows of the current batch belong to which adapter slot: ``(slot, first_row, end_row)``.
 
-    segments: list[tuple[int, int, int]] = field(default_factory=list)
+    A slot of None (or one a module holds no weights for) leaves its rows to the base layer alone.
+    """
+
+    segments: list[tuple[int | None, int, int]] = field(default_factory=list)
+
+
+def row_segments(slots: list[int | None]) -> list[tuple[int | None, int, int]]:
+    """``(slot, first_row, end_row)`` for each run of equal slots, in row order."""
+    segments: list[tuple[int | None, int, int]] = []
+    for row, slot in enumerate(slots):
+        if segments and segments[-1][0] == slot:
+            segments[-1] = (slot, segments[-1][1], row + 1)
+        else:
+            segments.append((slot, row, row + 1))
+    return segments
 
 
 @dataclass
@@ -58,15 +77,22 @@ class StackedLoRALinear(nn.Module):
         updates = [self._update(x, slot, start, stop, result) for slot, start, stop in self.routing.segments]
         if all(u is None for u in updates):
             return result
+        if not torch.is_grad_enabled():  # inference: add in place, as peft's mixed batch does
+            for update, (_, start, stop) in zip(updates, self.routing.segments, strict=True):
+                if update is not None:
+                    result[start:stop] += update
+            return result
         shape = result.shape[1:]
         parts = [u if u is not None else result.new_zeros((stop - start, *shape))
                  for u, (_, start, stop) in zip(updates, self.routing.segments, strict=True)]  # fmt: skip
         # One add of the concatenated updates: cheaper to differentiate than in-place adds into slices.
         return result + torch.cat(parts)
 
-    def _update(self, x: torch.Tensor, slot: int, start: int, stop: int, result: torch.Tensor) -> torch.Tensor | None:
+    def _update(
+        self, x: torch.Tensor, slot: int | None, start: int, stop: int, result: torch.Tensor
+    ) -> torch.Tensor | None:
         """Slot ``slot``'s LoRA update on rows ``start:stop`` (None if it does not adapt this module)."""
-        lora = self.adapters.get(slot)
+        lora = self.adapters.get(slot) if slot is not None else None
         if lora is None:
             return None
         rows = x[start:stop].to(lora.A.dtype)  # (n_slot, T, in)
@@ -135,6 +161,7 @@ def stacked_layers(model: PreTrainedModel, adapters: list[dict[str, LoRAWeights]
         for name, lora in weights.items():
             if name not in wrapped:
                 wrapped[name] = StackedLoRALinear(modules[name], routing)
+                wrapped[name].train(modules[name].training)  # dropout only where the model trains
             wrapped[name].adapters[slot] = lora
     try:
         for name, layer in wrapped.items():
