@@ -76,9 +76,8 @@ class FewShotBenchOptions:
 class Records:
     """An append-only JSON-lines file of results, each found again by its key fields."""
 
-    def __init__(self, path: Path, key_fields: tuple[str, ...]):
+    def __init__(self, path: Path):
         self.path = path
-        self.key_fields = key_fields
         lines = path.read_text().splitlines() if path.exists() else []
         self.items = [json.loads(line) for line in lines if line.strip()]
 
@@ -118,8 +117,8 @@ def run_fewshot_bench(opts: FewShotBenchOptions) -> int:
         opts=opts,
         student=FewShotStudent(model, tokenizer, opts.model, opts.student, ArtifactStore(opts.out_dir / "store")),
         teacher=TransformersTeacher(opts.teacher_model or opts.model, opts.device),
-        records=Records(opts.out_dir / "records.jsonl", ("row", "task_id")),
-        restem=Records(opts.out_dir / "restem.jsonl", ("round", "task_id")),
+        records=Records(opts.out_dir / "records.jsonl"),
+        restem=Records(opts.out_dir / "restem.jsonl"),
     )
     _run_row(bench, "in_context", eval_tasks, eval_grader, fixed=None)
     _run_row(bench, "oracle", eval_tasks, eval_grader, fixed=ORACLE)
@@ -133,7 +132,7 @@ def run_fewshot_bench(opts: FewShotBenchOptions) -> int:
         "model": opts.model,
         "student": opts.student.model_dump(),
         "oracle": ORACLE.model_dump(),
-        "restem": [r for r in bench.restem.items],
+        "restem": bench.restem.items,
         "wall_seconds_this_run": round(time.perf_counter() - started, 1),
     }
     write_report(opts.out_dir, rows, extra)

@@ -146,7 +146,9 @@ class FewShotStudent:
                 return f"prompt and answer need ~{length} tokens, more than max_length {self.config.max_length}"
         return None
 
-    def _answer(self, model: PreTrainedModel, task: ArcTask, views: list[Transform]) -> tuple[list[list[Grid]], list]:
+    def _answer(
+        self, model: PreTrainedModel, task: ArcTask, views: list[Transform]
+    ) -> tuple[list[list[Grid]], list[list[int]]]:
         """Each test input answered under every view that fits, mapped back and voted into two attempts."""
         attempts, votes = [], []
         for test_input in task.test_inputs:
