@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from protocol.artifacts import ArtifactStore
 from protocol.fewshot import ArcPair, ArcTask, FewShotSelfEdit
@@ -38,6 +39,15 @@ CHALLENGES = {
 }
 SOLUTIONS = {"t1": [[[0, 4]]], "t2": [[[3, 3]], [[5, 5]]], "big": [[[3] * 30] * 30]}
 STUDENT = FewShotStudentConfig(max_length=400, max_examples=3, max_epochs=1, views=2, max_new_tokens=12)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: on a busy machine, thread oversubscription makes these small models ~10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
