@@ -164,19 +164,19 @@ def _score_single(
     """A fresh adapter per passage and condition; per-question records, resumed from ``records.jsonl``."""
     path = config.out / "records.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    finished = {r["context_id"] for r in records}
+    done = {(r["condition"], r["context_id"]) for r in records}  # a condition added later is scored then
     with path.open("a") as sink, _progress() as progress:
-        task = progress.add_task("passages", total=len(contexts), completed=len(finished))
+        task = progress.add_task("passages", total=len(contexts))
         for context in contexts:
-            if context.context_id in finished:
-                continue
-            jobs = {
-                name: TrainJob(context=context, self_edit=by_id[context.context_id]) for name, by_id in edits.items()
-            }
-            rows = _train_and_score(student, config, jobs, questions[context.context_id], context.context_id)
-            sink.writelines(json.dumps(r) + "\n" for r in rows)
-            sink.flush()
-            records += rows
+            cid = context.context_id
+            jobs = {name: TrainJob(context=context, self_edit=edit[cid]) for name, edit in edits.items()}
+            jobs = {name: job for name, job in jobs.items() if (name, cid) not in done}
+            with_base = (NO_ADAPTATION, cid) not in done
+            if jobs or with_base:
+                rows = _train_and_score(student, config, jobs, questions[cid], cid, with_base)
+                sink.writelines(json.dumps(r) + "\n" for r in rows)
+                sink.flush()
+                records += rows
             progress.advance(task)
     return records
 
@@ -212,11 +212,14 @@ def _train_and_score(
     jobs: dict[str, TrainJob],
     tau: list[QAItem],
     owners: str | list[str],
+    with_base: bool = True,
 ) -> list[dict]:
     """Train every condition's job together, answer and score τ with each; one record per (condition, question)."""
-    trained = student.apply_self_edits(ApplySelfEdits(jobs=list(jobs.values())))
-    adapters = {name: c.adapter.adapter_id for name, c in zip(jobs, trained.candidates, strict=True)}
-    models: dict[str, str | None] = {NO_ADAPTATION: None, **adapters}
+    adapters = {}
+    if jobs:
+        trained = student.apply_self_edits(ApplySelfEdits(jobs=list(jobs.values())))
+        adapters = {name: c.adapter.adapter_id for name, c in zip(jobs, trained.candidates, strict=True)}
+    models: dict[str, str | None] = ({NO_ADAPTATION: None} if with_base else {}) | adapters
     with _stored(student, list(adapters.values())) as folders:
         request = AnswerQuestions(
             questions=[q.question for q in tau], adapter_ids=list(models.values()), max_new_tokens=config.answer_tokens
@@ -246,8 +249,11 @@ def _gold_logliks(
     """Each model's best per-token log-likelihood over each question's gold answers, in one batched pass."""
     pairs = [(q.question, a) for q in tau for a in q.answers]
     names = [m or "__base__" for m in models for _ in pairs]
-    with adapters_loaded(student.model, folders) as peft_model:
-        flat = answer_logliks(peft_model, student.tokenizer, pairs * len(models), MIXED_BATCH_ROWS, names)
+    if folders:
+        with adapters_loaded(student.model, folders) as peft_model:
+            flat = answer_logliks(peft_model, student.tokenizer, pairs * len(models), MIXED_BATCH_ROWS, names)
+    else:  # the base model alone
+        flat = answer_logliks(student.model, student.tokenizer, pairs * len(models), MIXED_BATCH_ROWS)
     out = {}
     for k, model in enumerate(models):
         scores = iter(flat[k * len(pairs) : (k + 1) * len(pairs)])

@@ -85,6 +85,19 @@ def test_single_passage_mode_scores_every_condition_and_resumes(tiny_model_dir, 
     assert (config.out / "records.jsonl").read_text() == records_before, "a finished bench is not redone"
 
 
+def test_a_condition_added_later_is_scored_without_redoing_the_others(tiny_model_dir, data_file, teacher_run, tmp_path):
+    config = _config(tiny_model_dir, data_file, tmp_path)
+    run_knowledge_bench(config)
+    first = (config.out / "records.jsonl").read_text()
+    run_knowledge_bench(config.model_copy(update={"teacher_run": teacher_run}))
+    after = (config.out / "records.jsonl").read_text()
+    assert after.startswith(first)
+    added = [json.loads(line) for line in after[len(first) :].splitlines()]
+    assert {r["condition"] for r in added} == {"teacher v1"} and len(added) == 3
+    summary = json.loads((config.out / "results.json").read_text())["summary"]
+    assert [row["condition"] for row in summary][-1] == "teacher v1"
+
+
 def test_continued_pretraining_mode_trains_one_adapter_per_condition(tiny_model_dir, data_file, tmp_path):
     config = _config(tiny_model_dir, data_file, tmp_path, mode="cpt")
     run_knowledge_bench(config)
