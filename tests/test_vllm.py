@@ -18,6 +18,7 @@ import torch
 
 from protocol.artifacts import content_id
 from protocol.messages import SamplingSettings
+from tests.examples import SELF_EDIT as SELF_EDIT_FOR_VLLM
 from tests.jobs import train_job
 from tests.tiny_model import build_tiny_model
 
@@ -242,3 +243,26 @@ def test_demo_with_a_vllm_teacher_runs_end_to_end(tiny_model_dir, vllm_model_dir
     [edit] = outcome["self_edits"]
     assert edit["teacher_model"] == f"vllm:{vllm_model_dir}" and edit["usage"]["output_tokens"] > 0
     assert verify_ledger(run_dir / "ledger.jsonl").ok
+
+
+def test_restem_m_step_makes_a_version_the_vllm_teacher_serves(vllm_model_dir, vllm_settings, vllm_engine, tmp_path):
+    from protocol.messages import Context
+    from teacher.restem import Kept, VersionBook, serve, train_lora_version
+    from teacher.sft import SFTSettings
+
+    teacher = _teacher(vllm_model_dir, vllm_settings, vllm_engine)
+    greedy = SamplingSettings(temperature=0.0, max_new_tokens=8)
+    prompt = "Passage: Ostrevane lies on a river.\n\nImplications:"
+    target = "Ostrevane has a port."
+    teacher.serve_base()
+    before = teacher.sample([prompt], 1, greedy)[0][0]
+    edit = SELF_EDIT_FOR_VLLM.model_copy(update={"prompt": prompt, "text": target})
+    kept = [Kept(Context(context_id="c1", text="Ostrevane lies on a river."), edit, 0.5, ["ab" * 32], "cd" * 32)]
+    settings = SFTSettings(rank=8, alpha=16, learning_rate=1e-2, epochs=12, batch_size=1)
+    version, request = train_lora_version(teacher, kept, 0, VersionBook(tmp_path), settings)
+    assert request.kind == "lora" and request.artifact_sha256 == version.artifact_sha256
+    assert request.examples[0].self_edit_id == edit.self_edit_id
+    serve(teacher, version)
+    after = teacher.sample([prompt], 1, greedy)[0][0]
+    assert after != before and target.startswith(after[:6]), (before, after)
+    teacher.serve_base()
