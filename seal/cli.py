@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--k", type=int, default=1, help="Self-edits per document (default: 1).")
     demo.add_argument("--metric", default="loglik", choices=["loglik", "f1", "exact_match"], help="Reward metric.")
     demo.add_argument("--min-gain", type=float, default=0.05, help="Smallest gain the auditor accepts.")
+    demo.add_argument("--epochs", type=int, default=None, help="Student epochs per candidate (default: 10).")
+    demo.add_argument("--max-retention-drop", type=float, default=None, help="Auditor's retention limit (default 1.0).")
 
     _add_train_teacher(sub)
     add_governance_commands(sub)
@@ -166,6 +168,10 @@ def _demo(args: argparse.Namespace) -> int:
         k=args.k,
         metric=args.metric,
         min_gain=args.min_gain,
+        extra={
+            "student": ["--train.epochs", str(args.epochs)] if args.epochs else [],
+            "auditor": ["--max-retention-drop", str(args.max_retention_drop)] if args.max_retention_drop else [],
+        },
     )
     return run_demo(opts)
 

@@ -70,3 +70,17 @@ def test_invalid_setting_names_the_flag(tmp_path):
     done = _seal("student", "--train.rank", "0", "--store", str(tmp_path))
     assert done.returncode == 2
     assert "--train.rank" in done.stderr
+
+
+def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch):
+    import seal.demo
+    from seal.cli import _demo, build_parser
+
+    captured = []
+    monkeypatch.setattr(seal.demo, "run_demo", lambda opts, **_: captured.append(opts) or 0)
+    _demo(build_parser().parse_args(["demo", "--epochs", "2", "--max-retention-drop", "1.5", "--run-dir", "x"]))
+    commands = seal.demo.role_commands(captured[0], "tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
+    assert commands["student"][-2:] == ["--train.epochs", "2"]
+    assert commands["auditor"][-2:] == ["--max-retention-drop", "1.5"]
+    for role, argv in commands.items():
+        assert build_parser().parse_args(argv[3:]).command == role  # argv[3:]: after "python -m seal"
