@@ -153,39 +153,29 @@ def _dispatch(args: argparse.Namespace) -> int | None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from seal.demo import DemoOptions, run_demo
-    from seal.models import DEFAULT_MODEL
-
-    run_dir = args.run_dir or Path("runs") / time.strftime("demo-%Y%m%d-%H%M%S")
-    opts = DemoOptions(
-        run_dir=run_dir,
-        model=args.model or DEFAULT_MODEL,
-        teacher_model=args.teacher,
-        teacher_base_url=args.teacher_base_url,
-        device=args.device,
-        data=args.data,
-        limit=args.limit,
-        k=args.k,
-        metric=args.metric,
-        min_gain=args.min_gain,
-        extra={
-            "student": ["--train.epochs", str(args.epochs)] if args.epochs else [],
-            "auditor": ["--max-retention-drop", str(args.max_retention_drop)] if args.max_retention_drop else [],
-        },
-    )
-    return run_demo(opts)
+    extra = {
+        "student": ["--train.epochs", str(args.epochs)] if args.epochs else [],
+        "auditor": ["--max-retention-drop", str(args.max_retention_drop)] if args.max_retention_drop else [],
+    }
+    return _three_roles(args, "demo", args.min_gain, extra)
 
 
 def _train_teacher(args: argparse.Namespace) -> int:
-    from seal.demo import DemoOptions, run_demo
-    from seal.models import DEFAULT_MODEL
-
     teacher = ["--restem.rounds", str(args.rounds), "--restem.repeats", str(args.repeats)]
     teacher += ["--restem.min-reward", str(args.min_reward)]
     teacher += ["--restem.sft.epochs", str(args.sft_epochs)] if args.sft_epochs else []
     student = ["--train.epochs", str(args.epochs)] if args.epochs else []
+    return _three_roles(args, "train-teacher", 0.0, {"teacher": teacher, "student": student})
+
+
+def _three_roles(args: argparse.Namespace, command: str, min_gain: float, extra: dict[str, list[str]]) -> int:
+    """Start teacher, student and auditor on loopback for ``seal demo`` or ``seal train-teacher``."""
+    from seal.demo import DemoOptions, run_demo
+    from seal.models import DEFAULT_MODEL
+
+    prefix = "demo" if command == "demo" else "restem"
     opts = DemoOptions(
-        run_dir=args.run_dir or Path("runs") / time.strftime("restem-%Y%m%d-%H%M%S"),
+        run_dir=args.run_dir or Path("runs") / time.strftime(f"{prefix}-%Y%m%d-%H%M%S"),
         model=args.model or DEFAULT_MODEL,
         teacher_model=args.teacher,
         teacher_base_url=args.teacher_base_url,
@@ -194,10 +184,10 @@ def _train_teacher(args: argparse.Namespace) -> int:
         limit=args.limit,
         k=args.k,
         metric=args.metric,
-        min_gain=0.0,
-        extra={"teacher": teacher, "student": student},
+        min_gain=min_gain,
+        extra=extra,
     )
-    return run_demo(opts, title="seal train-teacher")
+    return run_demo(opts, title=f"seal {command}")
 
 
 def _is_user_error(exc: Exception) -> bool:

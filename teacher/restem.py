@@ -159,20 +159,10 @@ def train_lora_version(
         ref = book.store.put_adapter(result.folder, base_model, {"round": round_index, "pairs": pairs})
     finally:
         shutil.rmtree(result.folder, ignore_errors=True)
-    name = f"v{round_index + 1}"
-    version = TeacherVersion(name, round_index, "lora", ref.uri, ref.adapter_id, None, len(kept), tuple(result.losses))
-    request = RecordTeacherVersion(
-        version=name,
-        round=round_index,
-        kind="lora",
-        teacher_model=backend.model_id,
-        artifact_sha256=ref.adapter_id,
-        data_sha256=pairs_sha256(pairs),
-        examples=[k.example() for k in kept],
-        settings=settings.model_dump(mode="json"),
-        losses=result.losses,
+    version = TeacherVersion(
+        f"v{round_index + 1}", round_index, "lora", ref.uri, ref.adapter_id, None, len(kept), tuple(result.losses)
     )
-    return version, request
+    return version, _record_request(version, backend, kept, settings.model_dump(mode="json"))
 
 
 def build_exemplar_version(
@@ -182,20 +172,28 @@ def build_exemplar_version(
     bank = (previous or ExemplarBank()).model_copy(deep=True)
     bank.insert(_exemplar_of(k) for k in kept)
     path = bank.save(book.folder / "exemplars")
-    pairs = [(k.self_edit.prompt, k.self_edit.text) for k in kept]
-    name = f"v{round_index + 1}"
-    version = TeacherVersion(name, round_index, "exemplars", str(path), bank.content_id, None, len(kept))
-    request = RecordTeacherVersion(
-        version=name,
-        round=round_index,
-        kind="exemplars",
-        teacher_model=backend.model_id,
-        artifact_sha256=bank.content_id,
-        data_sha256=pairs_sha256(pairs),
-        examples=[k.example() for k in kept],
-        settings={"capacity": bank.capacity, "shown": bank.shown},
+    version = TeacherVersion(
+        f"v{round_index + 1}", round_index, "exemplars", str(path), bank.content_id, None, len(kept)
     )
-    return version, request
+    return version, _record_request(version, backend, kept, {"capacity": bank.capacity, "shown": bank.shown})
+
+
+def _record_request(
+    version: TeacherVersion, backend: Any, kept: list[Kept], settings: dict[str, Any]
+) -> RecordTeacherVersion:
+    """What the auditor is asked to record for ``version``: its artifact, its exact data and the rewards behind it."""
+    assert version.artifact_sha256 is not None
+    return RecordTeacherVersion(
+        version=version.version,
+        round=version.round,
+        kind=version.kind,
+        teacher_model=backend.model_id,
+        artifact_sha256=version.artifact_sha256,
+        data_sha256=pairs_sha256([(k.self_edit.prompt, k.self_edit.text) for k in kept]),
+        examples=[k.example() for k in kept],
+        settings=settings,
+        losses=list(version.losses),
+    )
 
 
 def record(auditor: Link, version: TeacherVersion, request: RecordTeacherVersion, timeout_s: float) -> TeacherVersion:

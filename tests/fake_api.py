@@ -19,6 +19,8 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
@@ -47,6 +49,8 @@ class FakeAPI:
         self.script: deque[str] = deque()
         self.requests: list[dict[str, Any]] = []
         self.slow_s = 1.5
+        self.most_in_flight = 0
+        self._in_flight = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
         self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
@@ -64,6 +68,18 @@ class FakeAPI:
     def generations(self) -> list[dict[str, Any]]:
         """The bodies of the generation requests received so far."""
         return [r["body"] for r in self.requests if r["method"] == "POST"]
+
+    @contextmanager
+    def in_flight(self) -> Iterator[None]:
+        """Count a slow request while it is being answered; ``most_in_flight`` keeps the peak."""
+        with self._lock:
+            self._in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self._in_flight)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight -= 1
 
     def next_action(self) -> str:
         with self._lock:
@@ -131,7 +147,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._raw(200, b'{"id": "x", "choices": [ this is not json')
         else:
             if action == "slow":
-                time.sleep(self.api.slow_s)
+                with self.api.in_flight():
+                    time.sleep(self.api.slow_s)
             reply = _openai_reply if self.api.flavour == "openai" else _anthropic_reply
             self._json(200, reply(body, refuse=action == "refusal"))
 
