@@ -38,6 +38,7 @@ from protocol.messages import (
 from seal.datasets import QAItem, load_contexts, load_questions, load_recorded_self_edits
 from seal.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, KnowledgeBenchConfig
 from seal.knowledge_report import write_report
+from seal.llm_judge import LLMJudge
 from seal.lora import adapters_loaded
 from student.config import StudentConfig
 from student.service import Student
@@ -58,8 +59,9 @@ def run_knowledge_bench(config: KnowledgeBenchConfig, console: Console | None = 
     student = Student(
         StudentConfig(model=config.model, device=config.device, store=config.out / "store", train=config.train)
     )
+    judge = _build_judge(config)
     score = _score_single if config.mode == "single" else _score_cpt
-    records = score(student, config, contexts, questions, edits)
+    records = score(student, config, contexts, questions, edits, judge)
     table = write_report(config.out, conditions, records, config.model_dump(mode="json"), time.perf_counter() - started)
     console.print(table.read_text())
     return table
@@ -160,6 +162,7 @@ def _score_single(
     contexts: list[Context],
     questions: dict[str, list[QAItem]],
     edits: dict[str, dict[str, SelfEdit]],
+    judge: LLMJudge | None = None,
 ) -> list[dict]:
     """A fresh adapter per passage and condition; per-question records, resumed from ``records.jsonl``."""
     path = config.out / "records.jsonl"
@@ -173,7 +176,7 @@ def _score_single(
             jobs = {name: job for name, job in jobs.items() if (name, cid) not in done}
             with_base = (NO_ADAPTATION, cid) not in done
             if jobs or with_base:
-                rows = _train_and_score(student, config, jobs, questions[cid], cid, with_base)
+                rows = _train_and_score(student, config, jobs, questions[cid], cid, with_base, judge)
                 sink.writelines(json.dumps(r) + "\n" for r in rows)
                 sink.flush()
                 records += rows
@@ -187,6 +190,7 @@ def _score_cpt(
     contexts: list[Context],
     questions: dict[str, list[QAItem]],
     edits: dict[str, dict[str, SelfEdit]],
+    judge: LLMJudge | None = None,
 ) -> list[dict]:
     """One adapter per condition on every passage and its self-edits together; all questions scored."""
     path = config.out / "records-cpt.jsonl"
@@ -201,7 +205,7 @@ def _score_cpt(
         jobs[name] = TrainJob(context=corpus, self_edit=edit, settings=settings)
     tau = [q for c in contexts for q in questions[c.context_id]]
     owners = [c.context_id for c in contexts for _ in questions[c.context_id]]
-    rows = _train_and_score(student, config, jobs, tau, owners)
+    rows = _train_and_score(student, config, jobs, tau, owners, judge=judge)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return rows
 
@@ -213,6 +217,7 @@ def _train_and_score(
     tau: list[QAItem],
     owners: str | list[str],
     with_base: bool = True,
+    judge: LLMJudge | None = None,
 ) -> list[dict]:
     """Train every condition's job together, answer and score τ with each; one record per (condition, question)."""
     adapters = {}
@@ -227,7 +232,7 @@ def _train_and_score(
         answers = {r.adapter_id: r.answers for r in student.answer_questions(request).results}
         logliks = _gold_logliks(student, folders, tau, list(models.values()))
     owner_of = owners if isinstance(owners, list) else [owners] * len(tau)
-    return [
+    rows = [
         {
             "condition": name,
             "context_id": owner,
@@ -241,6 +246,21 @@ def _train_and_score(
         for name, adapter in models.items()
         for i, (q, owner) in enumerate(zip(tau, owner_of, strict=True))
     ]
+    if judge is not None:
+        judgements = judge.grade([(r["question"], r["gold"], r["answer"]) for r in rows])
+        for row, judgement in zip(rows, judgements, strict=True):
+            row["judge"], row["judge_reply"] = judgement.correct, judgement.reply
+    return rows
+
+
+def _build_judge(config: KnowledgeBenchConfig) -> LLMJudge | None:
+    """The configured LLM judge, checked (key, server, model) before any work; None without ``--judge``."""
+    if config.judge is None:
+        return None
+    from teacher.backend_spec import build_backend
+    from teacher.config import TeacherConfig
+
+    return LLMJudge(build_backend(TeacherConfig(model=config.judge, base_url=config.judge_base_url)))
 
 
 def _gold_logliks(

@@ -33,5 +33,9 @@ class KnowledgeBenchConfig(BaseModel):
     mode: Literal["single", "cpt"] = Field("single", description="single: an adapter per passage; cpt: one for all.")
     train: TrainSettings = Field(default_factory=TrainSettings, description="Student LoRA settings, all conditions.")
     answer_tokens: int = Field(24, ge=1, le=1024, description="Most tokens per generated answer.")
+    judge: str | None = Field(
+        None, description="LLM judge, e.g. openai:MODEL: the paper's yes/no grading at temperature 0 (optional)."
+    )
+    judge_base_url: str | None = Field(None, description="API base URL for an openai: or anthropic: judge.")
     out: Path = Field(Path("runs/bench-knowledge"), description="Results folder; a rerun resumes from it.")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda'.")

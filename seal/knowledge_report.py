@@ -16,7 +16,11 @@ METRICS = (("exact_match", "exact match"), ("f1", "F1"), ("loglik", "gold log-li
 
 
 def summarise(conditions: list[str], records: list[dict]) -> list[dict[str, Any]]:
-    """Per condition, in order: each metric's mean and 95% CI half-width, and the question count."""
+    """Per condition, in order: each metric's mean and 95% CI half-width, and the question count.
+
+    With an LLM judge, ``judge`` is the share judged correct among the answers it could grade, and
+    ``judge_failed`` counts those it could not (failed calls, refusals, replies neither yes nor no).
+    """
     rows = []
     for condition in conditions:
         mine = [r for r in records if r["condition"] == condition]
@@ -26,16 +30,24 @@ def summarise(conditions: list[str], records: list[dict]) -> list[dict[str, Any]
         for key, _ in METRICS:
             mean, half = mean_ci95([r[key] for r in mine])
             row[key] = {"mean": mean, "ci95": half}
+        if any("judge" in r for r in mine):
+            graded = [float(r["judge"]) for r in mine if r.get("judge") is not None]
+            mean, half = mean_ci95(graded) if graded else (float("nan"), float("nan"))
+            row["judge"] = {"mean": mean, "ci95": half, "graded": len(graded)}
+            row["judge_failed"] = len(mine) - len(graded)
         rows.append(row)
     return rows
 
 
 def markdown_table(summary: list[dict[str, Any]]) -> str:
-    """The summary as a markdown table, ``mean ± ci95`` per metric."""
-    header = "| condition | n | " + " | ".join(label for _, label in METRICS) + " |"
-    lines = [header, "|" + "---|" * (2 + len(METRICS))]
+    """The summary as a markdown table, ``mean ± ci95`` per metric (and the judge's, when there is one)."""
+    judged = any("judge" in row for row in summary)
+    labels = [label for _, label in METRICS] + (["LLM judge", "judge failed"] if judged else [])
+    lines = ["| condition | n | " + " | ".join(labels) + " |", "|" + "---|" * (2 + len(labels))]
     for row in summary:
         cells = [f"{row[key]['mean']:.3f} ± {row[key]['ci95']:.3f}" for key, _ in METRICS]
+        if judged:
+            cells += [f"{row['judge']['mean']:.3f} ± {row['judge']['ci95']:.3f}", str(row["judge_failed"])]
         lines.append(f"| {row['condition']} | {row['n_questions']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

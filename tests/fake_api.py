@@ -30,7 +30,15 @@ REFUSAL = "I can't help with that."
 
 
 def canned_text(prompt: str, index: int) -> str:
-    """A plausible self-edit: one line per sentence of the passage, rephrased (deterministic)."""
+    """A plausible self-edit: one line per sentence of the passage, rephrased (deterministic).
+
+    A grading prompt (``Predicted answer:``) gets a grader's reply instead: "Yes" when the prediction
+    equals one gold answer (case aside), "No" otherwise, and a hedge that is neither for a "??" answer.
+    """
+    if "Predicted answer:" in prompt:
+        gold = prompt.split("Gold answer:", 1)[1].split("\n", 1)[0].strip().lower().split(" / ")
+        predicted = prompt.split("Predicted answer:", 1)[1].split("\n", 1)[0].strip().lower()
+        return "Perhaps, in part." if "??" in predicted else ("Yes" if predicted in gold else "No")
     passage = prompt.split("Passage:", 1)[-1].split("\n\n", 1)[0]
     sentences = [s.strip() for s in passage.replace("\n", " ").split(".") if len(s.strip()) > 3]
     lines = [f"It is stated that {s[0].lower()}{s[1:]}." for s in sentences[:6]] or ["The passage states a fact."]

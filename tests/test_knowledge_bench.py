@@ -112,3 +112,18 @@ def test_summary_gives_means_and_intervals():
     [row] = summarise(["a", "missing"], records)
     assert row["n_questions"] == 4 and row["f1"]["mean"] == 0.5 and row["f1"]["ci95"] > 0
     assert "| a | 4 | 0.500 ±" in markdown_table([row])
+
+
+def test_llm_judge_grades_every_answer_and_counts_what_it_could_not(tiny_model_dir, data_file, tmp_path, monkeypatch):
+    from tests.fake_api import FAKE_KEY, FakeAPI
+
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+    with FakeAPI("openai") as api:
+        api.script.append("refusal")  # one answer the judge declines to grade
+        config = _config(tiny_model_dir, data_file, tmp_path, judge="openai:fake-model", judge_base_url=api.base_url)
+        table = run_knowledge_bench(config)
+    results = json.loads((config.out / "results.json").read_text())
+    assert all(r["judge"] in (True, False, None) and "judge_reply" in r for r in results["records"])
+    assert sum(r["judge"] is None for r in results["records"]) == 1
+    assert sum(row["judge_failed"] for row in results["summary"]) == 1, "a refusal is a failed judgement, not wrong"
+    assert "| LLM judge | judge failed |" in table.read_text()
