@@ -13,6 +13,8 @@ from typing import Any
 from auditor.grading import mean_ci95
 
 METRICS = (("exact_match", "exact match"), ("f1", "F1"), ("loglik", "gold log-lik (nats/token)"))
+REFERENCES = ("no adaptation", "passage only", "teacher v0")
+"""Conditions every other one is compared with, question by question."""
 
 
 def summarise(conditions: list[str], records: list[dict]) -> list[dict[str, Any]]:
@@ -52,14 +54,47 @@ def markdown_table(summary: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def paired_gains(conditions: list[str], records: list[dict], reference: str) -> list[dict[str, Any]]:
+    """Per condition after ``reference``: the mean per-question difference from it, with its 95% CI.
+
+    Pairing removes the spread between questions, which dominates the unpaired intervals.
+    """
+    by_key = {(r["condition"], r["context_id"], r["question"]): r for r in records}
+    rows = []
+    for condition in conditions:
+        pairs = [
+            (by_key[key], by_key[(reference, *key[1:])])
+            for key in by_key
+            if key[0] == condition and (reference, *key[1:]) in by_key
+        ]
+        if not pairs or conditions.index(condition) <= conditions.index(reference):
+            continue  # each pair once, the later condition against the earlier reference
+        row: dict[str, Any] = {"condition": condition, "reference": reference, "n_questions": len(pairs)}
+        for key in ("f1", "loglik"):
+            mean, half = mean_ci95([mine[key] - ref[key] for mine, ref in pairs])
+            row[key] = {"mean": mean, "ci95": half}
+        rows.append(row)
+    return rows
+
+
+def gains_table(gains: list[dict[str, Any]]) -> str:
+    """Paired gains as a markdown table."""
+    lines = ["| condition | vs | n | Δ F1 | Δ gold log-lik |", "|---|---|---|---|---|"]
+    for row in gains:
+        cells = [f"{row[key]['mean']:+.3f} ± {row[key]['ci95']:.3f}" for key in ("f1", "loglik")]
+        lines.append(f"| {row['condition']} | {row['reference']} | {row['n_questions']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_report(out: Path, conditions: list[str], records: list[dict], config: dict, wall_s: float) -> Path:
     """``results.md``, ``results.json`` and ``results.png`` in ``out``; returns the markdown file."""
     summary = summarise(conditions, records)
-    table = markdown_table(summary)
+    gains = [g for ref in REFERENCES for g in paired_gains(conditions, records, ref)]
     settings = json.dumps(config, sort_keys=True)
-    text = f"{table}\n\n- wall time: {wall_s:.0f} s\n- settings: `{settings}`\n"
+    text = f"{markdown_table(summary)}\n\nPaired gains (same questions):\n\n{gains_table(gains)}\n\n"
+    text += f"- wall time: {wall_s:.0f} s\n- settings: `{settings}`\n"
     (out / "results.md").write_text(text)
-    payload = {"config": config, "wall_seconds": wall_s, "summary": summary, "records": records}
+    payload = {"config": config, "wall_seconds": wall_s, "summary": summary, "paired_gains": gains, "records": records}
     (out / "results.json").write_text(json.dumps(payload, indent=1))
     plot(summary, out / "results.png")
     return out / "results.md"
@@ -85,3 +120,20 @@ def plot(summary: list[dict[str, Any]], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def merge_runs(out: Path, runs: list[Path]) -> Path:
+    """One report over several bench folders that split the passages (e.g. ``--offset 0 --limit 30`` and
+    ``--offset 30 --limit 20`` run side by side); each must have finished (its ``results.json``)."""
+    results = [json.loads((run / "results.json").read_text()) for run in runs]
+    conditions = list(dict.fromkeys(row["condition"] for result in results for row in result["summary"]))
+    records = [record for result in results for record in result["records"]]
+    config = {"merged": [str(run) for run in runs], "runs": [result["config"] for result in results]}
+    out.mkdir(parents=True, exist_ok=True)
+    return write_report(out, conditions, records, config, sum(result["wall_seconds"] for result in results))
+
+
+if __name__ == "__main__":  # python -m seal.knowledge_report OUT RUN [RUN ...]
+    import sys
+
+    print(merge_runs(Path(sys.argv[1]), [Path(arg) for arg in sys.argv[2:]]).read_text())

@@ -9,7 +9,7 @@ import pytest
 from protocol.messages import TrainSettings
 from seal.knowledge_bench import run_knowledge_bench
 from seal.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, KnowledgeBenchConfig
-from seal.knowledge_report import markdown_table, summarise
+from seal.knowledge_report import markdown_table, merge_runs, paired_gains, summarise
 from teacher.backends import TransformersTeacher
 from teacher.sft import SFTSettings, train_teacher_adapter
 
@@ -127,3 +127,25 @@ def test_llm_judge_grades_every_answer_and_counts_what_it_could_not(tiny_model_d
     assert sum(r["judge"] is None for r in results["records"]) == 1
     assert sum(row["judge_failed"] for row in results["summary"]) == 1, "a refusal is a failed judgement, not wrong"
     assert "| LLM judge | judge failed |" in table.read_text()
+
+
+def test_paired_gains_compare_the_same_questions():
+    rows = [("base", "c", "q1", 0.0, -5.0), ("base", "c", "q2", 0.0, -3.0), ("edit", "c", "q1", 0.5, -4.0)]
+    records = [{"condition": c, "context_id": x, "question": q, "f1": f, "loglik": ll} for c, x, q, f, ll in rows]
+    [gain] = paired_gains(["base", "edit"], records, "base")
+    assert gain["n_questions"] == 1, "q2 has no 'edit' record to pair with"
+    assert gain["loglik"]["mean"] == 1.0 and gain["f1"]["mean"] == 0.5
+    assert paired_gains(["base", "edit"], records, "edit") == [], "earlier conditions are not compared again"
+
+
+def test_runs_that_split_the_passages_merge_into_one_report(tiny_model_dir, data_file, tmp_path):
+    first = _config(tiny_model_dir, data_file, tmp_path, limit=1, out=tmp_path / "a")
+    second = _config(tiny_model_dir, data_file, tmp_path, offset=1, limit=1, out=tmp_path / "b")
+    run_knowledge_bench(first)
+    run_knowledge_bench(second)
+    merge_runs(tmp_path / "merged", [first.out, second.out])
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    counts = {row["condition"]: row["n_questions"] for row in merged["summary"]}
+    assert counts[NO_ADAPTATION] == counts[PASSAGE_ONLY] == 3, "2 questions from one run, 1 from the other"
+    assert counts[RECORDED] == 2, "only the first run's passage has recorded completions"
+    assert len({r["context_id"] for r in merged["records"]}) == 2
