@@ -96,25 +96,35 @@ def write_report(out: Path, conditions: list[str], records: list[dict], config: 
     (out / "results.md").write_text(text)
     payload = {"config": config, "wall_seconds": wall_s, "summary": summary, "paired_gains": gains, "records": records}
     (out / "results.json").write_text(json.dumps(payload, indent=1))
-    plot(summary, out / "results.png")
+    plot(summary, gains, out / "results.png")
     return out / "results.md"
 
 
-def plot(summary: list[dict[str, Any]], path: Path) -> None:
-    """One panel per metric: a bar per condition with its 95% CI (teacher versions in round order)."""
+def plot(summary: list[dict[str, Any]], gains: list[dict[str, Any]], path: Path) -> None:
+    """Exact match and F1 per condition, and each condition's paired log-likelihood gain over no adaptation.
+
+    Bars carry 95% CIs; teacher versions appear in round order (v0, v1, ...), so the last panel also reads
+    as the gain by ReST^EM round.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a server
     import matplotlib.pyplot as plt
 
-    names = [row["condition"] for row in summary]
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4.5))
-    for ax, (key, label) in zip(axes, METRICS, strict=True):
-        means = [row[key]["mean"] for row in summary]
-        errors = [row[key]["ci95"] for row in summary]
-        ax.bar(range(len(names)), means, yerr=errors, capsize=4, color="#4C72B0")
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
-        ax.set_title(label)
+    panels = [
+        ("exact match", [(r["condition"], r["exact_match"]) for r in summary]),
+        ("F1", [(r["condition"], r["f1"]) for r in summary]),
+        (
+            "gold log-lik gain over no adaptation\n(nats/token, paired by question)",
+            [(g["condition"], g["loglik"]) for g in gains if g["reference"] == "no adaptation"],
+        ),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.8))
+    for ax, (title, bars) in zip(axes, panels, strict=True):
+        names = [name for name, _ in bars]
+        ax.bar(range(len(bars)), [v["mean"] for _, v in bars], yerr=[v["ci95"] for _, v in bars], capsize=4)
+        ax.set_xticks(range(len(bars)), names, rotation=30, ha="right")
+        ax.set_title(title)
     n = summary[0]["n_questions"] if summary else 0
     fig.suptitle(f"seal bench knowledge: closed-book scores after the update ({n} questions, 95% CI)")
     fig.tight_layout()
