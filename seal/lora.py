@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,3 +124,11 @@ def finish_adapter_config(folder: Path, base_model: str) -> None:
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
+def save_portable(peft_model: PeftModel, base_model: str, prefix: str) -> Path:
+    """Save ``peft_model``'s adapter into a new temporary folder, with a portable config (see below)."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    peft_model.save_pretrained(folder)
+    finish_adapter_config(folder, base_model)
+    return folder

@@ -31,6 +31,7 @@ from safetensors.torch import save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from protocol.messages import TrainJob, TrainSettings
+from seal.lora import finish_adapter_config
 from seal.stacked_lora import (
     LoRAWeights,
     Routing,
@@ -46,7 +47,6 @@ from student.training import (
     TrainedAdapter,
     collate,
     epoch_means,
-    finish_adapter_config,
     lora_config,
     tokenize_texts,
     training_schedule,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 import re
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from protocol.messages import TrainJob, TrainSettings
-from seal.lora import finish_adapter_config
+from seal.lora import save_portable
 
 IGNORE_INDEX = -100
 _LIST_MARKER = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
@@ -123,9 +122,7 @@ def train_adapter(
     peft_model = get_peft_model(model, lora_config(settings, base_model))
     try:
         losses, steps = _fit(peft_model, sequences, settings, tokenizer.pad_token_id)
-        folder = Path(tempfile.mkdtemp(prefix="seal-adapter-"))
-        peft_model.save_pretrained(folder)
-        finish_adapter_config(folder, base_model)
+        folder = save_portable(peft_model, base_model, "seal-adapter-")
     finally:
         peft_model.unload()  # drop the LoRA layers: the base model is shared by every job
     return TrainedAdapter(folder, settings, len(sequences), steps, losses, time.perf_counter() - started)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from peft import LoraConfig, get_peft_model
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from seal.lora import finish_adapter_config
+from seal.lora import save_portable
 from teacher.prompts import as_chat
 
 IGNORE_INDEX = -100
@@ -94,9 +93,7 @@ def train_teacher_adapter(
     peft_model = get_peft_model(model, config)
     try:
         losses, steps = _fit(peft_model, examples, settings, tokenizer.pad_token_id)
-        folder = Path(tempfile.mkdtemp(prefix="seal-teacher-"))
-        peft_model.save_pretrained(folder)
-        finish_adapter_config(folder, base_model)
+        folder = save_portable(peft_model, base_model, "seal-teacher-")
     finally:
         peft_model.unload()
     return SFTResult(folder, losses, steps, time.perf_counter() - started)
