@@ -43,6 +43,7 @@ from seal.lora import adapters_loaded
 from student.config import StudentConfig
 from student.service import Student
 from teacher.proposer import passage_only, self_edit_id
+from teacher.restem import BASE_VERSION, TeacherVersion, VersionBook, serve
 
 
 def run_knowledge_bench(config: KnowledgeBenchConfig, console: Console | None = None) -> Path:
@@ -80,8 +81,9 @@ def collect_self_edits(config: KnowledgeBenchConfig, contexts: list[Context]) ->
             done.setdefault(row["condition"], {})[row["context_id"]] = SelfEdit.model_validate(row["self_edit"])
     sources = [(PASSAGE_ONLY, lambda missing: [passage_only(c, "none") for c in missing])]
     shared: dict[str, object] = {}  # one teacher model for every version: each serves its adapter in turn
-    for label, version in teacher_versions(config):
-        sources.append((f"teacher {label}", _teacher_source(config, version, label, shared)))
+    book, versions = teacher_versions(config)
+    for version in versions:
+        sources.append((f"teacher {version.version}", _teacher_source(config, version, book, shared)))
     recorded = load_recorded_self_edits(config.data, config.limit, config.offset)
     if recorded:
         sources.insert(2, (RECORDED, lambda missing: [_recorded(c, recorded, config) for c in missing]))
@@ -103,36 +105,33 @@ def collect_self_edits(config: KnowledgeBenchConfig, contexts: list[Context]) ->
     return out
 
 
-def teacher_versions(config: KnowledgeBenchConfig) -> list[tuple[str, dict | None]]:
-    """("v0", None) for the untrained teacher, then each version of ``config.teacher_run`` that changed it."""
-    versions: list[tuple[str, dict | None]] = [("v0", None)]
-    if config.teacher_run is not None:
-        book = config.teacher_run / "teacher" / "versions.json"
-        if not book.exists():
-            raise FileNotFoundError(f"{book} does not exist: is {config.teacher_run} a `seal train-teacher` run?")
-        versions += [(v["version"], v) for v in json.loads(book.read_text())]
-    return versions
+def teacher_versions(config: KnowledgeBenchConfig) -> tuple[VersionBook | None, list[TeacherVersion]]:
+    """The untrained teacher (v0), then each version of ``config.teacher_run``, and that run's version book."""
+    if config.teacher_run is None:
+        return None, [BASE_VERSION]
+    if not (config.teacher_run / "teacher" / "versions.json").exists():
+        raise FileNotFoundError(f"{config.teacher_run} has no teacher/versions.json: is it a `seal train-teacher` run?")
+    book = VersionBook(config.teacher_run)
+    return book, book.versions
 
 
-def _teacher_source(config: KnowledgeBenchConfig, version: dict | None, label: str, shared: dict[str, object]):
+def _teacher_source(
+    config: KnowledgeBenchConfig, version: TeacherVersion, book: VersionBook | None, shared: dict[str, object]
+):
     """A function from contexts to one self-edit each, sampled by the teacher at ``version``."""
     from teacher.backend_spec import build_backend
     from teacher.config import TeacherConfig
-    from teacher.exemplars import ExemplarBank
     from teacher.proposer import propose
 
     def make(contexts: list[Context]) -> list[SelfEdit]:
         if "backend" not in shared:  # built on first use: a finished condition never loads a model
             shared["backend"] = build_backend(TeacherConfig(model=config.teacher or config.model, device=config.device))
         backend = shared["backend"]
-        kind = version["kind"] if version is not None else "base"
-        if kind == "lora":
-            backend.serve_version(version["artifact"])
-        elif hasattr(backend, "serve_base"):
-            backend.serve_base()
-        bank = ExemplarBank.load(version["artifact"]) if kind == "exemplars" else None
-        rows = propose(backend, contexts, 1, config.format, config.sampling, label, bank)
-        return [row[0] if row else passage_only(c, label) for c, row in zip(contexts, rows, strict=True)]
+        if book is not None:
+            serve(backend, version, book)
+        bank = book.bank(version) if book is not None else None
+        rows = propose(backend, contexts, 1, config.format, config.sampling, version.version, bank)
+        return [row[0] if row else passage_only(c, version.version) for c, row in zip(contexts, rows, strict=True)]
 
     return make
 

@@ -129,6 +129,23 @@ class VersionBook:
         """The version round ``round_index``'s M-step made, if it is done."""
         return next((v for v in self.versions if v.round == round_index), None)
 
+    def artifact_path(self, version: TeacherVersion) -> Path | None:
+        """Where ``version``'s artifact is in this run folder (None for the base), found by its content hash.
+
+        Not the path recorded when it was made, so a run folder can be moved or read from another directory;
+        an adapter is checked against its hash on the way.
+        """
+        if version.artifact_sha256 is None:
+            return None
+        if version.kind == "lora":
+            return self.store.path(version.artifact_sha256)
+        return self.folder / "exemplars" / f"{version.artifact_sha256}.json"
+
+    def bank(self, version: TeacherVersion) -> ExemplarBank | None:
+        """The exemplar bank of an API teacher's version; None for other versions."""
+        path = self.artifact_path(version) if version.kind == "exemplars" else None
+        return ExemplarBank.load(path) if path is not None else None
+
     def add(self, version: TeacherVersion) -> None:
         self.versions.append(version)
         tmp = self.path.with_suffix(".tmp")
@@ -136,10 +153,10 @@ class VersionBook:
         os.replace(tmp, self.path)
 
 
-def serve(backend: Any, version: TeacherVersion) -> None:
+def serve(backend: Any, version: TeacherVersion, book: VersionBook) -> None:
     """Make ``backend`` sample as ``version`` (LoRA versions; exemplar banks are applied by the prompt)."""
     if version.kind == "lora":
-        backend.serve_version(version.artifact)
+        backend.serve_version(book.artifact_path(version))
     elif hasattr(backend, "serve_base"):
         backend.serve_base()
 
@@ -244,8 +261,8 @@ def run_restem(
     for r in range(config.restem.rounds):
         version = book.made_in(r - 1)  # v0 for round 0; the previous round's M-step made the others
         assert version is not None, "rounds run in order, so the previous round's version exists"
-        serve(backend, version)
-        bank = ExemplarBank.load(version.artifact) if version.kind == "exemplars" and version.artifact else None
+        serve(backend, version, book)
+        bank = book.bank(version)
 
         def propose_for(context: Context, version: TeacherVersion = version, bank: ExemplarBank | None = bank):
             return propose(backend, [context], config.k, config.format, config.sampling, version.version, bank)[0]
@@ -297,8 +314,7 @@ def _m_step(
     if hasattr(backend, "serve_version"):
         version, request = train_lora_version(backend, kept, round_index, book, config.restem.sft)
     else:
-        bank = ExemplarBank.load(previous.artifact) if previous.kind == "exemplars" and previous.artifact else None
-        version, request = build_exemplar_version(backend, kept, round_index, book, bank)
+        version, request = build_exemplar_version(backend, kept, round_index, book, book.bank(previous))
     version = record(auditor, version, request, config.judge_timeout_s)
     book.add(version)
     log.info(

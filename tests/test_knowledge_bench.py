@@ -11,6 +11,7 @@ from seal.knowledge_bench import run_knowledge_bench
 from seal.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, KnowledgeBenchConfig
 from seal.knowledge_report import markdown_table, merge_runs, paired_gains, summarise
 from teacher.backends import TransformersTeacher
+from teacher.restem import TeacherVersion, VersionBook
 from teacher.sft import SFTSettings, train_teacher_adapter
 
 PASSAGES = [
@@ -44,11 +45,10 @@ def teacher_run(tmp_path, tiny_model_dir):
     teacher = TransformersTeacher(tiny_model_dir, device="cpu")
     pairs = [("Write implications.", "A fact.\nAnother fact.")]
     result = train_teacher_adapter(teacher.base_model, teacher.tokenizer, pairs, tiny_model_dir, SFTSettings(rank=4))
-    run = tmp_path / "restem"
-    (run / "teacher").mkdir(parents=True)
-    version = {"version": "v1", "round": 0, "kind": "lora", "artifact": str(result.folder), "artifact_sha256": None}
-    (run / "teacher" / "versions.json").write_text(json.dumps([version | {"examples": 1, "losses": [1.0]}]))
-    return run
+    book = VersionBook(tmp_path / "restem")
+    ref = book.store.put_adapter(result.folder, tiny_model_dir, {})
+    book.add(TeacherVersion("v1", 0, "lora", ref.uri, ref.adapter_id, None, 1, (1.0,)))
+    return tmp_path / "restem"
 
 
 def _config(tiny_model_dir, data_file, tmp_path, **overrides) -> KnowledgeBenchConfig:
@@ -89,7 +89,8 @@ def test_a_condition_added_later_is_scored_without_redoing_the_others(tiny_model
     config = _config(tiny_model_dir, data_file, tmp_path)
     run_knowledge_bench(config)
     first = (config.out / "records.jsonl").read_text()
-    run_knowledge_bench(config.model_copy(update={"teacher_run": teacher_run}))
+    moved = teacher_run.rename(tmp_path / "moved-run")  # versions are found by content hash, not recorded path
+    run_knowledge_bench(config.model_copy(update={"teacher_run": moved}))
     after = (config.out / "records.jsonl").read_text()
     assert after.startswith(first)
     added = [json.loads(line) for line in after[len(first) :].splitlines()]

@@ -259,10 +259,11 @@ def test_restem_m_step_makes_a_version_the_vllm_teacher_serves(vllm_model_dir, v
     edit = SELF_EDIT_FOR_VLLM.model_copy(update={"prompt": prompt, "text": target})
     kept = [Kept(Context(context_id="c1", text="Ostrevane lies on a river."), edit, 0.5, ["ab" * 32], "cd" * 32)]
     settings = SFTSettings(rank=8, alpha=16, learning_rate=1e-2, epochs=12, batch_size=1)
-    version, request = train_lora_version(teacher, kept, 0, VersionBook(tmp_path), settings)
+    book = VersionBook(tmp_path)
+    version, request = train_lora_version(teacher, kept, 0, book, settings)
     assert request.kind == "lora" and request.artifact_sha256 == version.artifact_sha256
     assert request.examples[0].self_edit_id == edit.self_edit_id
-    serve(teacher, version)
+    serve(teacher, version, book)
     after = teacher.sample([prompt], 1, greedy)[0][0]
     assert after != before and target.startswith(after[:6]), (before, after)
     teacher.serve_base()
