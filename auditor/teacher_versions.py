@@ -2,9 +2,11 @@
 
 A teacher version (a LoRA from ReST^EM's M-step, or an API teacher's exemplar
 bank) is only as trustworthy as the rewards that chose its training data, so
-every example must cite verdicts this auditor signed into its ledger, for that
-very self-edit, whose mean reward is the one claimed. A version is recorded
-once: asking again with the same artifact and data returns the first entry.
+every example must cite all the verdicts this auditor wrote into its ledger for
+that very self-edit (accepted, unvetoed, mean reward as claimed and above 0), and
+``data_sha256`` must be the hash of those self-edits' prompts and texts as the
+verdicts recorded them. A version is recorded once: asking again with the same
+artifact and data returns the first entry.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from protocol.artifacts import pairs_sha256
 from protocol.codec import ProtocolError
 from protocol.messages import RecordTeacherVersion, TeacherVersionRecorded, TrainingExample
 from seal.ledger import Ledger
@@ -30,27 +33,57 @@ def record_teacher_version(ledger: Ledger, request: RecordTeacherVersion) -> Tea
         ):
             return TeacherVersionRecorded(ledger_entry=earlier["hash"])
     verdicts = {e["hash"]: e["record"] for e in entries if e["kind"] == "verdict"}
-    for index, example in enumerate(request.examples):
-        problem = _example_problem(example, verdicts)
-        if problem:
-            raise ProtocolError("refused", f"examples.{index}: {problem}", f"examples.{index}")
+    problem = _request_problem(request, verdicts)
+    if problem:
+        raise ProtocolError("refused", problem[1], problem[0])
     entry = ledger.append("teacher_version", request.model_dump(mode="json", exclude={"type"}))
     return TeacherVersionRecorded(ledger_entry=entry)
 
 
+def _request_problem(request: RecordTeacherVersion, verdicts: dict[str, dict[str, Any]]) -> tuple[str, str] | None:
+    """(field, why) for the first claim the ledger does not back, or None."""
+    if not request.examples:
+        return "examples", "a teacher version needs at least one rewarded example"
+    edit_ids = [e.self_edit_id for e in request.examples]
+    if len(set(edit_ids)) != len(edit_ids):
+        return "examples", "a self-edit appears twice"
+    pairs = []
+    for index, example in enumerate(request.examples):
+        problem = _example_problem(example, verdicts)
+        if problem:
+            return f"examples.{index}", f"examples.{index}: {problem}"
+        edit = verdicts[example.verdict_entries[0]]["self_edit"]
+        pairs.append((edit["prompt"], edit["text"]))
+    if pairs_sha256(pairs) != request.data_sha256:
+        return "data_sha256", "data_sha256 is not the hash of the rewarded self-edits the examples cite"
+    return None
+
+
 def _example_problem(example: TrainingExample, verdicts: dict[str, dict[str, Any]]) -> str | None:
-    rewards = []
-    for entry in example.verdict_entries:
-        record = verdicts.get(entry)
-        if record is None:
-            return f"verdict {entry[:12]} is not in this auditor's ledger"
-        verdict = record["verdict"]
-        if verdict["self_edit_id"] != example.self_edit_id or verdict["context_id"] != example.context_id:
-            return f"verdict {entry[:12]} is about another self-edit"
-        if verdict["vetoes"]:
-            return f"verdict {entry[:12]} carries a veto: a vetoed self-edit cannot teach the teacher"
-        rewards.append(verdict["reward"])
-    mean = sum(rewards) / len(rewards)
+    cited = example.verdict_entries
+    if len(set(cited)) != len(cited):
+        return "a verdict is cited twice"
+    missing = [entry for entry in cited if entry not in verdicts]
+    if missing:
+        return f"verdict {missing[0][:12]} is not in this auditor's ledger"
+    own = {
+        entry
+        for entry, record in verdicts.items()
+        if (record["verdict"]["self_edit_id"], record["verdict"]["context_id"])
+        == (example.self_edit_id, example.context_id)
+    }
+    if not set(cited) <= own:
+        return "a cited verdict is about another self-edit"
+    if set(cited) != own:
+        return f"cites {len(cited)} of the {len(own)} verdicts on this self-edit: all of them count"
+    judged = [verdicts[entry]["verdict"] for entry in cited]
+    if any(v["vetoes"] for v in judged):
+        return "a verdict carries a veto: a vetoed self-edit cannot teach the teacher"
+    if not all(v["accepted"] for v in judged):
+        return "a verdict rejected this self-edit (e.g. retention): it cannot teach the teacher"
+    mean = sum(v["reward"] for v in judged) / len(judged)
     if not math.isclose(mean, example.reward, rel_tol=0, abs_tol=REWARD_TOLERANCE):
         return f"claimed reward {example.reward:.6f} but the verdicts give {mean:.6f}"
+    if mean <= 0:
+        return "the self-edit did not beat the unadapted student"
     return None

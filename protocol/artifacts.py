@@ -23,6 +23,16 @@ HASHED_FILES = ("adapter_config.json", "adapter_model.safetensors")
 PROVENANCE_FILE = "provenance.json"
 
 
+def pairs_sha256(pairs: list[tuple[str, str]]) -> str:
+    """sha256 of (prompt, completion) pairs as canonical JSON: names the exact data a teacher version was trained on.
+
+    The teacher computes it for what it trained on; the auditor recomputes it from the self-edits its own
+    verdicts hold, so the two must agree on this one definition.
+    """
+    canonical = json.dumps([list(pair) for pair in pairs], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
 class ArtifactError(Exception):
     """An adapter that is missing, incomplete or does not match its id."""
 

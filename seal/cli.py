@@ -154,8 +154,10 @@ def _dispatch(args: argparse.Namespace) -> int | None:
 
 def _demo(args: argparse.Namespace) -> int:
     extra = {
-        "student": ["--train.epochs", str(args.epochs)] if args.epochs else [],
-        "auditor": ["--max-retention-drop", str(args.max_retention_drop)] if args.max_retention_drop else [],
+        "student": ["--train.epochs", str(args.epochs)] if args.epochs is not None else [],
+        "auditor": ["--max-retention-drop", str(args.max_retention_drop)]
+        if args.max_retention_drop is not None
+        else [],
     }
     return _three_roles(args, "demo", args.min_gain, extra)
 
@@ -163,8 +165,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _train_teacher(args: argparse.Namespace) -> int:
     teacher = ["--restem.rounds", str(args.rounds), "--restem.repeats", str(args.repeats)]
     teacher += ["--restem.min-reward", str(args.min_reward)]
-    teacher += ["--restem.sft.epochs", str(args.sft_epochs)] if args.sft_epochs else []
-    student = ["--train.epochs", str(args.epochs)] if args.epochs else []
+    teacher += ["--restem.sft.epochs", str(args.sft_epochs)] if args.sft_epochs is not None else []
+    student = ["--train.epochs", str(args.epochs)] if args.epochs is not None else []
     return _three_roles(args, "train-teacher", 0.0, {"teacher": teacher, "student": student})
 
 

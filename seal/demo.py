@@ -46,7 +46,7 @@ def role_commands(opts: DemoOptions, student_ep: str, auditor_ep: str) -> dict[s
     store, ledger = str(opts.run_dir / "store"), str(opts.run_dir / "ledger.jsonl")
     keys = ["--keys", str(opts.run_dir / "keys")]
     data = ["--data", str(opts.data)] if opts.data else []
-    limit = ["--limit", str(opts.limit)] if opts.limit else []
+    limit = ["--limit", str(opts.limit)] if opts.limit is not None else []
     base_url = ["--base-url", opts.teacher_base_url] if opts.teacher_base_url else []
     common = ["--device", opts.device, *keys]
     commands = {

@@ -36,7 +36,8 @@ def summarise(conditions: list[str], records: list[dict]) -> list[dict[str, Any]
             graded = [float(r["judge"]) for r in mine if r.get("judge") is not None]
             mean, half = mean_ci95(graded) if graded else (float("nan"), float("nan"))
             row["judge"] = {"mean": mean, "ci95": half, "graded": len(graded)}
-            row["judge_failed"] = len(mine) - len(graded)
+            row["judge_failed"] = sum("judge" in r and r["judge"] is None for r in mine)
+            row["judge_not_asked"] = sum("judge" not in r for r in mine)  # scored before --judge was given
         rows.append(row)
     return rows
 

@@ -67,7 +67,8 @@ class LLMJudge:
                 log.warning("judge %s failed on %d answers: %s", self.backend.model_id, len(prompts), exc)
                 out += [Judgement(None, f"error: {exc}") for _ in prompts]
                 continue
-            for row in rows:
+            rows = rows + [[]] * (len(prompts) - len(rows))  # a backend that answered fewer: those failed
+            for row in rows[: len(prompts)]:
                 completion = row[0] if row else None
                 if completion is None or completion.refusal is not None:
                     out.append(Judgement(None, completion.refusal if completion else "no completion"))

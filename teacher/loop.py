@@ -137,6 +137,7 @@ def run_pass(
     run_dir.mkdir(parents=True, exist_ok=True)
     results = run_dir / "results.jsonl"
     done = load_outcomes(results)
+    _end_with_newline(results)  # a torn last line must not swallow the next record
     with _progress() as progress, results.open("a") as sink:
         task = progress.add_task("contexts", total=len(contexts), completed=sum(c.context_id in done for c in contexts))
         for context in contexts:
@@ -160,3 +161,12 @@ def _progress() -> Progress:
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
+
+
+def _end_with_newline(path: Path) -> None:
+    """Terminate a torn last line (a write cut short), so appended records start on their own line."""
+    if path.exists() and path.stat().st_size:
+        with path.open("rb+") as handle:
+            handle.seek(-1, 2)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from protocol.artifacts import ArtifactStore
+from protocol.artifacts import ArtifactStore, pairs_sha256
 from protocol.messages import (
     Context,
     DescribeStudent,
@@ -39,7 +39,7 @@ from protocol.messages import (
 from teacher.exemplars import Exemplar, ExemplarBank
 from teacher.loop import Link, Outcome, run_pass
 from teacher.proposer import propose
-from teacher.sft import SFTSettings, pairs_sha256, train_teacher_adapter
+from teacher.sft import SFTSettings, train_teacher_adapter
 
 if TYPE_CHECKING:
     from teacher.config import TeacherConfig
@@ -84,14 +84,18 @@ BASE_VERSION = TeacherVersion("v0", -1, "base", None)
 
 
 def mean_rewards(outcome: Outcome) -> dict[str, tuple[float, list[Verdict]]]:
-    """Per self-edit id: the mean reward over its verdicts, and the verdicts; vetoed self-edits are left out."""
+    """Per self-edit id: the mean reward over its verdicts, and the verdicts.
+
+    Only self-edits the auditor accepted every time count: a vetoed one, or one that cost retention, must not
+    teach the teacher, however large its gain.
+    """
     grouped: dict[str, list[Verdict]] = {}
     for verdict in outcome.verdicts:
         grouped.setdefault(verdict.self_edit_id, []).append(verdict)
     return {
         edit_id: (sum(v.reward for v in verdicts) / len(verdicts), verdicts)
         for edit_id, verdicts in grouped.items()
-        if not any(v.vetoes for v in verdicts) and all(v.ledger_entry for v in verdicts)
+        if all(v.accepted and not v.vetoes and v.ledger_entry for v in verdicts)
     }
 
 

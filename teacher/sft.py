@@ -10,8 +10,6 @@ ReST^EM (no drift from stacking versions).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -52,11 +50,6 @@ class SFTResult:
     losses: list[float]  # mean completion loss per epoch
     steps: int
     seconds: float
-
-
-def pairs_sha256(pairs: list[tuple[str, str]]) -> str:
-    """sha256 of the training pairs as canonical JSON: names the exact data a version was trained on."""
-    return hashlib.sha256(json.dumps(pairs, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
 
 
 def tokenize_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str, max_length: int) -> dict:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from auditor.teacher_versions import record_teacher_version
+from protocol.artifacts import pairs_sha256
 from protocol.codec import ProtocolError
 from protocol.messages import Context, RecordTeacherVersion, SamplingSettings, TrainingExample, Veto
 from seal.datasets import DEMO_DOCUMENTS
@@ -15,7 +16,7 @@ from seal.ledger import Ledger, verify_ledger
 from teacher.backends import TransformersTeacher
 from teacher.loop import Outcome
 from teacher.restem import select_kept
-from teacher.sft import IGNORE_INDEX, SFTSettings, pairs_sha256, tokenize_pair, train_teacher_adapter
+from teacher.sft import IGNORE_INDEX, SFTSettings, tokenize_pair, train_teacher_adapter
 from tests.examples import SELF_EDIT, VERDICT
 from tests.test_end_to_end import _seal
 
@@ -111,22 +112,27 @@ def test_fine_tuned_version_prefers_its_training_completions(tiny_model_dir):
 
 
 def _ledger_with_verdicts(tmp_path):
+    """e1 judged twice (0.4, 0.6), e2 vetoed, e3 rejected for retention; each record holds its self-edit."""
     ledger = Ledger(tmp_path / "ledger.jsonl")
     entries = []
-    for edit_id, reward, vetoes in [("e1", 0.4, []), ("e1", 0.6, []), ("e2", 1.0, [{"reviewer": "r", "reason": "x"}])]:
-        verdict = _verdict(edit_id, reward, "").model_dump(mode="json") | {"vetoes": vetoes}
-        entries.append(ledger.append("verdict", {"adapter_id": "ab" * 32, "verdict": verdict}))
+    judged = [("e1", 0.4, [], True), ("e1", 0.6, [], True), ("e2", 1.0, [{"reviewer": "r", "reason": "x"}], False),
+              ("e3", 0.8, [], False)]  # fmt: skip
+    for edit_id, reward, vetoes, accepted in judged:
+        verdict = _verdict(edit_id, reward, "").model_dump(mode="json") | {"vetoes": vetoes, "accepted": accepted}
+        record = {"adapter_id": "ab" * 32, "verdict": verdict, "self_edit": _edit(edit_id).model_dump(mode="json")}
+        entries.append(ledger.append("verdict", record))
     return ledger, entries
 
 
-def _request(examples: list[TrainingExample]) -> RecordTeacherVersion:
+def _request(examples: list[TrainingExample], data_sha256: str | None = None) -> RecordTeacherVersion:
+    pairs = [(_edit(e.self_edit_id).prompt, _edit(e.self_edit_id).text) for e in examples]
     return RecordTeacherVersion(
         version="v1",
         round=0,
         kind="lora",
         teacher_model="tiny",
         artifact_sha256="cd" * 32,
-        data_sha256=pairs_sha256([("p", "c")]),
+        data_sha256=data_sha256 or pairs_sha256(pairs),
         examples=examples,
     )
 
@@ -146,9 +152,12 @@ def test_auditor_records_a_version_whose_rewards_match_its_verdicts_once(tmp_pat
     ("example", "problem"),
     [
         (dict(self_edit_id="e1", reward=0.9, verdict_entries=[0, 1]), "claimed reward"),
-        (dict(self_edit_id="e1", reward=0.5, verdict_entries=["f" * 64]), "not in this auditor's ledger"),
+        (dict(self_edit_id="e1", reward=0.4, verdict_entries=[0]), "cites 1 of the 2 verdicts"),
+        (dict(self_edit_id="e1", reward=0.4, verdict_entries=[0, 0]), "cited twice"),
+        (dict(self_edit_id="e1", reward=0.5, verdict_entries=[0, "f" * 64]), "not in this auditor's ledger"),
         (dict(self_edit_id="e9", reward=0.4, verdict_entries=[0]), "another self-edit"),
         (dict(self_edit_id="e2", reward=1.0, verdict_entries=[2]), "veto"),
+        (dict(self_edit_id="e3", reward=0.8, verdict_entries=[3]), "rejected"),
     ],
 )
 def test_auditor_refuses_claims_its_ledger_does_not_back(tmp_path, example, problem):
@@ -159,6 +168,16 @@ def test_auditor_refuses_claims_its_ledger_does_not_back(tmp_path, example, prob
     with pytest.raises(ProtocolError, match=problem):
         record_teacher_version(ledger, request)
     assert ledger.count == before
+
+
+def test_auditor_refuses_a_version_trained_on_other_data_than_it_rewarded(tmp_path):
+    ledger, entries = _ledger_with_verdicts(tmp_path)
+    example = TrainingExample(context_id="c1", self_edit_id="e1", reward=0.5, verdict_entries=entries[:2])
+    swapped = _request([example], data_sha256=pairs_sha256([(SELF_EDIT.prompt, "text the auditor never judged")]))
+    with pytest.raises(ProtocolError, match="data_sha256"):
+        record_teacher_version(ledger, swapped)
+    with pytest.raises(ProtocolError, match="at least one"):
+        record_teacher_version(ledger, _request([]))
 
 
 # --------------------------------------------------------------------------- rounds, end to end
