@@ -7,6 +7,7 @@ Every figure is a mean over questions with its 95% confidence interval
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,9 @@ def markdown_table(summary: list[dict[str, Any]]) -> str:
 def paired_gains(conditions: list[str], records: list[dict], reference: str) -> list[dict[str, Any]]:
     """Per condition after ``reference``: the mean per-question difference from it, with its 95% CI.
 
-    Pairing removes the spread between questions, which dominates the unpaired intervals.
+    Pairing removes the spread between questions, which dominates the unpaired intervals. ``ci95`` treats
+    questions as independent; ``ci95_by_passage`` is over per-passage mean differences, the honest interval
+    when a passage's questions share one adapter (single-passage mode).
     """
     by_key = {(r["condition"], r["context_id"], r["question"]): r for r in records}
     rows = []
@@ -70,20 +73,36 @@ def paired_gains(conditions: list[str], records: list[dict], reference: str) -> 
         ]
         if not pairs or conditions.index(condition) <= conditions.index(reference):
             continue  # each pair once, the later condition against the earlier reference
-        row: dict[str, Any] = {"condition": condition, "reference": reference, "n_questions": len(pairs)}
+        passages = sorted({mine["context_id"] for mine, _ in pairs})
+        row: dict[str, Any] = {
+            "condition": condition,
+            "reference": reference,
+            "n_questions": len(pairs),
+            "n_passages": len(passages),
+        }
         for key in ("f1", "loglik"):
             mean, half = mean_ci95([mine[key] - ref[key] for mine, ref in pairs])
-            row[key] = {"mean": mean, "ci95": half}
+            per_passage = [
+                statistics.fmean(mine[key] - ref[key] for mine, ref in pairs if mine["context_id"] == passage)
+                for passage in passages
+            ]
+            _, passage_half = mean_ci95(per_passage)
+            row[key] = {"mean": mean, "ci95": half, "ci95_by_passage": passage_half}
         rows.append(row)
     return rows
 
 
 def gains_table(gains: list[dict[str, Any]]) -> str:
     """Paired gains as a markdown table."""
-    lines = ["| condition | vs | n | Δ F1 | Δ gold log-lik |", "|---|---|---|---|---|"]
+    lines = [
+        "| condition | vs | questions / passages | Δ F1 | Δ gold log-lik | Δ gold log-lik, CI by passage |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in gains:
         cells = [f"{row[key]['mean']:+.3f} ± {row[key]['ci95']:.3f}" for key in ("f1", "loglik")]
-        lines.append(f"| {row['condition']} | {row['reference']} | {row['n_questions']} | " + " | ".join(cells) + " |")
+        cells.append(f"{row['loglik']['mean']:+.3f} ± {row['loglik']['ci95_by_passage']:.3f}")
+        head = f"| {row['condition']} | {row['reference']} | {row['n_questions']} / {row['n_passages']} | "
+        lines.append(head + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -135,7 +135,8 @@ def test_paired_gains_compare_the_same_questions():
     records = [{"condition": c, "context_id": x, "question": q, "f1": f, "loglik": ll} for c, x, q, f, ll in rows]
     [gain] = paired_gains(["base", "edit"], records, "base")
     assert gain["n_questions"] == 1, "q2 has no 'edit' record to pair with"
-    assert gain["loglik"]["mean"] == 1.0 and gain["f1"]["mean"] == 0.5
+    assert gain["loglik"]["mean"] == 1.0 and gain["f1"]["mean"] == 0.5 and gain["n_passages"] == 1
+    assert gain["loglik"]["ci95_by_passage"] == 0.0, "one passage: no spread to estimate"
     assert paired_gains(["base", "edit"], records, "edit") == [], "earlier conditions are not compared again"
 
 
