@@ -17,6 +17,7 @@ per-question records are appended as they are made, so an interrupted run resume
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -35,6 +36,7 @@ from protocol.messages import (
     SelfEdit,
     TrainJob,
 )
+from seal.cli_config import ConfigError
 from seal.datasets import QAItem, load_contexts, load_questions, load_recorded_self_edits
 from seal.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, KnowledgeBenchConfig
 from seal.knowledge_report import write_report
@@ -51,6 +53,7 @@ def run_knowledge_bench(config: KnowledgeBenchConfig, console: Console | None = 
     console = console or Console()
     started = time.perf_counter()
     config.out.mkdir(parents=True, exist_ok=True)
+    _check_resumable(config)
     (config.out / "config.json").write_text(config.model_dump_json(indent=1))
     contexts = load_contexts(config.data, config.limit, config.offset)
     questions = load_questions(config.data, config.limit, config.offset)
@@ -76,8 +79,9 @@ def collect_self_edits(config: KnowledgeBenchConfig, contexts: list[Context]) ->
     path = config.out / "self_edits.jsonl"
     done: dict[str, dict[str, SelfEdit]] = {}
     if path.exists():
-        for line in path.read_text().splitlines():
-            row = json.loads(line)
+        rows = read_jsonl(path)
+        _rewrite_jsonl(path, rows)  # without a torn last line, so appends start on a line of their own
+        for row in rows:
             done.setdefault(row["condition"], {})[row["context_id"]] = SelfEdit.model_validate(row["self_edit"])
     sources = [(PASSAGE_ONLY, lambda missing: [passage_only(c, "none") for c in missing])]
     shared: dict[str, object] = {}  # one teacher model for every version: each serves its adapter in turn
@@ -165,7 +169,8 @@ def _score_single(
 ) -> list[dict]:
     """A fresh adapter per passage and condition; per-question records, resumed from ``records.jsonl``."""
     path = config.out / "records.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    records = _complete_groups(read_jsonl(path), questions) if path.exists() else []
+    _rewrite_jsonl(path, records)  # drop what an interrupted write left half done: it is scored again
     done = {(r["condition"], r["context_id"]) for r in records}  # a condition added later is scored then
     with path.open("a") as sink, _progress() as progress:
         task = progress.add_task("passages", total=len(contexts))
@@ -194,7 +199,7 @@ def _score_cpt(
     """One adapter per condition on every passage and its self-edits together; all questions scored."""
     path = config.out / "records-cpt.jsonl"
     if path.exists():
-        return [json.loads(line) for line in path.read_text().splitlines()]
+        return read_jsonl(path)
     corpus = Context(context_id="cpt", title="all passages", text=" ".join(c.text for c in contexts))
     settings = config.train.model_copy(update={"include_context": False})  # passages become lines below
     jobs = {}
@@ -300,3 +305,58 @@ def _progress() -> Progress:
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
+
+
+# --------------------------------------------------------------------------- resuming
+
+
+RESUME_FIELDS = ("data", "model", "teacher", "format", "sampling", "recorded_completions", "mode", "train")
+"""Settings a resumed run must share with the records already made (--limit, --offset, --teacher-run may grow)."""
+
+
+def _check_resumable(config: KnowledgeBenchConfig) -> None:
+    """Refuse to mix records made with other settings into one table."""
+    saved = config.out / "config.json"
+    if not saved.exists():
+        return
+    before = json.loads(saved.read_text())
+    now = config.model_dump(mode="json")
+    changed = [name for name in RESUME_FIELDS if before.get(name) != now[name]]
+    if changed:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in changed)
+        raise ConfigError(f"{config.out} holds results made with other {flags}: use a new --out, or the same settings")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file; a torn last line (a write cut short) is left out."""
+    lines = path.read_text().splitlines()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number != len(lines):
+                raise ValueError(f"{path}: line {number} is not JSON") from None
+    return rows
+
+
+def _complete_groups(records: list[dict], questions: dict[str, list[QAItem]]) -> list[dict]:
+    """Only the (condition, passage) groups that have a record for every one of the passage's questions."""
+    counts: dict[tuple[str, str], int] = {}
+    for r in records:
+        counts[(r["condition"], r["context_id"])] = counts.get((r["condition"], r["context_id"]), 0) + 1
+    return [
+        r
+        for r in records
+        if r["context_id"] not in questions
+        or counts[(r["condition"], r["context_id"])] == len(questions[r["context_id"]])
+    ]
+
+
+def _rewrite_jsonl(path: Path, rows: list[dict]) -> None:
+    """Replace ``path`` with exactly ``rows``, atomically (only when it holds something else)."""
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    if path.exists() and path.read_text() != text:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)

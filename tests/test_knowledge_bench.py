@@ -7,6 +7,7 @@ import json
 import pytest
 
 from protocol.messages import TrainSettings
+from seal.cli_config import ConfigError
 from seal.knowledge_bench import run_knowledge_bench
 from seal.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, KnowledgeBenchConfig
 from seal.knowledge_report import markdown_table, merge_runs, paired_gains, summarise
@@ -151,3 +152,20 @@ def test_runs_that_split_the_passages_merge_into_one_report(tiny_model_dir, data
     assert counts[NO_ADAPTATION] == counts[PASSAGE_ONLY] == 3, "2 questions from one run, 1 from the other"
     assert counts[RECORDED] == 2, "only the first run's passage has recorded completions"
     assert len({r["context_id"] for r in merged["records"]}) == 2
+
+
+def test_an_interrupted_write_is_redone_and_other_settings_are_refused(tiny_model_dir, data_file, tmp_path):
+    config = _config(tiny_model_dir, data_file, tmp_path, limit=1)
+    run_knowledge_bench(config)
+    records = config.out / "records.jsonl"
+    whole = records.read_text()
+    lines = whole.splitlines(keepends=True)
+    records.write_text("".join(lines[:-1]) + lines[-1][:20])  # the last group half written, its last line torn
+    (config.out / "self_edits.jsonl").open("a").write('{"condition": "teach')  # a torn self-edit line
+    run_knowledge_bench(config)
+    assert sorted(records.read_text().splitlines()) == sorted(whole.splitlines()), "the torn group is scored again"
+    run_knowledge_bench(config.model_copy(update={"limit": 2}))  # new self-edits land after the torn line
+    edits = [json.loads(line) for line in (config.out / "self_edits.jsonl").read_text().splitlines()]
+    assert len({(e["condition"], e["context_id"]) for e in edits}) == len(edits) == 2 * 3
+    with pytest.raises(ConfigError, match="--train"):
+        run_knowledge_bench(config.model_copy(update={"train": config.train.model_copy(update={"epochs": 3})}))
