@@ -116,7 +116,24 @@ def teacher_versions(config: KnowledgeBenchConfig) -> tuple[VersionBook | None, 
     if not (config.teacher_run / "teacher" / "versions.json").exists():
         raise FileNotFoundError(f"{config.teacher_run} has no teacher/versions.json: is it a `seal train-teacher` run?")
     book = VersionBook(config.teacher_run)
-    return book, book.versions
+    versions = [book.versions[0]]
+    for version in book.versions[1:]:  # a round that kept nothing carried the teacher over: nothing new to score
+        if version.artifact_sha256 != versions[-1].artifact_sha256:
+            versions.append(version)
+    for version in versions:
+        _check_teacher_base(config, book, version)
+    return book, versions
+
+
+def _check_teacher_base(config: KnowledgeBenchConfig, book: VersionBook, version: TeacherVersion) -> None:
+    """A LoRA version must be served on the model it was trained on: say so, not fail deep in peft."""
+    folder = book.artifact_path(version) if version.kind == "lora" else None
+    if folder is None:
+        return
+    trained_on = json.loads((folder / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    teacher = config.teacher or config.model
+    if trained_on != teacher:
+        raise ConfigError(f"teacher {version.version} was trained on {trained_on!r}, not {teacher!r}: pass --teacher")
 
 
 def _teacher_source(

@@ -152,6 +152,14 @@ class VersionBook:
 
     def add(self, version: TeacherVersion) -> None:
         self.versions.append(version)
+        self._write()
+
+    def replace(self, version: TeacherVersion) -> None:
+        """Update the booked version of the same name (e.g. with its ledger entry)."""
+        self.versions = [version if v.version == version.version else v for v in self.versions]
+        self._write()
+
+    def _write(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps([asdict(v) for v in self.versions[1:]], indent=1))
         os.replace(tmp, self.path)
@@ -196,7 +204,12 @@ def build_exemplar_version(
     version = TeacherVersion(
         f"v{round_index + 1}", round_index, "exemplars", str(path), bank.content_id, None, len(kept)
     )
-    return version, _record_request(version, backend, kept, {"capacity": bank.capacity, "shown": bank.shown})
+    return version, _record_request(version, backend, kept, bank_settings(bank))
+
+
+def bank_settings(bank: ExemplarBank) -> dict[str, Any]:
+    """How an exemplar-bank version was made, for its ledger record."""
+    return {"capacity": bank.capacity, "shown": bank.shown}
 
 
 def _record_request(
@@ -274,7 +287,11 @@ def run_restem(
         log.info("round %d: E-step with teacher %s", r, version.version)
         outcomes = run_pass(contexts, propose_for, student, auditor, config.run_dir / f"round-{r}", timeouts, settings)
         kept = select_kept(outcomes, config.restem.min_reward)
-        made = book.made_in(r) or _m_step(backend, kept, r, book, version, auditor, config)
+        made = book.made_in(r)
+        if made is None:
+            made = _m_step(backend, kept, r, book, version, auditor, config)
+        elif made.ledger_entry is None and made.kind != "base":  # made, but the run stopped before the record
+            made = _finish_record(backend, made, kept, book, auditor, config)
         summaries.append(RoundSummary(r, version.version, outcomes, kept, made))
     return summaries
 
@@ -300,6 +317,17 @@ def repeat_settings(student: Link, repeats: int, timeout_s: float) -> list[Train
     return [base.model_copy(update={"seed": base.seed + i}) for i in range(repeats)]
 
 
+def _finish_record(
+    backend: Any, made: TeacherVersion, kept: list[Kept], book: VersionBook, auditor: Link, config: TeacherConfig
+) -> TeacherVersion:
+    """Have the auditor record a version booked by an interrupted run (the same request it would have sent)."""
+    bank = book.bank(made)
+    settings = config.restem.sft.model_dump(mode="json") if bank is None else bank_settings(bank)
+    version = record(auditor, made, _record_request(made, backend, kept, settings), config.judge_timeout_s)
+    book.replace(version)
+    return version
+
+
 def _m_step(
     backend: Any,
     kept: list[Kept],
@@ -319,8 +347,9 @@ def _m_step(
         version, request = train_lora_version(backend, kept, round_index, book, config.restem.sft)
     else:
         version, request = build_exemplar_version(backend, kept, round_index, book, book.bank(previous))
+    book.add(version)  # booked before the auditor records it: a crash in between is finished on resume
     version = record(auditor, version, request, config.judge_timeout_s)
-    book.add(version)
+    book.replace(version)
     log.info(
         "round %d: teacher %s from %d kept self-edits (ledger %s)",
         round_index,

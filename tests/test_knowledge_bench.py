@@ -169,3 +169,9 @@ def test_an_interrupted_write_is_redone_and_other_settings_are_refused(tiny_mode
     assert len({(e["condition"], e["context_id"]) for e in edits}) == len(edits) == 2 * 3
     with pytest.raises(ConfigError, match="--train"):
         run_knowledge_bench(config.model_copy(update={"train": config.train.model_copy(update={"epochs": 3})}))
+
+
+def test_a_teacher_version_is_served_only_on_its_own_base(tiny_model_dir, data_file, teacher_run, tmp_path):
+    config = _config(tiny_model_dir, data_file, tmp_path, teacher_run=teacher_run, teacher="some-other-model")
+    with pytest.raises(ConfigError, match="pass --teacher"):
+        run_knowledge_bench(config)

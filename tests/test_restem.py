@@ -203,6 +203,10 @@ def test_train_teacher_runs_two_rounds_records_versions_and_resumes(tiny_model_d
     assert len(recorded) == len(lora) and all(v["ledger_entry"] for v in lora)
     assert verify_ledger(run_dir / "ledger.jsonl").ok
 
+    book = run_dir / "teacher" / "versions.json"
+    interrupted = [{**versions[0], "ledger_entry": None}, *versions[1:]]  # stopped between booking and record
+    book.write_text(json.dumps(interrupted))
     again = _seal(*args, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert verify_ledger(run_dir / "ledger.jsonl").entries == len(entries), "a finished run is not redone"
+    assert json.loads(book.read_text())[0]["ledger_entry"] == versions[0]["ledger_entry"], "the record is finished"
