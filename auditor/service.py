@@ -60,7 +60,7 @@ class Auditor:
         self.questions = load_questions(config.data or DEMO_DOCUMENTS, limit=config.limit)
         self.retention = load_retention(config.retention)
         self.probes = load_probes(config.probes)
-        self.model, self.tokenizer = load_model(config.model, config.device)
+        self.model, self.tokenizer = load_model(config.model, config.device, config.dtype)
         self.store = ArtifactStore(config.store)
         self.ledger = Ledger(config.ledger)
         self.decider = Decider(config, self.ledger, self.retention, signing_key)

@@ -50,7 +50,7 @@ from protocol.messages import (
     TrainSettings,
 )
 from seal.datasets import QAItem, load_contexts, load_questions, load_recorded_self_edits, load_retention
-from seal.models import DEFAULT_MODEL, load_model
+from seal.models import DEFAULT_MODEL, DTYPE_CHOICES, DTypeName, load_model
 from seal.qa_format import clean_answer, question_prompt
 from seal.stacked_lora import target_module_names
 from student.config import StudentConfig
@@ -105,9 +105,9 @@ class Phase:
 # --------------------------------------------------------------------------- measuring
 
 
-def matmul_gflops(size: int = 2048, seconds: float = 2.0) -> float:
-    """This machine's fp32 matmul rate now (GFLOP/s), from repeated ``size``-square products."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_gflops(size: int = 2048, seconds: float = 2.0, dtype: torch.dtype = torch.float32) -> float:
+    """This machine's matmul rate in ``dtype`` now (GFLOP/s), from repeated ``size``-square products."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     a @ b  # warm-up
     runs, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
@@ -313,15 +313,18 @@ class InProcessLink:
         return self.student.handle(body)
 
 
-def product_roles(spec: str, data: Path, contexts: int, settings: TrainSettings, root: Path) -> tuple[Student, Auditor]:
+def product_roles(
+    spec: str, dtype: DTypeName, data: Path, contexts: int, settings: TrainSettings, root: Path
+) -> tuple[Student, Auditor]:
     """A student and an auditor in this process, sharing a store; no safety probes."""
     (root / "probes.json").write_text("[]")
-    student = Student(StudentConfig(model=spec, store=root / "store", train=settings))
+    student = Student(StudentConfig(model=spec, dtype=dtype, store=root / "store", train=settings))
     auditor = Auditor(
         AuditorConfig(
             data=data,
             limit=contexts,
             model=spec,
+            dtype=dtype,
             store=root / "store",
             ledger=root / "ledger.jsonl",
             probes=root / "probes.json",
@@ -394,7 +397,7 @@ COLUMNS = [
 
 def report(args: argparse.Namespace, command: str, rows: list[dict[str, Any]], machine: dict[str, Any]) -> None:
     """Print the table and save it (markdown and JSON) with the command that produced it."""
-    table = Table(title=f"Inner loop, {args.model}: candidates fully judged per hour")
+    table = Table(title=f"Inner loop, {args.model} in {machine['dtype']}: candidates fully judged per hour")
     for header, _ in COLUMNS:
         table.add_column(header, justify="right")
     lines = ["| " + " | ".join(h for h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -417,7 +420,7 @@ def _fmt(value: Any) -> str:
 
 
 def result_row(k: int, seal: Phase, base: Phase, matmul_gflops_peak: float) -> dict[str, Any]:
-    """One K's comparison; FLOP/s as a share of the machine's measured fp32 matmul rate."""
+    """One K's comparison; FLOP/s as a share of the machine's measured matmul rate in the run's dtype."""
     return {
         "k": k,
         "seal_per_hour": seal.per_hour,
@@ -456,6 +459,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=None, help="Training epochs per candidate (default 10).")
     parser.add_argument("--quick", action="store_true", help="K = 1, 2, 5 and 2 epochs: a few minutes.")
     parser.add_argument("--name", default=None, help="Results file name, without suffix (default inner_loop[_quick]).")
+    parser.add_argument(
+        "--dtype", default="auto", choices=DTYPE_CHOICES, help="Weights' dtype, both sides (default: the device's)."
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
     parser.add_argument("--matmul-seconds", type=float, default=2.0, help="How long to time the matmul reference.")
     parser.add_argument("--out", type=Path, default=RESULTS, help="Folder for the results (default bench/results).")
@@ -476,12 +482,13 @@ def main(argv: list[str] | None = None) -> None:
     settings = TrainSettings(epochs=args.epochs)
     machine: dict[str, Any] = {"load_at_start": list(os.getloadavg()), "cpu_count": os.cpu_count()}
     machine |= {"torch_threads": torch.get_num_threads(), "settings": settings.model_dump()}
-    machine["matmul_gflops_start"] = matmul_gflops(seconds=args.matmul_seconds)
-    console.log(f"load {machine['load_at_start']}, fp32 matmul {machine['matmul_gflops_start']:.1f} GFLOP/s")
+    model, tokenizer = load_model(args.model, dtype=args.dtype)  # the baseline's own copy
+    machine["dtype"] = str(model.dtype).removeprefix("torch.")
+    machine["matmul_gflops_start"] = matmul_gflops(seconds=args.matmul_seconds, dtype=model.dtype)
+    console.log(f"load {machine['load_at_start']}, {machine['dtype']} matmul {machine['matmul_gflops_start']:.1f} GFLOP/s")
     workloads = load_workloads(args.data, args.contexts, max(args.ks))
     with tempfile.TemporaryDirectory() as root:
-        student, auditor = product_roles(args.model, args.data, args.contexts, settings, Path(root))
-        model, tokenizer = load_model(args.model)  # the baseline's own copy
+        student, auditor = product_roles(args.model, args.dtype, args.data, args.contexts, settings, Path(root))
         warm_up(student, auditor, model, tokenizer, workloads)
         # weights, gradients and AdamW's two moments, fp32: what each extra candidate adds besides activations
         machine["adapter_and_optimizer_mib_per_candidate"] = 16 * lora_parameters(model, settings) / 2**20
@@ -492,7 +499,7 @@ def main(argv: list[str] | None = None) -> None:
         phases = [
             (k, run_batched(student, auditor, workloads, k), _baseline_subset(baseline, k, base_phase)) for k in args.ks
         ]
-    machine["matmul_gflops_end"] = matmul_gflops(seconds=args.matmul_seconds)
+    machine["matmul_gflops_end"] = matmul_gflops(seconds=args.matmul_seconds, dtype=model.dtype)
     machine["load_at_end"] = list(os.getloadavg())
     peak = max(machine["matmul_gflops_start"], machine["matmul_gflops_end"])
     report(args, command, [result_row(k, seal, base, peak) for k, seal, base in phases], machine)

@@ -21,11 +21,14 @@ from auditor.config import AuditorConfig
 from seal.bench_cli import add_bench_commands, run_bench
 from seal.cli_config import ConfigError, add_config_arguments, build_config
 from seal.governance_cli import add_governance_commands, add_security_args, keys_folder, run_governance
+from seal.models import DTYPE_CHOICES
 from student.config import StudentConfig
 from teacher.config import TeacherConfig
 
 DEFAULT_STUDENT = "tcp://127.0.0.1:5555"
 DEFAULT_AUDITOR = "tcp://127.0.0.1:5556"
+
+DTYPE_HELP = "Weights' dtype for every role: auto (bfloat16 on CUDA, float32 on CPU), float32 or bfloat16."
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--teacher-base-url", default=None, help="API base URL for an openai: or anthropic: teacher.")
     demo.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'.")
+    demo.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
     demo.add_argument("--data", type=Path, help="SQuAD-format file instead of the built-in documents.")
     demo.add_argument("--limit", type=int, help="Use only the first N documents.")
     demo.add_argument("--k", type=int, default=1, help="Self-edits per document (default: 1).")
@@ -94,6 +98,7 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--teacher", default=None, metavar="SPEC", help="Teacher spec (default: the student's model).")
     train.add_argument("--teacher-base-url", default=None, help="API base URL for an openai: or anthropic: teacher.")
     train.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'.")
+    train.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
     train.add_argument("--limit", type=int, help="Use only the first N passages.")
     train.add_argument("--rounds", type=int, default=2, help="ReST^EM rounds (default: 2).")
     train.add_argument("--k", type=int, default=5, help="Self-edits sampled per passage and round (default: 5).")
@@ -182,6 +187,7 @@ def _three_roles(args: argparse.Namespace, command: str, min_gain: float, extra:
         teacher_model=args.teacher,
         teacher_base_url=args.teacher_base_url,
         device=args.device,
+        dtype=args.dtype,
         data=args.data,
         limit=args.limit,
         k=args.k,

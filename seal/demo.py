@@ -31,6 +31,7 @@ class DemoOptions:
     teacher_model: str | None = None  # a teacher spec (teacher.backend_spec); None: the student's model
     teacher_base_url: str | None = None
     device: str = "auto"
+    dtype: str = "auto"
     data: Path | None = None
     limit: int | None = None
     k: int = 1
@@ -48,7 +49,7 @@ def role_commands(opts: DemoOptions, student_ep: str, auditor_ep: str) -> dict[s
     data = ["--data", str(opts.data)] if opts.data else []
     limit = ["--limit", str(opts.limit)] if opts.limit is not None else []
     base_url = ["--base-url", opts.teacher_base_url] if opts.teacher_base_url else []
-    common = ["--device", opts.device, *keys]
+    common = ["--device", opts.device, "--dtype", opts.dtype, *keys]
     commands = {
         "student": [*seal, "student", "--bind", student_ep, "--model", opts.model, "--store", store, *common],
         "auditor": [

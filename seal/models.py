@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 from unittest import mock
 
 import torch
@@ -97,25 +97,46 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
+DTypeName = Literal["auto", "float32", "bfloat16"]
+"""What a role's ``--dtype`` accepts."""
+DTYPE_CHOICES: tuple[str, ...] = get_args(DTypeName)
+
+
+def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """The weights' dtype for `requested` on `device`.
+
+    "auto" is bfloat16 on CUDA and float32 on a CPU. "bfloat16" on a CPU pays off where the CPU
+    multiplies bf16 natively (AVX512-BF16 or AMX: 2.3x the fp32 matmul rate on the 2-core machine
+    seal is developed on); elsewhere torch emulates it and it is slower than float32.
+    """
+    if requested not in DTYPE_CHOICES:
+        raise ModelLoadError(f"unknown dtype {requested!r}: use {', '.join(DTYPE_CHOICES)}")
+    if requested == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return getattr(torch, requested)
+
+
 def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
     """The tokenizer for `spec`, with a pad token (eos if it has none) and left padding."""
     return _load_tokenizer(spec, resolve_model(spec))
 
 
 def load_model(
-    spec: str, device: str = "auto", dtype: torch.dtype | None = None
+    spec: str, device: str = "auto", dtype: torch.dtype | str | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the causal LM and tokenizer for `spec` on `device`, in eval mode.
 
-    `dtype` defaults to float32 on CPU (bf16 matmuls are slow there) and bfloat16 on CUDA.
-    The model's generation config gets the tokenizer's pad and eos ids where it lacks them.
+    `dtype` is a torch dtype or a :data:`DTYPE_CHOICES` name; None or "auto" picks with :func:`pick_dtype`.
+    On a CPU in bfloat16 attention runs eagerly: torch's fused CPU attention is slower there for
+    the short sequences seal trains on (its backward about 6x). The model's generation config gets
+    the tokenizer's pad and eos ids where it lacks them.
     """
     target = pick_device(device)
-    if dtype is None:
-        dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
+    dtype = dtype if isinstance(dtype, torch.dtype) else pick_dtype(dtype or "auto", target)
     source = resolve_model(spec)
     tokenizer = _load_tokenizer(spec, source)
-    model = _from_pretrained(AutoModelForCausalLM, spec, source, dtype=dtype)
+    extra = {"attn_implementation": "eager"} if target.type == "cpu" and dtype == torch.bfloat16 else {}
+    model = _from_pretrained(AutoModelForCausalLM, spec, source, dtype=dtype, **extra)
     model.to(target)
     model.eval()
     gen = model.generation_config

@@ -78,24 +78,26 @@ class StackedLoRALinear(nn.Module):
         # Views, one per segment: their backward is one concatenation, where slicing would zero-fill a
         # full-size gradient per slot and add them all up.
         pieces = x.split([stop - start for _, start, stop in segments])
-        updates = [
-            self._update(piece, slot, result.dtype) for piece, (slot, _, _) in zip(pieces, segments, strict=True)
-        ]
+        updates = [self._update(piece, slot) for piece, (slot, _, _) in zip(pieces, segments, strict=True)]
         if all(u is None for u in updates):
             return result
+        # As peft does, the sum is taken in the adapters' dtype (float32) and rounded once to the base's.
         if not torch.is_grad_enabled():  # inference: add in place, as peft's mixed batch does
             for update, (_, start, stop) in zip(updates, segments, strict=True):
                 if update is not None:
                     result[start:stop] += update
             return result
-        shape = result.shape[1:]
-        parts = [u if u is not None else result.new_zeros((stop - start, *shape))
+        dtype = next(u.dtype for u in updates if u is not None)
+        parts = [u if u is not None else result.new_zeros((stop - start, *result.shape[1:]), dtype=dtype)
                  for u, (_, start, stop) in zip(updates, segments, strict=True)]  # fmt: skip
         # One add of the concatenated updates: cheaper to differentiate than in-place adds into slices.
-        return result + torch.cat(parts)
+        return (result + torch.cat(parts)).to(result.dtype)
 
-    def _update(self, rows: torch.Tensor, slot: int | None, dtype: torch.dtype) -> torch.Tensor | None:
-        """Slot ``slot``'s LoRA update of its rows (None if it does not adapt this module): (n_slot, T, out)."""
+    def _update(self, rows: torch.Tensor, slot: int | None) -> torch.Tensor | None:
+        """Slot ``slot``'s LoRA update of its rows, in the adapter's dtype (None if it does not adapt this module).
+
+        Shape (n_slot, T, out).
+        """
         lora = self.adapters.get(slot) if slot is not None else None
         if lora is None:
             return None
@@ -104,7 +106,7 @@ class StackedLoRALinear(nn.Module):
             rows = F.dropout(rows, lora.dropout, self.training)
         # peft computes lora_B(lora_A(x)) * scaling; scaling the rank-r activations instead costs out/r times
         # fewer multiplications, and is bit-identical when the scale is a power of two (the default α/r = 2).
-        return F.linear(F.linear(rows, lora.A) * lora.scaling, lora.B).to(dtype)  # (n_slot, T, out)
+        return F.linear(F.linear(rows, lora.A) * lora.scaling, lora.B)  # (n_slot, T, out)
 
 
 def target_module_names(model: PreTrainedModel, targets: list[str] | str) -> list[str]:
@@ -147,8 +149,11 @@ def init_lora_weights(
         nn.init.kaiming_uniform_(b, a=math.sqrt(5))
         nn.init.kaiming_uniform_(a, a=math.sqrt(5))
         nn.init.zeros_(b)
-        device = base.weight.device
-        weights[name] = LoRAWeights(nn.Parameter(a.to(device)), nn.Parameter(b.to(device)), alpha / rank, dropout)
+        # peft moves the new layers to the base layer's device and dtype, then (for a half-precision base)
+        # back to float32: A is rounded through the base's dtype.
+        a = a.to(base.weight.device, base.weight.dtype).float()
+        b = b.to(base.weight.device).float()
+        weights[name] = LoRAWeights(nn.Parameter(a), nn.Parameter(b), alpha / rank, dropout)
     return weights
 
 

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from protocol.messages import TrainSettings
-from seal.models import DEFAULT_MODEL
+from seal.models import DEFAULT_MODEL, DTypeName
 from seal.vllm_engine import VLLMSettings
 
 
@@ -19,6 +19,11 @@ class StudentConfig(BaseModel):
 
     model: str = Field(DEFAULT_MODEL, description="Base model: the embedded default, a local folder or a hub id.")
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu' or 'cuda'.")
+    dtype: DTypeName = Field(
+        "auto",
+        description="Weights' dtype: 'auto' (bfloat16 on CUDA, float32 on CPU), 'float32' or 'bfloat16' "
+        "(on a CPU with AVX512-BF16 or AMX about 1.5x faster, with coarser likelihoods).",
+    )
     store: Path = Field(Path("runs/store"), description="Artifact store folder for candidate adapters.")
     train: TrainSettings = Field(default_factory=TrainSettings, description="Default LoRA settings.")
     answer_batch_size: int = Field(16, ge=1, description="Questions per generation batch.")

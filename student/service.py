@@ -50,7 +50,7 @@ class Student:
         if config.answer_backend == "vllm":
             require_vllm("--answer-backend vllm")  # one line, before any model is loaded
         self.config = config
-        self.model, self.tokenizer = load_model(config.model, config.device)
+        self.model, self.tokenizer = load_model(config.model, config.device, config.dtype)
         self.store = ArtifactStore(config.store)
         self.served = ServedModel(self.model, self.tokenizer, self.store, verify_key, config.answer_batch_size)
         self.vllm: VLLMAnswerer | None = None

@@ -58,7 +58,7 @@ def build_backend(config: TeacherConfig) -> TeacherBackend:
     if spec.kind == "transformers":
         from teacher.backends import TransformersTeacher
 
-        return TransformersTeacher(spec.model, config.device)
+        return TransformersTeacher(spec.model, config.device, config.dtype)
     if spec.kind == "vllm":
         from teacher.vllm_backend import VLLMTeacher
 

@@ -21,7 +21,7 @@ from transformers import PreTrainedModel
 
 from protocol.artifacts import content_id
 from protocol.messages import SamplingSettings, Usage
-from seal.models import load_model
+from seal.models import DTypeName, load_model
 from teacher.prompts import as_chat
 
 
@@ -56,10 +56,10 @@ def texts_of(completions: list[list[Completion]]) -> list[list[str]]:
 class TransformersTeacher:
     """An in-process transformers model (the CPU default)."""
 
-    def __init__(self, model_id: str, device: str = "auto", batch_size: int = 4):
+    def __init__(self, model_id: str, device: str = "auto", dtype: DTypeName = "auto", batch_size: int = 4):
         self.model_id = model_id
         self.batch_size = batch_size
-        self.base_model, self.tokenizer = load_model(model_id, device)
+        self.base_model, self.tokenizer = load_model(model_id, device, dtype)
         self.model: PreTrainedModel | PeftModel = self.base_model  # what samples: the base, or a version on it
         self.version_id: str | None = None
 

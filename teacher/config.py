@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocol.messages import SamplingSettings, SelfEditFormat
-from seal.models import DEFAULT_MODEL
+from seal.models import DEFAULT_MODEL, DTypeName
 from seal.vllm_engine import VLLMSettings
 from teacher.backend_spec import API_KINDS, parse_spec
 from teacher.restem_config import RestemConfig
@@ -31,6 +31,7 @@ class TeacherConfig(BaseModel):
     api_price_out: float | None = Field(None, ge=0, description="USD per million output tokens (default: list price).")
     vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="vLLM engine settings (vllm: teachers).")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda'.")
+    dtype: DTypeName = Field("auto", description="Weights' dtype (transformers teachers): auto, float32 or bfloat16.")
     version: str = Field("v0", description="Teacher version recorded with every self-edit.")
     data: Path | None = Field(None, description="SQuAD-format file of contexts; default: the demo documents.")
     limit: int | None = Field(None, ge=1, description="Use only the first N passages of --data.")

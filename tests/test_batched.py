@@ -14,7 +14,7 @@ import student.answering as answering
 import student.batched as batched
 from auditor.scoring import BASE_ADAPTER, answer_logliks
 from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainJob, TrainSettings
-from seal.lora import adapters_loaded
+from seal.lora import adapters_loaded, mixed_adapters
 from seal.models import load_model
 from seal.qa_format import clean_answer, question_prompt
 from seal.stacked_lora import init_lora_weights, target_module_names
@@ -134,6 +134,32 @@ def test_batched_adapters_load_with_peft_and_act_like_sequential_ones(model_and_
     with adapters_loaded(model, {"seq": sequential[0].folder}) as reference, torch.no_grad():
         expected = reference(**batch).logits
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_bfloat16_base_trains_together_as_peft_does_one_by_one(tiny_model_dir):
+    """A bf16 base with float32 adapters (peft's default): same initial A, same losses, same logits."""
+    model, tokenizer = load_model(tiny_model_dir, "cpu", "bfloat16")
+    assert model.dtype == torch.bfloat16
+    jobs = JOBS[:2]
+    sequential = [train_adapter(model, tokenizer, job, settings, "tiny") for job, settings in jobs]
+    together = train_adapters(model, tokenizer, jobs, "tiny")
+    try:
+        for one, many in zip(sequential, together, strict=True):
+            assert many.losses == pytest.approx(one.losses, rel=1e-4)
+            assert {t.dtype for t in load_file(many.folder / "adapter_model.safetensors").values()} == {torch.float32}
+        batch = tokenizer(["The founder of Ostrevane was"], return_tensors="pt", add_special_tokens=False)
+        with adapters_loaded(model, {"seq": sequential[0].folder}) as reference, torch.no_grad():
+            expected = reference(**batch).logits
+        with mixed_adapters(model, {"ours": together[0].folder}) as mixed, torch.no_grad():
+            logits = mixed(adapter_names=["ours"], **batch).logits
+        with torch.no_grad():
+            base = model(**batch).logits
+        assert logits.dtype == torch.bfloat16
+        torch.testing.assert_close(logits, expected, rtol=2e-2, atol=2e-2)
+        assert (logits - base).abs().max() > 0.1, "the adapter must change the logits for the check to mean anything"
+    finally:
+        for result in sequential + together:
+            shutil.rmtree(result.folder, ignore_errors=True)
 
 
 def test_memory_grows_by_adapter_and_optimizer_state_not_model_copies(model_and_tokenizer, monkeypatch):

@@ -75,6 +75,17 @@ def test_dtype_override(tiny_model_dir):
     assert model.dtype == torch.bfloat16
 
 
+def test_dtype_by_name_and_eager_attention_for_bf16_on_cpu(tiny_model_dir):
+    model, _ = load_model(tiny_model_dir, device="cpu", dtype="bfloat16")
+    assert model.dtype == torch.bfloat16
+    assert model.config._attn_implementation == "eager"
+    model, _ = load_model(tiny_model_dir, device="cpu", dtype="auto")
+    assert model.dtype == torch.float32
+    assert model.config._attn_implementation != "eager"
+    with pytest.raises(ModelLoadError, match="unknown dtype 'float16'"):
+        load_model(tiny_model_dir, device="cpu", dtype="float16")
+
+
 def test_resolve_returns_an_absolute_folder(tiny_model_dir, monkeypatch):
     monkeypatch.chdir(Path(tiny_model_dir).parent)
     assert resolve_model(Path(tiny_model_dir).name) == str(Path(tiny_model_dir).resolve())
