@@ -485,7 +485,8 @@ def main(argv: list[str] | None = None) -> None:
     model, tokenizer = load_model(args.model, dtype=args.dtype)  # the baseline's own copy
     machine["dtype"] = str(model.dtype).removeprefix("torch.")
     machine["matmul_gflops_start"] = matmul_gflops(seconds=args.matmul_seconds, dtype=model.dtype)
-    console.log(f"load {machine['load_at_start']}, {machine['dtype']} matmul {machine['matmul_gflops_start']:.1f} GFLOP/s")
+    rate = machine["matmul_gflops_start"]
+    console.log(f"load {machine['load_at_start']}, {machine['dtype']} matmul {rate:.1f} GFLOP/s")
     workloads = load_workloads(args.data, args.contexts, max(args.ks))
     with tempfile.TemporaryDirectory() as root:
         student, auditor = product_roles(args.model, args.dtype, args.data, args.contexts, settings, Path(root))

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from seal.arc import CURATED_EVALUATION, CURATED_TRAINING
-from seal.cli_config import add_config_arguments, build_config
+from seal.cli_config import add_config_arguments, add_threads_argument, apply_threads, build_config
 from seal.knowledge_config import KnowledgeBenchConfig
 
 
@@ -16,6 +16,7 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     kinds = bench.add_subparsers(dest="bench", required=True)
     knowledge = kinds.add_parser("knowledge", help="SQuAD passages: no adaptation, passage, teachers, ReST^EM.")
     add_config_arguments(knowledge, KnowledgeBenchConfig)
+    add_threads_argument(knowledge)
     few = kinds.add_parser("fewshot", help="ARC: in-context, TTT with teacher self-edits, after ReST^EM, oracle.")
     few.add_argument("--out", type=Path, default=Path("bench/results/fewshot"), help="Results folder (resumes).")
     few.add_argument("--model", default=None, help="Student model (default: the embedded SmolLM2).")
@@ -33,13 +34,12 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     few.add_argument("--max-epochs", type=int, default=3, help="The student's cap on a self-edit's epochs.")
     few.add_argument("--views", type=int, default=4, help="Augmented views voted per test input.")
     few.add_argument("--teacher-tokens", type=int, default=160, help="Tokens the teacher may write per self-edit.")
-    few.add_argument(
-        "--threads", type=int, help="torch CPU threads (default: torch's); 1 avoids oversubscription on a busy machine."
-    )
+    add_threads_argument(few)
 
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark named on the command line."""
+    apply_threads(args.threads)
     if args.bench == "knowledge":
         from seal.knowledge_bench import run_knowledge_bench
 
@@ -50,10 +50,6 @@ def run_bench(args: argparse.Namespace) -> int:
     from seal.models import DEFAULT_MODEL
     from student.fewshot_config import FewShotStudentConfig
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
     opts = FewShotBenchOptions(
         out_dir=args.out,
         model=args.model or DEFAULT_MODEL,

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from auditor.config import AuditorConfig
 from seal.bench_cli import add_bench_commands, run_bench
-from seal.cli_config import ConfigError, add_config_arguments, build_config
+from seal.cli_config import ConfigError, add_config_arguments, add_threads_argument, apply_threads, build_config
 from seal.governance_cli import add_governance_commands, add_security_args, keys_folder, run_governance
 from seal.models import DTYPE_CHOICES
 from student.config import StudentConfig
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--teacher-base-url", default=None, help="API base URL for an openai: or anthropic: teacher.")
     demo.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'.")
     demo.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
+    add_threads_argument(demo)
     demo.add_argument("--data", type=Path, help="SQuAD-format file instead of the built-in documents.")
     demo.add_argument("--limit", type=int, help="Use only the first N documents.")
     demo.add_argument("--k", type=int, default=1, help="Self-edits per document (default: 1).")
@@ -99,6 +100,7 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--teacher-base-url", default=None, help="API base URL for an openai: or anthropic: teacher.")
     train.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'.")
     train.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
+    add_threads_argument(train)
     train.add_argument("--limit", type=int, help="Use only the first N passages.")
     train.add_argument("--rounds", type=int, default=2, help="ReST^EM rounds (default: 2).")
     train.add_argument("--k", type=int, default=5, help="Self-edits sampled per passage and round (default: 5).")
@@ -114,6 +116,7 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
 def _config_args(parser: argparse.ArgumentParser, model: type) -> None:
     add_security_args(parser)
     parser.add_argument("--config", help="YAML file of settings; flags override it.")
+    add_threads_argument(parser)
     add_config_arguments(parser, model)
 
 
@@ -136,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int | None:
     from seal import roles
 
+    if args.command in ("student", "auditor", "teacher"):
+        apply_threads(args.threads)
     if args.command == "student":
         roles.run_student(build_config(StudentConfig, args), args.bind, keys_folder(args))
     elif args.command == "auditor":
@@ -188,6 +193,7 @@ def _three_roles(args: argparse.Namespace, command: str, min_gain: float, extra:
         teacher_base_url=args.teacher_base_url,
         device=args.device,
         dtype=args.dtype,
+        threads=args.threads,
         data=args.data,
         limit=args.limit,
         k=args.k,

@@ -56,6 +56,24 @@ def build_config(model: type[BaseModel], args: argparse.Namespace) -> Any:
         raise ConfigError(f"{flag}: {err['msg']}") from None
 
 
+def add_threads_argument(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch CPU threads for the process (or, for a launcher, for each process it starts)."""
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads per process (default: torch's); 1 avoids oversubscription on a busy machine.",
+    )
+
+
+def apply_threads(threads: int | None) -> None:
+    """Set torch's CPU thread count, when one was given."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
     candidates = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
     for candidate in candidates:

@@ -32,6 +32,7 @@ class DemoOptions:
     teacher_base_url: str | None = None
     device: str = "auto"
     dtype: str = "auto"
+    threads: int | None = None  # torch CPU threads per role; None: torch's choice
     data: Path | None = None
     limit: int | None = None
     k: int = 1
@@ -49,7 +50,8 @@ def role_commands(opts: DemoOptions, student_ep: str, auditor_ep: str) -> dict[s
     data = ["--data", str(opts.data)] if opts.data else []
     limit = ["--limit", str(opts.limit)] if opts.limit is not None else []
     base_url = ["--base-url", opts.teacher_base_url] if opts.teacher_base_url else []
-    common = ["--device", opts.device, "--dtype", opts.dtype, *keys]
+    threads = ["--threads", str(opts.threads)] if opts.threads else []
+    common = ["--device", opts.device, "--dtype", opts.dtype, *threads, *keys]
     commands = {
         "student": [*seal, "student", "--bind", student_ep, "--model", opts.model, "--store", store, *common],
         "auditor": [

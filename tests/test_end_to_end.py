@@ -74,13 +74,22 @@ def test_invalid_setting_names_the_flag(tmp_path):
 
 def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch):
     import seal.demo
+    from auditor.config import AuditorConfig
     from seal.cli import _demo, build_parser
+    from seal.cli_config import build_config
+    from student.config import StudentConfig
+    from teacher.config import TeacherConfig
+
+    configs = {"student": StudentConfig, "auditor": AuditorConfig, "teacher": TeacherConfig}
 
     captured = []
     monkeypatch.setattr(seal.demo, "run_demo", lambda opts, **_: captured.append(opts) or 0)
-    _demo(build_parser().parse_args(["demo", "--epochs", "2", "--max-retention-drop", "1.5", "--run-dir", "x"]))
+    flags = ["--epochs", "2", "--max-retention-drop", "1.5", "--dtype", "bfloat16", "--threads", "1"]
+    _demo(build_parser().parse_args(["demo", *flags, "--run-dir", "x"]))
     commands = seal.demo.role_commands(captured[0], "tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
     assert commands["student"][-2:] == ["--train.epochs", "2"]
     assert commands["auditor"][-2:] == ["--max-retention-drop", "1.5"]
     for role, argv in commands.items():
-        assert build_parser().parse_args(argv[3:]).command == role  # argv[3:]: after "python -m seal"
+        parsed = build_parser().parse_args(argv[3:])  # argv[3:]: after "python -m seal"
+        assert (parsed.command, parsed.threads) == (role, 1)
+        assert build_config(configs[role], parsed).dtype == "bfloat16"
