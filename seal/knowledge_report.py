@@ -6,6 +6,7 @@ Every figure is a mean over questions with its 95% confidence interval
 
 from __future__ import annotations
 
+import collections
 import json
 import statistics
 from pathlib import Path
@@ -63,7 +64,7 @@ def paired_gains(conditions: list[str], records: list[dict], reference: str) -> 
     questions as independent; ``ci95_by_passage`` is over per-passage mean differences, the honest interval
     when a passage's questions share one adapter (single-passage mode).
     """
-    by_key = {(r["condition"], r["context_id"], r["question"]): r for r in records}
+    by_key = _keyed_by_question(records)
     rows = []
     for condition in conditions:
         pairs = [
@@ -90,6 +91,18 @@ def paired_gains(conditions: list[str], records: list[dict], reference: str) -> 
             row[key] = {"mean": mean, "ci95": half, "ci95_by_passage": passage_half}
         rows.append(row)
     return rows
+
+
+def _keyed_by_question(records: list[dict]) -> dict[tuple[str, str, str, int], dict]:
+    """Records by (condition, passage, question, occurrence): a passage may ask the same question twice,
+    and each asking pairs with the same asking under the other condition (records keep τ's order)."""
+    seen: collections.Counter[tuple[str, str, str]] = collections.Counter()
+    keyed = {}
+    for record in records:
+        key = (record["condition"], record["context_id"], record["question"])
+        keyed[(*key, seen[key])] = record
+        seen[key] += 1
+    return keyed
 
 
 def gains_table(gains: list[dict[str, Any]]) -> str:

@@ -141,6 +141,14 @@ def test_paired_gains_compare_the_same_questions():
     assert paired_gains(["base", "edit"], records, "edit") == [], "earlier conditions are not compared again"
 
 
+def test_a_question_asked_twice_in_a_passage_is_paired_twice():
+    rows = [("base", "q", -5.0), ("base", "q", -3.0), ("edit", "q", -4.0), ("edit", "q", -1.0)]
+    records = [{"condition": c, "context_id": "c", "question": q, "f1": 0.0, "loglik": ll} for c, q, ll in rows]
+    [gain] = paired_gains(["base", "edit"], records, "base")
+    assert gain["n_questions"] == 2
+    assert gain["loglik"]["mean"] == 1.5, "(-4 - -5) and (-1 - -3), each asking with its own"
+
+
 def test_runs_that_split_the_passages_merge_into_one_report(tiny_model_dir, data_file, tmp_path):
     first = _config(tiny_model_dir, data_file, tmp_path, limit=1, out=tmp_path / "a")
     second = _config(tiny_model_dir, data_file, tmp_path, offset=1, limit=1, out=tmp_path / "b")
