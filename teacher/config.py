@@ -62,3 +62,13 @@ class TeacherConfig(BaseModel):
         if (self.api_price_in is None) != (self.api_price_out is None):
             raise ValueError("give both --api-price-in and --api-price-out, or neither")
         return self
+
+    @model_validator(mode="after")
+    def _vllm_can_serve_the_trained_teacher(self) -> TeacherConfig:
+        rank = self.restem.sft.rank
+        if self.restem.rounds and parse_spec(self.model).kind == "vllm" and rank > self.vllm.max_lora_rank:
+            raise ValueError(
+                f"--restem.sft.rank {rank} is above --vllm.max-lora-rank {self.vllm.max_lora_rank}: "
+                "the engine could not serve the teacher versions ReST^EM trains; raise the one or lower the other"
+            )
+        return self

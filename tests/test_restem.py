@@ -210,3 +210,14 @@ def test_train_teacher_runs_two_rounds_records_versions_and_resumes(tiny_model_d
     assert again.returncode == 0, again.stdout + again.stderr
     assert verify_ledger(run_dir / "ledger.jsonl").entries == len(entries), "a finished run is not redone"
     assert json.loads(book.read_text())[0]["ledger_entry"] == versions[0]["ledger_entry"], "the record is finished"
+
+
+def test_a_vllm_teacher_must_be_able_to_serve_the_rank_restem_trains():
+    from pydantic import ValidationError
+
+    from teacher.config import TeacherConfig
+
+    with pytest.raises(ValidationError, match="max-lora-rank 16"):
+        TeacherConfig(model="vllm:some/model", restem={"rounds": 1, "sft": {"rank": 32}}, vllm={"max_lora_rank": 16})
+    TeacherConfig(model="vllm:some/model", restem={"rounds": 0, "sft": {"rank": 32}}, vllm={"max_lora_rank": 16})
+    TeacherConfig(model="vllm:some/model", restem={"rounds": 1, "sft": {"rank": 16}}, vllm={"max_lora_rank": 16})
