@@ -187,6 +187,7 @@ def _score_single(
     """A fresh adapter per passage and condition; per-question records, resumed from ``records.jsonl``."""
     path = config.out / "records.jsonl"
     records = _complete_groups(read_jsonl(path), questions) if path.exists() else []
+    _grade_ungraded(records, judge)
     _rewrite_jsonl(path, records)  # drop what an interrupted write left half done: it is scored again
     done = {(r["condition"], r["context_id"]) for r in records}  # a condition added later is scored then
     with path.open("a") as sink, _progress() as progress:
@@ -216,7 +217,10 @@ def _score_cpt(
     """One adapter per condition on every passage and its self-edits together; all questions scored."""
     path = config.out / "records-cpt.jsonl"
     if path.exists():
-        return read_jsonl(path)
+        records = read_jsonl(path)
+        _grade_ungraded(records, judge)
+        _rewrite_jsonl(path, records)
+        return records
     corpus = Context(context_id="cpt", title="all passages", text=" ".join(c.text for c in contexts))
     settings = config.train.model_copy(update={"include_context": False})  # passages become lines below
     jobs = {}
@@ -272,6 +276,19 @@ def _train_and_score(
         for row, judgement in zip(rows, judgements, strict=True):
             row["judge"], row["judge_reply"] = judgement.correct, judgement.reply
     return rows
+
+
+def _grade_ungraded(records: list[dict], judge: LLMJudge | None) -> None:
+    """Grade, in place, the records a resumed run's judge has not graded: those made before ``--judge`` was
+    given, and those whose judge call failed (after the backend's retries). A refusal or a reply that is
+    neither yes nor no is the judge's answer at temperature 0, and is kept."""
+    if judge is None:
+        return
+    todo = [r for r in records if "judge" not in r or (r["judge"] is None and r["judge_reply"].startswith("error:"))]
+    if todo:
+        judgements = judge.grade([(r["question"], r["gold"], r["answer"]) for r in todo])
+        for record, judgement in zip(todo, judgements, strict=True):
+            record["judge"], record["judge_reply"] = judgement.correct, judgement.reply
 
 
 def _build_judge(config: KnowledgeBenchConfig) -> LLMJudge | None:
@@ -339,6 +356,8 @@ def _check_resumable(config: KnowledgeBenchConfig) -> None:
     before = json.loads(saved.read_text())
     now = config.model_dump(mode="json")
     changed = [name for name in RESUME_FIELDS if before.get(name) != now[name]]
+    if before.get("judge") not in (None, now["judge"]):  # a judge may join later, not change or leave
+        changed.append("judge")
     if changed:
         flags = ", ".join(f"--{name.replace('_', '-')}" for name in changed)
         raise ConfigError(f"{config.out} holds results made with other {flags}: use a new --out, or the same settings")

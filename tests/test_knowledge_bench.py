@@ -8,7 +8,7 @@ import pytest
 
 from protocol.messages import TrainSettings
 from seal.cli_config import ConfigError
-from seal.knowledge_bench import run_knowledge_bench
+from seal.knowledge_bench import read_jsonl, run_knowledge_bench
 from seal.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, KnowledgeBenchConfig
 from seal.knowledge_report import markdown_table, merge_runs, paired_gains, summarise
 from teacher.backends import TransformersTeacher
@@ -129,6 +129,32 @@ def test_llm_judge_grades_every_answer_and_counts_what_it_could_not(tiny_model_d
     assert sum(r["judge"] is None for r in results["records"]) == 1
     assert sum(row["judge_failed"] for row in results["summary"]) == 1, "a refusal is a failed judgement, not wrong"
     assert "| LLM judge | judge failed |" in table.read_text()
+
+
+def test_a_resumed_run_grades_what_its_judge_has_not_and_keeps_one_judge(
+    tiny_model_dir, data_file, tmp_path, monkeypatch
+):
+    from tests.fake_api import FAKE_KEY, FakeAPI
+
+    monkeypatch.setenv("OPENAI_API_KEY", FAKE_KEY)
+    run_knowledge_bench(_config(tiny_model_dir, data_file, tmp_path, limit=1))  # no judge yet
+    path = tmp_path / "out" / "records.jsonl"
+    with FakeAPI("openai") as api:
+        judge = {"judge": "openai:fake-model", "judge_base_url": api.base_url}
+        config = _config(tiny_model_dir, data_file, tmp_path, limit=1, **judge)
+        run_knowledge_bench(config)
+        records = read_jsonl(path)
+        assert len(api.generations()) == len(records) and all(r["judge"] is not None for r in records)
+        records[0]["judge"], records[0]["judge_reply"] = None, "error: timed out"  # a call that failed last time
+        records[1]["judge"], records[1]["judge_reply"] = None, "Perhaps."  # the judge's own answer: kept
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        run_knowledge_bench(config)
+        again = read_jsonl(path)
+        assert len(api.generations()) == len(records) + 1, "only the failed call is made again"
+        assert again[0]["judge"] is not None and again[1]["judge_reply"] == "Perhaps."
+        other = config.model_copy(update={"judge": "openai:other"})
+        with pytest.raises(ConfigError, match="--judge"):
+            run_knowledge_bench(other)
 
 
 def test_paired_gains_compare_the_same_questions():
