@@ -60,10 +60,17 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     """``--threads N``: torch CPU threads for the process (or, for a launcher, for each process it starts)."""
     parser.add_argument(
         "--threads",
-        type=int,
+        type=_positive_int,
         default=None,
         help="torch CPU threads per process (default: torch's); 1 avoids oversubscription on a busy machine.",
     )
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def apply_threads(threads: int | None) -> None:

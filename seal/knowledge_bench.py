@@ -284,7 +284,8 @@ def _grade_ungraded(records: list[dict], judge: LLMJudge | None) -> None:
     neither yes nor no is the judge's answer at temperature 0, and is kept."""
     if judge is None:
         return
-    todo = [r for r in records if "judge" not in r or (r["judge"] is None and r["judge_reply"].startswith("error:"))]
+    failed = [r for r in records if r.get("judge", False) is None and r.get("judge_reply", "").startswith("error:")]
+    todo = [r for r in records if "judge" not in r] + failed
     if todo:
         judgements = judge.grade([(r["question"], r["gold"], r["answer"]) for r in todo])
         for record, judgement in zip(todo, judgements, strict=True):

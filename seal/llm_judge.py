@@ -71,7 +71,7 @@ class LLMJudge:
             for row in rows[: len(prompts)]:
                 completion = row[0] if row else None
                 if completion is None or completion.refusal is not None:
-                    out.append(Judgement(None, completion.refusal if completion else "no completion"))
+                    out.append(Judgement(None, completion.refusal if completion else "error: no completion"))
                 else:
                     out.append(Judgement(parse_verdict(completion.text), completion.text))
         return out

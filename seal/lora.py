@@ -70,8 +70,9 @@ class MixedAdapters(nn.Module):
 def mixed_adapters(model: PreTrainedModel, folders: dict[str, Path]) -> Iterator[MixedAdapters]:
     """``model`` with every adapter in ``folders`` (name -> peft folder), for mixed-adapter batches.
 
-    The same results as ``adapters_loaded`` with peft's ``adapter_names``, without building a
-    peft module per adapter and module; the model is in eval mode inside and restored on exit.
+    The same results as ``adapters_loaded`` with peft's ``adapter_names`` (on a bf16 base, those of
+    each adapter loaded alone: peft's mixed batch rounds twice), without building a peft module per
+    adapter and module; the model is in eval mode inside and restored on exit.
     """
     weights = [load_adapter_weights(model, folder) for folder in folders.values()]
     was_training = model.training

@@ -81,8 +81,9 @@ class StackedLoRALinear(nn.Module):
         updates = [self._update(piece, slot) for piece, (slot, _, _) in zip(pieces, segments, strict=True)]
         if all(u is None for u in updates):
             return result
-        # As peft does, the sum is taken in the adapters' dtype (float32) and rounded once to the base's.
-        if not torch.is_grad_enabled():  # inference: add in place, as peft's mixed batch does
+        # As peft's single-adapter forward does, the sum is taken in the adapters' dtype (float32) and rounded
+        # once to the base's (peft's mixed batch rounds the update first: the same in fp32, not in bf16).
+        if not torch.is_grad_enabled():  # inference: add in place
             for update, (_, start, stop) in zip(updates, segments, strict=True):
                 if update is not None:
                     result[start:stop] += update
@@ -151,7 +152,9 @@ def init_lora_weights(
         nn.init.zeros_(b)
         # peft moves the new layers to the base layer's device and dtype, then (for a half-precision base)
         # back to float32: A is rounded through the base's dtype.
-        a = a.to(base.weight.device, base.weight.dtype).float()
+        if base.weight.dtype.is_floating_point:
+            a = a.to(base.weight.device, base.weight.dtype)
+        a = a.to(base.weight.device).float()
         b = b.to(base.weight.device).float()
         weights[name] = LoRAWeights(nn.Parameter(a), nn.Parameter(b), alpha / rank, dropout)
     return weights

@@ -66,7 +66,11 @@ class TeacherConfig(BaseModel):
     @model_validator(mode="after")
     def _vllm_can_serve_the_trained_teacher(self) -> TeacherConfig:
         rank = self.restem.sft.rank
-        if self.restem.rounds and parse_spec(self.model).kind == "vllm" and rank > self.vllm.max_lora_rank:
+        if not self.restem.rounds or parse_spec(self.model).kind != "vllm":
+            return self
+        if not self.vllm.enable_lora:
+            raise ValueError("ReST^EM serves each trained teacher version as a LoRA: keep --vllm.enable-lora on")
+        if rank > self.vllm.max_lora_rank:
             raise ValueError(
                 f"--restem.sft.rank {rank} is above --vllm.max-lora-rank {self.vllm.max_lora_rank}: "
                 "the engine could not serve the teacher versions ReST^EM trains; raise the one or lower the other"

@@ -179,9 +179,11 @@ def train_lora_version(
     round_index: int,
     book: VersionBook,
     settings: SFTSettings,
+    device: str = "auto",
+    dtype: str = "auto",
 ) -> tuple[TeacherVersion, RecordTeacherVersion]:
     """The M-step for a local teacher: a LoRA on its base model, stored by content hash."""
-    model, tokenizer, base_model = sft_model_of(backend)
+    model, tokenizer, base_model = sft_model_of(backend, device, dtype)
     pairs = [(k.self_edit.prompt, k.self_edit.text) for k in kept]
     result = train_teacher_adapter(model, tokenizer, pairs, base_model, settings)
     try:
@@ -237,15 +239,18 @@ def record(auditor: Link, version: TeacherVersion, request: RecordTeacherVersion
     return TeacherVersion(**{**asdict(version), "ledger_entry": reply.ledger_entry})
 
 
-def sft_model_of(backend: Any) -> tuple[Any, Any, str]:
-    """The transformers model, tokenizer and model spec the M-step fine-tunes, for a local teacher backend."""
+def sft_model_of(backend: Any, device: str = "auto", dtype: str = "auto") -> tuple[Any, Any, str]:
+    """The transformers model, tokenizer and model spec the M-step fine-tunes, for a local teacher backend.
+
+    ``device`` and ``dtype`` place the copy loaded for a vLLM teacher (the in-process teacher trains its own).
+    """
     if hasattr(backend, "base_model"):  # the in-process transformers teacher: train its own weights' base
         backend.serve_base()
         return backend.base_model, backend.tokenizer, backend.model_id
     from seal.models import load_model  # a vLLM teacher: its weights live in the engine, so load a copy
 
     spec = backend.model_id.removeprefix("vllm:")
-    model, tokenizer = load_model(spec)
+    model, tokenizer = load_model(spec, device, dtype)
     return model, tokenizer, spec
 
 
@@ -344,7 +349,9 @@ def _m_step(
         book.add(carried)
         return carried
     if hasattr(backend, "serve_version"):
-        version, request = train_lora_version(backend, kept, round_index, book, config.restem.sft)
+        version, request = train_lora_version(
+            backend, kept, round_index, book, config.restem.sft, config.device, config.dtype
+        )
     else:
         version, request = build_exemplar_version(backend, kept, round_index, book, book.bank(previous))
     book.add(version)  # booked before the auditor records it: a crash in between is finished on resume

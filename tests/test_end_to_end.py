@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from seal.ledger import verify_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,3 +95,5 @@ def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch):
         parsed = build_parser().parse_args(argv[3:])  # argv[3:]: after "python -m seal"
         assert (parsed.command, parsed.threads) == (role, 1)
         assert build_config(configs[role], parsed).dtype == "bfloat16"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["student", "--threads", "0"])

@@ -221,3 +221,5 @@ def test_a_vllm_teacher_must_be_able_to_serve_the_rank_restem_trains():
         TeacherConfig(model="vllm:some/model", restem={"rounds": 1, "sft": {"rank": 32}}, vllm={"max_lora_rank": 16})
     TeacherConfig(model="vllm:some/model", restem={"rounds": 0, "sft": {"rank": 32}}, vllm={"max_lora_rank": 16})
     TeacherConfig(model="vllm:some/model", restem={"rounds": 1, "sft": {"rank": 16}}, vllm={"max_lora_rank": 16})
+    with pytest.raises(ValidationError, match="enable-lora"):
+        TeacherConfig(model="vllm:some/model", restem={"rounds": 1}, vllm={"enable_lora": False})
