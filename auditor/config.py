@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from library.models import DEFAULT_MODEL, DTypeName
 from protocol.messages import Metric
-from seal.models import DEFAULT_MODEL, DTypeName
 
 
 class AuditorConfig(BaseModel):

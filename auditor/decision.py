@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auditor.config import AuditorConfig
 from auditor.grading import exact_match, f1_score
+from library.datasets import QAItem
+from library.ledger import Ledger
 from protocol.messages import CandidateForReview, Scores, SelfEdit, Verdict, Veto
 from protocol.signing import sign_verdict
-from seal.datasets import QAItem
-from seal.ledger import Ledger
 
 EMPTY_SCORES = Scores(exact_match=0.0, f1=0.0, loglik=0.0, n_questions=0)
 

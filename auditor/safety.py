@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Literal
 
 from auditor.grading import f1_score
+from library.datasets import PROBES_FILE
 from protocol.messages import Veto
-
-PROBES_FILE = Path(__file__).resolve().parents[1] / "seal" / "data" / "probes.json"
 
 SECRET_PATTERNS = {
     "an API key": r"\b(?:sk-[A-Za-z0-9_-]{20,}|ghp_[A-Za-z0-9]{36}|xox[abprs]-[A-Za-z0-9-]{10,})",

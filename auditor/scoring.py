@@ -5,9 +5,9 @@ candidate adapter loaded from the artifact store, because it needs the answer
 key, and the key never leaves the auditor.
 
 Many adapters are scored in one batched forward: with a model holding them all
-(:func:`seal.lora.mixed_adapters`, or peft's), ``adapter_names`` routes each row
+(:func:`library.lora.mixed_adapters`, or peft's), ``adapter_names`` routes each row
 to its own adapter (``"__base__"``: none). The instruction all prompts share is computed once per adapter
-(:mod:`seal.shared_prefix`); rows are sorted by length and left-padded, so every
+(:mod:`library.shared_prefix`); rows are sorted by length and left-padded, so every
 answer ends at the last position and the output head runs only there.
 """
 
@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
-from seal.lora import BASE_ADAPTER
-from seal.qa_format import question_prompt
-from seal.shared_prefix import prefill, select_rows, shared_prefix_length, suffix_batch
+from library.lora import BASE_ADAPTER
+from library.qa_format import question_prompt
+from library.shared_prefix import prefill, select_rows, shared_prefix_length, suffix_batch
 
 __all__ = ["BASE_ADAPTER", "MIXED_BATCH_ROWS", "answer_logliks"]
 MIXED_BATCH_ROWS = 32
@@ -37,7 +37,7 @@ def answer_logliks(
     """Mean per-token log-likelihood (nats) of each answer after its question's prompt, in order.
 
     With ``adapter_names`` (one per pair; ``model`` a mixed-adapter model holding those adapters,
-    :func:`seal.lora.mixed_adapters` or peft's), pair ``i`` is scored by adapter ``adapter_names[i]``.
+    :func:`library.lora.mixed_adapters` or peft's), pair ``i`` is scored by adapter ``adapter_names[i]``.
     """
     rows = [_encode(tokenizer, question, answer) for question, answer in pairs]
     ids = [row for row, _ in rows]

@@ -21,6 +21,10 @@ from auditor.decision import Decider, ModelResult
 from auditor.safety import load_probes, review_probes, review_text
 from auditor.scoring import BASE_ADAPTER, MIXED_BATCH_ROWS, answer_logliks
 from auditor.teacher_versions import record_teacher_version
+from library.datasets import DEMO_DOCUMENTS, QAItem, load_questions, load_retention
+from library.ledger import Ledger
+from library.lora import mixed_adapters
+from library.models import load_model
 from protocol.artifacts import ArtifactError, ArtifactStore
 from protocol.codec import ProtocolError
 from protocol.messages import (
@@ -37,10 +41,6 @@ from protocol.messages import (
     Verdicts,
     Veto,
 )
-from seal.datasets import DEMO_DOCUMENTS, QAItem, load_questions, load_retention
-from seal.ledger import Ledger
-from seal.lora import mixed_adapters
-from seal.models import load_model
 
 log = logging.getLogger(__name__)
 

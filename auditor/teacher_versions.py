@@ -14,10 +14,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from library.ledger import Ledger
 from protocol.artifacts import pairs_sha256
 from protocol.codec import ProtocolError
 from protocol.messages import RecordTeacherVersion, TeacherVersionRecorded, TrainingExample
-from seal.ledger import Ledger
 
 REWARD_TOLERANCE = 1e-6
 

@@ -39,6 +39,10 @@ from rich.table import Table
 
 from auditor.config import AuditorConfig
 from auditor.service import Auditor
+from library.datasets import QAItem, load_contexts, load_questions, load_recorded_self_edits, load_retention
+from library.models import DEFAULT_MODEL, DTYPE_CHOICES, DTypeName, load_model
+from library.qa_format import clean_answer, question_prompt
+from library.stacked_lora import target_module_names
 from protocol.messages import (
     ApplySelfEdits,
     Body,
@@ -49,15 +53,10 @@ from protocol.messages import (
     TrainJob,
     TrainSettings,
 )
-from seal.datasets import QAItem, load_contexts, load_questions, load_recorded_self_edits, load_retention
-from seal.models import DEFAULT_MODEL, DTYPE_CHOICES, DTypeName, load_model
-from seal.qa_format import clean_answer, question_prompt
-from seal.stacked_lora import target_module_names
 from student.config import StudentConfig
 from student.service import Student
 from student.training import lora_config, tokenize_texts, training_schedule, training_texts
 
-DEFAULT_DATA = Path("/work/shared/data/squad/squad_train100_qwen7b_selfedits.json")
 RESULTS = Path(__file__).with_name("results")
 console = Console(width=200)
 
@@ -453,7 +452,7 @@ ANSWER_TOKENS = 24  # the auditor's default answer length
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Base model: the embedded default, a folder or hub id.")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SQuAD-format file with recorded self-edits.")
+    parser.add_argument("--data", type=Path, required=True, help="SQuAD-format file with recorded self-edits.")
     parser.add_argument("--contexts", type=int, default=1, help="Passages to use (the first N of --data).")
     parser.add_argument("--ks", default=None, help="Comma-separated candidates per passage (default 1,2,5,10).")
     parser.add_argument("--epochs", type=int, default=None, help="Training epochs per candidate (default 10).")

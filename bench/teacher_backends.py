@@ -28,14 +28,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_DATA = Path("/work/shared/data/squad/squad_dev.json")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """The bench's flags."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m-instruct", help="Teacher model (both backends).")
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="SQuAD-format passages.")
+    parser.add_argument("--data", type=Path, required=True, help="SQuAD-format passages.")
     parser.add_argument("--passages", type=int, default=20, help="Passages (contexts) to propose for.")
     parser.add_argument("--k", type=int, default=5, help="Self-edits per passage.")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="Results folder.")
@@ -82,10 +81,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run both backends and save the results."""
     args = parse_args(argv)
+    from library.datasets import load_contexts
+    from library.models import load_tokenizer
+    from library.vllm_engine import VLLMSettings
     from protocol.messages import SamplingSettings
-    from seal.datasets import load_contexts
-    from seal.models import load_tokenizer
-    from seal.vllm_engine import VLLMSettings
     from teacher.backends import TransformersTeacher
     from teacher.prompts import self_edit_prompt
     from teacher.vllm_backend import VLLMTeacher

@@ -1,15 +1,15 @@
 """Closed-book answers from the base model or from stored adapters: batched, greedy.
 
 Many adapters answer in one generation batch: with a model holding them all
-(:func:`seal.lora.mixed_adapters`, or peft's), ``adapter_names`` routes each row
+(:func:`library.lora.mixed_adapters`, or peft's), ``adapter_names`` routes each row
 to its own adapter (``"__base__"``: no adapter), so K candidates share every
 forward pass instead of taking one each.
 
 The decoding loop is greedy search written out, to waste less than ``generate``:
 the instruction every prompt starts with is computed once per adapter
-(:mod:`seal.shared_prefix`), and a row leaves the batch as soon as its answer is
+(:mod:`library.shared_prefix`), and a row leaves the batch as soon as its answer is
 settled: at end of sequence, or once the first line is complete, since only the
-first line is kept (:func:`seal.qa_format.clean_answer`). The answers are those
+first line is kept (:func:`library.qa_format.clean_answer`). The answers are those
 of ``generate(do_sample=False)`` followed by ``clean_answer``.
 """
 
@@ -18,9 +18,9 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from seal.lora import BASE_ADAPTER
-from seal.qa_format import clean_answer, question_prompt
-from seal.shared_prefix import prefill, shared_prefix_length, suffix_batch
+from library.lora import BASE_ADAPTER
+from library.qa_format import clean_answer, question_prompt
+from library.shared_prefix import prefill, shared_prefix_length, suffix_batch
 
 MIXED_BATCH_FACTOR = 8
 """A mixed-adapter batch holds this many times the configured questions per batch: rows share every pass."""

@@ -5,7 +5,7 @@ the same shuffled batches, the same number of steps), its own LoRA weights (init
 would under its seed) and its own AdamW state. At step ``s`` the batches of every candidate that
 still has a step ``s`` are pooled, sorted by length and cut into micro-batches that waste few
 padded tokens; inside a micro-batch each candidate's rows are contiguous, and
-:class:`seal.stacked_lora.StackedLoRALinear` applies each candidate's LoRA to its own rows.
+:class:`library.stacked_lora.StackedLoRALinear` applies each candidate's LoRA to its own rows.
 
 Each candidate's loss is its own token-mean over its own step batch (summed token losses divided
 by *its* token count, never the pooled batch's), and the step's objective is the sum of these, so
@@ -30,9 +30,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from protocol.messages import TrainJob, TrainSettings
-from seal.lora import finish_adapter_config
-from seal.stacked_lora import (
+from library.lora import finish_adapter_config
+from library.stacked_lora import (
     LoRAWeights,
     Routing,
     init_lora_weights,
@@ -41,6 +40,7 @@ from seal.stacked_lora import (
     stacked_layers,
     target_module_names,
 )
+from protocol.messages import TrainJob, TrainSettings
 from student.training import (
     IGNORE_INDEX,
     Step,

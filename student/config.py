@@ -7,9 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from library.models import DEFAULT_MODEL, DTypeName
+from library.vllm_engine import VLLMSettings
 from protocol.messages import TrainSettings
-from seal.models import DEFAULT_MODEL, DTypeName
-from seal.vllm_engine import VLLMSettings
 
 
 class StudentConfig(BaseModel):

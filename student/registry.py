@@ -16,9 +16,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from library.ledger import Ledger
 from protocol.messages import Verdict
 from protocol.signing import VerdictRefused, check_verdict
-from seal.ledger import Ledger
 
 
 class RegistryError(Exception):

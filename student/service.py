@@ -11,6 +11,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from library.lora import mixed_adapters
+from library.models import load_model
+from library.vllm_engine import require_vllm
 from protocol.artifacts import ArtifactStore
 from protocol.codec import ProtocolError
 from protocol.messages import (
@@ -28,9 +31,6 @@ from protocol.messages import (
     Rollback,
     StudentInfo,
 )
-from seal.lora import mixed_adapters
-from seal.models import load_model
-from seal.vllm_engine import require_vllm
 from student.answering import MIXED_BATCH_FACTOR, generate_answers
 from student.batched import train_adapters
 from student.config import StudentConfig

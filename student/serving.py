@@ -5,6 +5,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from library.lora import adapters_loaded
 from protocol.artifacts import ArtifactStore
 from protocol.codec import ProtocolError
 from protocol.messages import (
@@ -17,7 +18,6 @@ from protocol.messages import (
     ServedState,
 )
 from protocol.signing import VerdictRefused
-from seal.lora import adapters_loaded
 from student.answering import generate_answers
 from student.registry import Registry, RegistryError
 

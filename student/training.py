@@ -18,8 +18,8 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from library.lora import save_portable
 from protocol.messages import TrainJob, TrainSettings
-from seal.lora import save_portable
 
 IGNORE_INDEX = -100
 _LIST_MARKER = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")

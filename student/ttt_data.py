@@ -14,8 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 from itertools import permutations
 
+from library.arc import Grid, grid_to_text, task_prompt
 from protocol.fewshot import ArcPair, ArcTask, FewShotSelfEdit
-from seal.arc import Grid, grid_to_text, task_prompt
 from student.augment import Transform, color_permutation, families
 
 

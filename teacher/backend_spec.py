@@ -99,11 +99,11 @@ def check_backend(config: TeacherConfig) -> None:
     if spec.kind in API_KINDS:
         build_backend(config)
         return
-    from seal.models import resolve_model
+    from library.models import resolve_model
 
     if spec.kind == "vllm":
-        from seal.models import ModelLoadError
-        from seal.vllm_engine import require_vllm
+        from library.models import ModelLoadError
+        from library.vllm_engine import require_vllm
         from teacher.errors import BackendUnavailable
 
         try:

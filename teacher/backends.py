@@ -19,9 +19,9 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedModel
 
+from library.models import DTypeName, load_model
 from protocol.artifacts import content_id
 from protocol.messages import SamplingSettings, Usage
-from seal.models import DTypeName, load_model
 from teacher.prompts import as_chat
 
 

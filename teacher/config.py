@@ -6,9 +6,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from library.models import DEFAULT_MODEL, DTypeName
+from library.vllm_engine import VLLMSettings
 from protocol.messages import SamplingSettings, SelfEditFormat
-from seal.models import DEFAULT_MODEL, DTypeName
-from seal.vllm_engine import VLLMSettings
 from teacher.backend_spec import API_KINDS, parse_spec
 from teacher.restem_config import RestemConfig
 

@@ -15,9 +15,9 @@ import logging
 
 from pydantic import ValidationError
 
+from library.arc import pair_text
 from protocol.fewshot import ArcTask, FewShotProposal, FewShotSelfEdit
 from protocol.messages import SamplingSettings
-from seal.arc import pair_text
 from teacher.backends import TeacherBackend
 
 log = logging.getLogger(__name__)

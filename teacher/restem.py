@@ -247,7 +247,7 @@ def sft_model_of(backend: Any, device: str = "auto", dtype: str = "auto") -> tup
     if hasattr(backend, "base_model"):  # the in-process transformers teacher: train its own weights' base
         backend.serve_base()
         return backend.base_model, backend.tokenizer, backend.model_id
-    from seal.models import load_model  # a vLLM teacher: its weights live in the engine, so load a copy
+    from library.models import load_model  # a vLLM teacher: its weights live in the engine, so load a copy
 
     spec = backend.model_id.removeprefix("vllm:")
     model, tokenizer = load_model(spec, device, dtype)

@@ -21,7 +21,7 @@ from peft import LoraConfig, get_peft_model
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from seal.lora import save_portable
+from library.lora import save_portable
 from teacher.prompts import as_chat
 
 IGNORE_INDEX = -100

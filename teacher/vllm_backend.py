@@ -17,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from library.models import ModelLoadError, load_tokenizer
+from library.vllm_engine import LoRANames, VLLMSettings, build_engine, require_vllm
 from protocol.messages import SamplingSettings
-from seal.models import ModelLoadError, load_tokenizer
-from seal.vllm_engine import LoRANames, VLLMSettings, build_engine, require_vllm
 from teacher.backends import Completion, texts_of
 from teacher.errors import BackendRequestError, BackendUnavailable
 from teacher.prompts import as_chat

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from seal.ledger import verify_ledger
+from library.ledger import verify_ledger
 from tests.fake_api import FAKE_KEY, FakeAPI, _prompt_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ def test_demo_with_an_api_teacher_runs_end_to_end(flavour, tiny_model_dir, tmp_p
         api.script.append("429")  # one rate limit on the way: retried, not fatal
         argv = ["demo", "--model", tiny_model_dir, "--limit", "1", "--run-dir", str(run_dir),
                 "--teacher", f"{flavour}:fake-model", "--teacher-base-url", api.base_url]
-        done = subprocess.run([sys.executable, "-m", "seal", *argv], capture_output=True, text=True, timeout=300,
+        done = subprocess.run([sys.executable, "-m", "apps", *argv], capture_output=True, text=True, timeout=300,
                               env=env, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(api.generations()) == 2, "the 429 and its retry"
@@ -47,10 +47,10 @@ def test_restem_with_an_api_teacher_grows_an_exemplar_bank_recorded_in_the_ledge
     run_dir = tmp_path / "restem"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160", "OPENAI_API_KEY": FAKE_KEY}
     with FakeAPI("openai") as api:
-        argv = ["train-teacher", "--model", tiny_model_dir, "--data", str(ROOT / "seal/data/demo_documents.json"),
+        argv = ["train-teacher", "--model", tiny_model_dir, "--data", str(ROOT / "library/data/demo_documents.json"),
                 "--limit", "2", "--rounds", "2", "--k", "1", "--epochs", "2", "--run-dir", str(run_dir),
                 "--teacher", "openai:fake-model", "--teacher-base-url", api.base_url]
-        done = subprocess.run([sys.executable, "-m", "seal", *argv], capture_output=True, text=True, timeout=600,
+        done = subprocess.run([sys.executable, "-m", "apps", *argv], capture_output=True, text=True, timeout=600,
                               env=env, cwd=ROOT)
         prompts = [_prompt_of(body) for body in api.generations()]
     assert done.returncode == 0, done.stdout + done.stderr

@@ -11,6 +11,10 @@ import torch
 from auditor.config import AuditorConfig
 from auditor.safety import is_refusal
 from auditor.service import Auditor
+from library.datasets import context_id_for
+from library.ledger import verify_ledger
+from library.models import load_model
+from library.qa_format import question_prompt
 from protocol.codec import ProtocolError
 from protocol.messages import (
     AnswerQuestions,
@@ -24,10 +28,6 @@ from protocol.messages import (
     TrainJob,
     TrainSettings,
 )
-from seal.datasets import context_id_for
-from seal.ledger import verify_ledger
-from seal.models import load_model
-from seal.qa_format import question_prompt
 from student.config import StudentConfig
 from student.service import Student
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-import seal.vllm_engine
-from seal.cli import build_parser, main
-from seal.cli_config import build_config
+import library.vllm_engine
+from apps.cli import build_parser, main
+from apps.cli_config import build_config
 from teacher.backend_spec import BackendSpec, build_backend, check_backend, parse_spec
 from teacher.config import TeacherConfig
 from teacher.errors import BackendUnavailable, TeacherBackendError
@@ -67,7 +67,7 @@ def test_inconsistent_teacher_configs_are_refused(values):
 
 
 def test_without_vllm_the_vllm_teacher_is_one_line(monkeypatch):
-    monkeypatch.setattr(seal.vllm_engine, "vllm_available", lambda: False)
+    monkeypatch.setattr(library.vllm_engine, "vllm_available", lambda: False)
     with pytest.raises(BackendUnavailable) as caught:
         build_backend(TeacherConfig(model="vllm:smollm2-135m-instruct"))
     message = str(caught.value)
@@ -101,7 +101,7 @@ def test_seal_demo_stops_in_one_line_before_starting_any_role(
     for variable, value in env.items():
         monkeypatch.setenv(variable, value)
     if "_NO_VLLM" in env:
-        monkeypatch.setattr(seal.vllm_engine, "vllm_available", lambda: False)
+        monkeypatch.setattr(library.vllm_engine, "vllm_available", lambda: False)
     run_dir = tmp_path / "run"
     with FakeAPI("openai") as api:
         url = api.base_url if teacher.startswith("openai") else "http://127.0.0.1:9"
@@ -120,7 +120,7 @@ def test_backend_errors_are_teacher_backend_errors():
 
 
 def test_vllm_engine_defaults_on_cpu_and_gpu():
-    from seal.vllm_engine import VLLMSettings, engine_kwargs
+    from library.vllm_engine import VLLMSettings, engine_kwargs
 
     cpu = engine_kwargs(VLLMSettings(), on_gpu=False, model_max_len=8192)
     assert cpu["gpu_memory_utilization"] == 0.3 and cpu["enforce_eager"] is True

@@ -13,11 +13,11 @@ from safetensors.torch import load_file
 import student.answering as answering
 import student.batched as batched
 from auditor.scoring import BASE_ADAPTER, answer_logliks
+from library.lora import adapters_loaded, mixed_adapters
+from library.models import load_model
+from library.qa_format import clean_answer, question_prompt
+from library.stacked_lora import init_lora_weights, target_module_names
 from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainJob, TrainSettings
-from seal.lora import adapters_loaded, mixed_adapters
-from seal.models import load_model
-from seal.qa_format import clean_answer, question_prompt
-from seal.stacked_lora import init_lora_weights, target_module_names
 from student.answering import generate_answers
 from student.batched import plan_micro_batches, train_adapters
 from student.config import StudentConfig

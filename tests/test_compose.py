@@ -8,8 +8,8 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from seal.cli import build_parser
-from seal.cli_config import build_config
+from apps.cli import build_parser
+from apps.cli_config import build_config
 from teacher.backend_spec import parse_spec
 from teacher.config import TeacherConfig
 

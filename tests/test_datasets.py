@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from seal.datasets import (
+from library.datasets import (
     DEMO_DOCUMENTS,
     RETENTION_SET,
     DatasetError,
@@ -18,10 +18,9 @@ from seal.datasets import (
     load_recorded_self_edits,
     load_retention,
 )
+from tests.shared_data import SHARED_DATA, SQUAD_DEV
+from tests.shared_data import SQUAD_TRAIN_SELF_EDITS as SQUAD_SELF_EDITS
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SQUAD_DEV = SHARED_DATA / "squad" / "squad_dev.json"
-SQUAD_SELF_EDITS = SHARED_DATA / "squad" / "squad_train100_qwen7b_selfedits.json"
 needs_shared = pytest.mark.skipif(
     not (SQUAD_DEV.exists() and SQUAD_SELF_EDITS.exists()),
     reason=f"shared SQuAD files not found under {SHARED_DATA}",

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from seal.ledger import verify_ledger
+from library.ledger import verify_ledger
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _seal(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160"}
     return subprocess.run(
-        [sys.executable, "-m", "seal", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
+        [sys.executable, "-m", "apps", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT
     )
 
 
@@ -75,24 +75,24 @@ def test_invalid_setting_names_the_flag(tmp_path):
 
 
 def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch):
-    import seal.demo
+    import apps.demo
+    from apps.cli import _demo, build_parser
+    from apps.cli_config import build_config
     from auditor.config import AuditorConfig
-    from seal.cli import _demo, build_parser
-    from seal.cli_config import build_config
     from student.config import StudentConfig
     from teacher.config import TeacherConfig
 
     configs = {"student": StudentConfig, "auditor": AuditorConfig, "teacher": TeacherConfig}
 
     captured = []
-    monkeypatch.setattr(seal.demo, "run_demo", lambda opts, **_: captured.append(opts) or 0)
+    monkeypatch.setattr(apps.demo, "run_demo", lambda opts, **_: captured.append(opts) or 0)
     flags = ["--epochs", "2", "--max-retention-drop", "1.5", "--dtype", "bfloat16", "--threads", "1"]
     _demo(build_parser().parse_args(["demo", *flags, "--run-dir", "x"]))
-    commands = seal.demo.role_commands(captured[0], "tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
+    commands = apps.demo.role_commands(captured[0], "tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
     assert commands["student"][-2:] == ["--train.epochs", "2"]
     assert commands["auditor"][-2:] == ["--max-retention-drop", "1.5"]
     for role, argv in commands.items():
-        parsed = build_parser().parse_args(argv[3:])  # argv[3:]: after "python -m seal"
+        parsed = build_parser().parse_args(argv[3:])  # argv[3:]: after "python -m apps"
         assert (parsed.command, parsed.threads) == (role, 1)
         assert build_config(configs[role], parsed).dtype == "bfloat16"
     with pytest.raises(SystemExit):

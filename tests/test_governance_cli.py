@@ -8,17 +8,17 @@ import threading
 
 import pytest
 
+from apps.cli import main
+from apps.processes import free_tcp_ports
 from auditor.config import AuditorConfig
 from auditor.decision import Decider, ModelResult
+from library.datasets import QAItem
+from library.ledger import Ledger, canonical_json, entry_hash
 from protocol.codec import STUDENT_CHANNEL
 from protocol.messages import ApplySelfEdits, CandidateForReview, TrainSettings
 from protocol.security import create_role_keys, server_security
 from protocol.signing import create_signing_key, load_signing_key, load_verify_key
 from protocol.transport import Server
-from seal.cli import main
-from seal.datasets import QAItem
-from seal.ledger import Ledger, canonical_json, entry_hash
-from seal.processes import free_tcp_ports
 from student.config import StudentConfig
 from student.service import Student
 from tests.test_student import _job

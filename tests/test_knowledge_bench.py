@@ -6,11 +6,11 @@ import json
 
 import pytest
 
+from apps.cli_config import ConfigError
+from apps.knowledge_bench import read_jsonl, run_knowledge_bench
+from apps.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, KnowledgeBenchConfig
+from apps.knowledge_report import markdown_table, merge_runs, paired_gains, summarise
 from protocol.messages import TrainSettings
-from seal.cli_config import ConfigError
-from seal.knowledge_bench import read_jsonl, run_knowledge_bench
-from seal.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, KnowledgeBenchConfig
-from seal.knowledge_report import markdown_table, merge_runs, paired_gains, summarise
 from teacher.backends import TransformersTeacher
 from teacher.restem import TeacherVersion, VersionBook
 from teacher.sft import SFTSettings, train_teacher_adapter

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from seal import ledger as ledger_mod
-from seal.ledger import (
+from library import ledger as ledger_mod
+from library.ledger import (
     GENESIS,
     Ledger,
     LedgerError,

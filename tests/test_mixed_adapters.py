@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from library.lora import BASE_ADAPTER, adapters_loaded, load_adapter_weights, mixed_adapters
+from library.models import load_model
+from library.stacked_lora import StackedLoRALinear
 from protocol.messages import Context, SelfEdit, TrainJob, TrainSettings
-from seal.lora import BASE_ADAPTER, adapters_loaded, load_adapter_weights, mixed_adapters
-from seal.models import load_model
-from seal.stacked_lora import StackedLoRALinear
 from student.batched import train_adapters
 
 SETTINGS = [

@@ -1,4 +1,4 @@
-"""Tests for seal.models: loading folders, one-line errors, device choice and the one-time conversion."""
+"""Tests for library.models: loading folders, one-line errors, device choice and the one-time conversion."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import huggingface_hub.constants
 import pytest
 import torch
 
-from seal import models
-from seal.models import DEFAULT_MODEL, ModelLoadError, load_model, load_tokenizer, pick_device, resolve_model
+from library import models
+from library.models import DEFAULT_MODEL, ModelLoadError, load_model, load_tokenizer, pick_device, resolve_model
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEXT = 'Héllo, world! In 1969, 3 + 4.5 = 7.5 (roughly); ask: "why?"\n\tDone.'
@@ -231,7 +231,7 @@ def test_failed_conversion_leaves_nothing_behind(monkeypatch, tmp_path):
 
 _RESOLVE_IN_CHILD = (
     "import logging, sys; logging.basicConfig(level=logging.INFO)\n"
-    "from seal.models import resolve_model; print(resolve_model(sys.argv[1]))"
+    "from library.models import resolve_model; print(resolve_model(sys.argv[1]))"
 )
 
 

@@ -14,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SUPERVISOR = """
 import sys, time
-from seal.processes import ProcessGroup
+from apps.processes import ProcessGroup
 group = ProcessGroup()
 group.spawn("sleeper", [sys.executable, "-c", "import time; time.sleep(120)"])
 print(group.procs["sleeper"].pid, flush=True)

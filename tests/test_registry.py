@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from library.ledger import verify_ledger
 from protocol.codec import ProtocolError
 from protocol.messages import AnswerServed, ApplySelfEdits, DescribeServed, Promote, Rollback, TrainSettings
 from protocol.signing import sign_verdict
-from seal.ledger import verify_ledger
 from student.config import StudentConfig
 from student.registry import Registry
 from student.service import Student

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from auditor.teacher_versions import record_teacher_version
+from library.datasets import DEMO_DOCUMENTS
+from library.ledger import Ledger, verify_ledger
 from protocol.artifacts import pairs_sha256
 from protocol.codec import ProtocolError
 from protocol.messages import Context, RecordTeacherVersion, SamplingSettings, TrainingExample, Veto
-from seal.datasets import DEMO_DOCUMENTS
-from seal.ledger import Ledger, verify_ledger
 from teacher.backends import TransformersTeacher
 from teacher.loop import Outcome
 from teacher.restem import select_kept

@@ -7,6 +7,7 @@ import threading
 import pytest
 import zmq.auth
 
+from apps.processes import free_tcp_ports
 from protocol.codec import STUDENT_CHANNEL
 from protocol.messages import AnswerQuestions, Answers, ModelAnswers, Pong
 from protocol.security import (
@@ -19,7 +20,6 @@ from protocol.security import (
     server_security,
 )
 from protocol.transport import Client, PeerUnavailable, Server
-from seal.processes import free_tcp_ports
 
 
 def _echo(body):

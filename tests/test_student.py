@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from auditor.scoring import answer_logliks
+from library.lora import adapters_loaded
+from library.models import ModelLoadError, load_model
 from protocol.artifacts import ArtifactError, ArtifactStore, content_id
 from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainJob, TrainSettings
-from seal.lora import adapters_loaded
-from seal.models import ModelLoadError, load_model
 from student.config import StudentConfig
 from student.service import Student
 from student.training import collate, tokenize_texts, train_adapter, training_texts
@@ -132,9 +132,9 @@ def test_store_refuses_an_altered_adapter(student):
 
 
 def test_the_vllm_backend_without_vllm_fails_in_one_line_before_loading_anything(monkeypatch, tmp_path):
-    import seal.vllm_engine
+    import library.vllm_engine
 
-    monkeypatch.setattr(seal.vllm_engine, "vllm_available", lambda: False)
+    monkeypatch.setattr(library.vllm_engine, "vllm_available", lambda: False)
     config = StudentConfig(model=str(tmp_path / "no-such-model"), store=tmp_path / "store", answer_backend="vllm")
     with pytest.raises(ModelLoadError, match=r"^--answer-backend vllm needs vllm, which is not installed") as e:
         Student(config)

@@ -9,10 +9,10 @@ import time
 import pytest
 import zmq
 
+from apps.processes import free_tcp_ports
 from protocol.codec import STUDENT_CHANNEL, decode
 from protocol.messages import AnswerQuestions, Answers, ErrorReply, ModelAnswers, Ping
 from protocol.transport import Client, PeerUnavailable, RemoteError, Server, open_socket
-from seal.processes import free_tcp_ports
 from tests.test_codec import _frames
 
 

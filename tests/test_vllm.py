@@ -47,7 +47,7 @@ def vllm_model_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def vllm_settings():
-    from seal.vllm_engine import VLLMSettings
+    from library.vllm_engine import VLLMSettings
 
     return VLLMSettings(
         dtype="float32", kv_cache_memory_bytes=64 << 20, max_model_len=512, max_loras=2, max_lora_rank=16
@@ -56,7 +56,7 @@ def vllm_settings():
 
 @pytest.fixture(scope="session")
 def vllm_engine(vllm_model_dir, vllm_settings):
-    from seal.vllm_engine import build_engine
+    from library.vllm_engine import build_engine
 
     saved = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING")
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine core in this process: no spawn, seconds to start
@@ -90,7 +90,7 @@ def adapters(vllm_model_dir, tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def hf_model(vllm_model_dir):
-    from seal.models import load_model
+    from library.models import load_model
 
     return load_model(vllm_model_dir, "cpu")
 
@@ -228,7 +228,7 @@ def test_demo_with_a_vllm_teacher_runs_end_to_end(tiny_model_dir, vllm_model_dir
     import subprocess
     import sys
 
-    from seal.ledger import verify_ledger
+    from library.ledger import verify_ledger
 
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "160",
@@ -236,7 +236,7 @@ def test_demo_with_a_vllm_teacher_runs_end_to_end(tiny_model_dir, vllm_model_dir
     run_dir = tmp_path / "run"
     argv = ["demo", "--model", tiny_model_dir, "--teacher", f"vllm:{vllm_model_dir}", "--limit", "1",
             "--run-dir", str(run_dir)]
-    done = subprocess.run([sys.executable, "-m", "seal", *argv], capture_output=True, text=True, timeout=300,
+    done = subprocess.run([sys.executable, "-m", "apps", *argv], capture_output=True, text=True, timeout=300,
                           env=env, cwd=root)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [outcome] = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]

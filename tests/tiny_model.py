@@ -1,6 +1,6 @@
 """Build a tiny, randomly initialised Llama causal LM as a local Hugging Face folder, offline.
 
-Tests use it in place of the real default model: it loads through `seal.models.load_model`
+Tests use it in place of the real default model: it loads through `library.models.load_model`
 like any user folder, generates in milliseconds, and its tokenizer mirrors SmolLM2's
 conventions (ChatML chat template, bos `<|im_start|>`, eos = pad = `<|im_end|>`, no bos added
 on encode) so code tested against it behaves the same with the real model.

@@ -8,7 +8,7 @@ says which rows belong to which slot, so each slot's LoRA update is computed
 on its own rows only: each adapter's gradient comes only from its own samples.
 Slots may differ in rank, scale, dropout and in which modules they target.
 
-The same layer serves mixed-adapter inference (:func:`seal.lora.mixed_adapters`):
+The same layer serves mixed-adapter inference (:func:`library.lora.mixed_adapters`):
 it costs a slice and two thin matmuls per adapter and module, where peft's
 mixed batch re-indexes rows and injects a module per adapter on every load.
 Both the student (training, answering) and the auditor (scoring) use it.

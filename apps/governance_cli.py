@@ -19,10 +19,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from library.ledger import Ledger, LedgerError, verify_ledger
 from protocol.messages import AnswerServed, DescribeServed, Promote, Rollback, ServedState, Verdict
 from protocol.security import SecurityError, create_role_keys
 from protocol.signing import VerdictRefused, create_signing_key, load_verify_key, verify_signature
-from seal.ledger import Ledger, LedgerError, verify_ledger
 
 DEFAULT_STUDENT = "tcp://127.0.0.1:5555"
 
@@ -88,7 +88,7 @@ def run_governance(args: argparse.Namespace) -> int:
 
 
 def _talk_to_student(args: argparse.Namespace) -> int:
-    from seal.roles import student_client
+    from apps.roles import student_client
 
     client = student_client(args.student, "cli", args.timeout, keys_folder(args))
     try:

@@ -10,12 +10,12 @@ from pathlib import Path
 from rich.console import Console
 
 from auditor.config import AuditorConfig
+from library.datasets import DEMO_DOCUMENTS, load_contexts
 from protocol.codec import AUDITOR_CHANNEL, STUDENT_CHANNEL
 from protocol.messages import Role
 from protocol.security import client_security, server_security
 from protocol.signing import load_signing_key, load_verify_key
 from protocol.transport import Client, PeerUnavailable, Server
-from seal.datasets import DEMO_DOCUMENTS, load_contexts
 from teacher.config import TeacherConfig
 
 log = logging.getLogger(__name__)

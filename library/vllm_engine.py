@@ -22,8 +22,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from library.models import ModelLoadError, resolve_model
 from protocol.artifacts import content_id
-from seal.models import ModelLoadError, resolve_model
 
 log = logging.getLogger(__name__)
 

@@ -176,7 +176,7 @@ def merge_runs(out: Path, runs: list[Path]) -> Path:
     return write_report(out, conditions, records, config, sum(result["wall_seconds"] for result in results))
 
 
-if __name__ == "__main__":  # python -m seal.knowledge_report OUT RUN [RUN ...]
+if __name__ == "__main__":  # python -m apps.knowledge_report OUT RUN [RUN ...]
     import sys
 
     print(merge_runs(Path(sys.argv[1]), [Path(arg) for arg in sys.argv[2:]]).read_text())

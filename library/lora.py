@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedModel
 
-from seal.stacked_lora import LoRAWeights, Routing, row_segments, stacked_layers
+from library.stacked_lora import LoRAWeights, Routing, row_segments, stacked_layers
 
 BASE_ADAPTER = "__base__"
 """The name of "no adapter" in a mixed-adapter batch (peft's too)."""

@@ -17,11 +17,11 @@ import sys
 import time
 from pathlib import Path
 
+from apps.bench_cli import add_bench_commands, run_bench
+from apps.cli_config import ConfigError, add_config_arguments, add_threads_argument, apply_threads, build_config
+from apps.governance_cli import add_governance_commands, add_security_args, keys_folder, run_governance
 from auditor.config import AuditorConfig
-from seal.bench_cli import add_bench_commands, run_bench
-from seal.cli_config import ConfigError, add_config_arguments, add_threads_argument, apply_threads, build_config
-from seal.governance_cli import add_governance_commands, add_security_args, keys_folder, run_governance
-from seal.models import DTYPE_CHOICES
+from library.models import DTYPE_CHOICES
 from student.config import StudentConfig
 from teacher.config import TeacherConfig
 
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int | None:
-    from seal import roles
+    from apps import roles
 
     if args.command in ("student", "auditor", "teacher"):
         apply_threads(args.threads)
@@ -156,7 +156,7 @@ def _dispatch(args: argparse.Namespace) -> int | None:
     elif args.command in ("keys", "promote", "rollback", "status", "shadow", "ledger"):
         return run_governance(args)
     elif args.command == "models":
-        from seal.models import DEFAULT_MODEL, resolve_model
+        from library.models import DEFAULT_MODEL, resolve_model
 
         print(resolve_model(args.spec or DEFAULT_MODEL))
     return None
@@ -182,8 +182,8 @@ def _train_teacher(args: argparse.Namespace) -> int:
 
 def _three_roles(args: argparse.Namespace, command: str, min_gain: float, extra: dict[str, list[str]]) -> int:
     """Start teacher, student and auditor on loopback for ``seal demo`` or ``seal train-teacher``."""
-    from seal.demo import DemoOptions, run_demo
-    from seal.models import DEFAULT_MODEL
+    from apps.demo import DemoOptions, run_demo
+    from library.models import DEFAULT_MODEL
 
     prefix = "demo" if command == "demo" else "restem"
     opts = DemoOptions(
@@ -206,12 +206,12 @@ def _three_roles(args: argparse.Namespace, command: str, min_gain: float, extra:
 
 def _is_user_error(exc: Exception) -> bool:
     """Errors that deserve one line, not a traceback."""
+    from library.datasets import DatasetError
+    from library.ledger import LedgerError
+    from library.models import ModelLoadError
     from protocol.security import SecurityError
     from protocol.signing import VerdictRefused
     from protocol.transport import TransportError
-    from seal.datasets import DatasetError
-    from seal.ledger import LedgerError
-    from seal.models import ModelLoadError
     from teacher.errors import TeacherBackendError
 
     errors = (

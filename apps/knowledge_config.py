@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from library.models import DEFAULT_MODEL
 from protocol.messages import SamplingSettings, SelfEditFormat, TrainSettings
-from seal.models import DEFAULT_MODEL
 
 NO_ADAPTATION, PASSAGE_ONLY, RECORDED = "no adaptation", "passage only", "recorded teacher"
 

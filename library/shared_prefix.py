@@ -1,7 +1,7 @@
 """Computing a batch's shared prompt prefix once per model instead of once per row.
 
 Every question is put to the student after the same instruction (see
-:mod:`seal.qa_format`): about 30 of a prompt's 45 tokens are identical in every
+:mod:`library.qa_format`): about 30 of a prompt's 45 tokens are identical in every
 row. :func:`prefill` runs that prefix once per distinct adapter in the batch and
 copies its key/value cache to each row; :func:`suffix_batch` lays out the rest
 of each row after it, left-padded *between* prefix and suffix, with position

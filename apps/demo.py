@@ -14,12 +14,12 @@ from pathlib import Path
 from pydantic import ValidationError
 from rich.console import Console
 
+from apps.cli_config import ConfigError
+from apps.processes import ProcessFailed, ProcessGroup, free_tcp_ports
+from library.ledger import verify_ledger
+from library.models import DEFAULT_MODEL, resolve_model
 from protocol.security import create_role_keys
 from protocol.signing import create_signing_key
-from seal.cli_config import ConfigError
-from seal.ledger import verify_ledger
-from seal.models import DEFAULT_MODEL, resolve_model
-from seal.processes import ProcessFailed, ProcessGroup, free_tcp_ports
 
 
 @dataclass
@@ -44,7 +44,7 @@ class DemoOptions:
 
 def role_commands(opts: DemoOptions, student_ep: str, auditor_ep: str) -> dict[str, list[str]]:
     """The ``seal`` command line of each role, as a user would type it."""
-    seal = [sys.executable, "-m", "seal"]
+    seal = [sys.executable, "-m", "apps"]
     store, ledger = str(opts.run_dir / "store"), str(opts.run_dir / "ledger.jsonl")
     keys = ["--keys", str(opts.run_dir / "keys")]
     data = ["--data", str(opts.data)] if opts.data else []

@@ -20,17 +20,20 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib import resources
 from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from protocol.messages import Context
 
-DATA_DIR = Path(__file__).with_name("data")
+DATA_DIR = Path(str(resources.files("library") / "data"))  # installed package data, never a path beside it
 DEMO_DOCUMENTS = DATA_DIR / "demo_documents.json"
 """Ten short documents about fictional entities, with 5 short-answer questions each."""
 RETENTION_SET = DATA_DIR / "retention.json"
 """General-knowledge questions the adapted student should still answer like the base model."""
+PROBES_FILE = DATA_DIR / "probes.json"
+"""The built-in protected probes: prompts whose answers no update may change."""
 
 
 class DatasetError(Exception):

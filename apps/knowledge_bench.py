@@ -27,8 +27,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from apps.cli_config import ConfigError
+from apps.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, KnowledgeBenchConfig
+from apps.knowledge_report import write_report
+from apps.llm_judge import LLMJudge
 from auditor.grading import exact_match, f1_score
 from auditor.scoring import MIXED_BATCH_ROWS, answer_logliks
+from library.datasets import QAItem, load_contexts, load_questions, load_recorded_self_edits
+from library.lora import adapters_loaded
 from protocol.messages import (
     AnswerQuestions,
     ApplySelfEdits,
@@ -36,12 +42,6 @@ from protocol.messages import (
     SelfEdit,
     TrainJob,
 )
-from seal.cli_config import ConfigError
-from seal.datasets import QAItem, load_contexts, load_questions, load_recorded_self_edits
-from seal.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, KnowledgeBenchConfig
-from seal.knowledge_report import write_report
-from seal.llm_judge import LLMJudge
-from seal.lora import adapters_loaded
 from student.config import StudentConfig
 from student.service import Student
 from teacher.proposer import passage_only, self_edit_id

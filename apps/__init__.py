@@ -1,0 +1,1 @@
+"""seal's applications, above the roles: the CLI, the launchers, the benches and their reports."""

@@ -1,0 +1,1 @@
+"""seal's shared library, below the roles: models, LoRA, training, datasets, prompts, ledger, hashing."""
