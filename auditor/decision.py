@@ -6,8 +6,6 @@ the ledger with everything it was based on, and only then returned.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +16,7 @@ from auditor.config import AuditorConfig
 from auditor.grading import exact_match, f1_score
 from library.datasets import QAItem
 from library.ledger import Ledger
+from protocol.canonical import canonical_json, sha256_hex
 from protocol.messages import CandidateForReview, Scores, SelfEdit, Verdict, Veto
 from protocol.signing import sign_verdict
 
@@ -36,8 +35,7 @@ class ModelResult:
 
 def self_edit_sha256(self_edit: SelfEdit) -> str:
     """Hash of the self-edit as judged, over its canonical JSON."""
-    canonical = json.dumps(self_edit.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return sha256_hex(canonical_json(self_edit.model_dump(mode="json")))
 
 
 class Decider:

@@ -16,7 +16,6 @@ as ``jq '.[3]'`` counts them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from protocol.canonical import short_id
 from protocol.messages import Context
 
 DATA_DIR = Path(str(resources.files("library") / "data"))  # installed package data, never a path beside it
@@ -59,8 +59,7 @@ class Recorded:
 
 def context_id_for(title: str, text: str) -> str:
     """A stable id for a passage: the first 16 hex digits of sha256(title NUL text)."""
-    digest = hashlib.sha256(title.encode("utf-8") + b"\0" + text.encode("utf-8"))
-    return digest.hexdigest()[:16]
+    return short_id(title, text)
 
 
 # --------------------------------------------------------------------------- public loaders

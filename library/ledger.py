@@ -24,7 +24,6 @@ Check a ledger from the files alone::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -34,6 +33,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from protocol import canonical
+from protocol.canonical import sha256_hex
 
 log = logging.getLogger(__name__)
 
@@ -344,14 +346,13 @@ def _check_head(head_path: Path, n: int, last: dict[str, Any] | None, problems: 
 
 
 def canonical_json(value: Any) -> bytes:
-    """The bytes that are hashed and written: sorted keys, compact separators, UTF-8, no NaN/Infinity."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return text.encode("utf-8")
+    """The bytes that are hashed and written: :func:`protocol.canonical.canonical_json` as UTF-8."""
+    return canonical.canonical_json(value).encode("utf-8")
 
 
 def entry_hash(entry: dict[str, Any]) -> str:
     """sha256 (hex) of the canonical JSON of ``entry`` without its ``hash`` field."""
-    return hashlib.sha256(canonical_json({k: v for k, v in entry.items() if k != "hash"})).hexdigest()
+    return sha256_hex(canonical_json({k: v for k, v in entry.items() if k != "hash"}))
 
 
 def parse_entry(raw: bytes) -> dict[str, Any]:

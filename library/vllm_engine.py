@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from library.models import ModelLoadError, resolve_model
 from protocol.artifacts import content_id
+from protocol.canonical import shorten
 
 log = logging.getLogger(__name__)
 
@@ -156,4 +157,4 @@ class LoRANames:
 
     def name_for(self, digest: str) -> str:
         """The served name of the adapter with content hash ``digest``."""
-        return f"{self.prefix}-{digest[:16]}"
+        return f"{self.prefix}-{shorten(digest)}"

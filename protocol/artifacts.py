@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from protocol.canonical import canonical_json, sha256_hex
 from protocol.messages import AdapterRef
 
 HASHED_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -29,8 +30,7 @@ def pairs_sha256(pairs: list[tuple[str, str]]) -> str:
     The teacher computes it for what it trained on; the auditor recomputes it from the self-edits its own
     verdicts hold, so the two must agree on this one definition.
     """
-    canonical = json.dumps([list(pair) for pair in pairs], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return sha256_hex(canonical_json([list(pair) for pair in pairs]))
 
 
 class ArtifactError(Exception):

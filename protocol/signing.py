@@ -7,13 +7,13 @@ presenting the verdict for another adapter, breaks it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from protocol.canonical import canonical_json
 from protocol.messages import Verdict
 
 SIGNING_KEY = "auditor.sign"
@@ -38,8 +38,10 @@ def create_signing_key(folder: Path) -> bool:
 
 
 def load_signing_key(folder: Path) -> Ed25519PrivateKey:
+    """The auditor's signing key from ``folder``; a key of another kind is refused, naming the file."""
     key = serialization.load_pem_private_key((folder / SIGNING_KEY).read_bytes(), password=None)
-    assert isinstance(key, Ed25519PrivateKey)
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"{folder / SIGNING_KEY} holds a {type(key).__name__}, not an Ed25519 signing key")
     return key
 
 
@@ -54,7 +56,7 @@ def public_hex(key: Ed25519PublicKey) -> str:
 def verdict_payload(verdict: Verdict) -> bytes:
     """The bytes a signature covers: every field but the signature and the ledger pointer (written after)."""
     fields = verdict.model_dump(mode="json", exclude={"signature", "ledger_entry"})
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return canonical_json(fields).encode("utf-8")
 
 
 def sign_verdict(verdict: Verdict, key: Ed25519PrivateKey) -> Verdict:

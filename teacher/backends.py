@@ -13,14 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 import torch
 from peft import PeftModel
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from library.models import DTypeName, load_model
 from protocol.artifacts import content_id
+from protocol.canonical import shorten
 from protocol.messages import SamplingSettings, Usage
 from teacher.prompts import as_chat
 
@@ -34,10 +35,19 @@ class Completion:
     refusal: str | None = None
 
 
+VersionKind = Literal["lora", "exemplars"]
+
+
 class TeacherBackend(Protocol):
-    """A source of self-edit text."""
+    """A source of self-edit text.
+
+    ``version_kind`` declares how ReST^EM improves it: ``"lora"`` for a local model (its versions are
+    LoRA adapters; the backend is then a :class:`LoRATeacher`), ``"exemplars"`` for an API model that
+    cannot be fine-tuned here (its versions are exemplar banks shown in the prompt).
+    """
 
     model_id: str
+    version_kind: VersionKind
 
     def sample(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[str]]:
         """``n`` completions for each prompt, in prompt order."""
@@ -45,6 +55,22 @@ class TeacherBackend(Protocol):
 
     def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
         """Like ``sample``, with each text's usage and refusal."""
+        ...
+
+
+class LoRATeacher(TeacherBackend, Protocol):
+    """A local teacher whose versions are LoRA adapters: it serves one, and hands ReST^EM a model to train."""
+
+    def serve_version(self, adapter_folder: Path | str) -> str:
+        """Sample from now on with the LoRA in ``adapter_folder``; returns the name it is served under."""
+        ...
+
+    def serve_base(self) -> None:
+        """Sample from the base model again."""
+        ...
+
+    def training_copy(self, device: str, dtype: DTypeName) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+        """The transformers model and tokenizer the M-step fine-tunes, and the model spec its adapters apply to."""
         ...
 
 
@@ -56,12 +82,14 @@ def texts_of(completions: list[list[Completion]]) -> list[list[str]]:
 class TransformersTeacher:
     """An in-process transformers model (the CPU default)."""
 
+    version_kind: VersionKind = "lora"
+
     def __init__(self, model_id: str, device: str = "auto", dtype: DTypeName = "auto", batch_size: int = 4):
         self.model_id = model_id
         self.batch_size = batch_size
         self.base_model, self.tokenizer = load_model(model_id, device, dtype)
         self.model: PreTrainedModel | PeftModel = self.base_model  # what samples: the base, or a version on it
-        self.version_id: str | None = None
+        self.lora_name: str | None = None
 
     def serve_version(self, adapter_folder: Path | str) -> str:
         """Sample from now on with the teacher version (a peft LoRA folder) in ``adapter_folder``.
@@ -71,14 +99,19 @@ class TransformersTeacher:
         self.serve_base()
         self.model = PeftModel.from_pretrained(self.base_model, adapter_folder)
         self.model.eval()
-        self.version_id = f"teacher-{content_id(Path(adapter_folder))[:16]}"
-        return self.version_id
+        self.lora_name = f"teacher-{shorten(content_id(Path(adapter_folder)))}"
+        return self.lora_name
 
     def serve_base(self) -> None:
         """Sample from the base model again."""
         if isinstance(self.model, PeftModel):
             self.model.unload()
-        self.model, self.version_id = self.base_model, None
+        self.model, self.lora_name = self.base_model, None
+
+    def training_copy(self, device: str, dtype: DTypeName) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+        """Its own base weights (no copy: the M-step's adapter is trained on them, then removed)."""
+        self.serve_base()
+        return self.base_model, self.tokenizer, self.model_id
 
     def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
         """``sample``'s texts as completions (a local model never refuses; usage is not counted here)."""

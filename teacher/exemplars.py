@@ -10,7 +10,6 @@ the exact bank it used (``exemplars-<first 12 hex digits>``) and a run can be re
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocol.canonical import sha256_hex
 from protocol.messages import Context, SelfEdit, SelfEditFormat, Verdict
 from teacher.prompts import self_edit_prompt
 
@@ -110,7 +110,7 @@ class ExemplarBank(BaseModel):
     @property
     def content_id(self) -> str:
         """sha256 of the canonical JSON."""
-        return hashlib.sha256(self.to_json().encode("utf-8")).hexdigest()
+        return sha256_hex(self.to_json())
 
     @property
     def version(self) -> str:
@@ -134,7 +134,7 @@ class ExemplarBank(BaseModel):
         """Read a saved bank; a file whose name is a content id must match its bytes."""
         path = Path(path)
         raw = path.read_text(encoding="utf-8")
-        if len(path.stem) == 64 and hashlib.sha256(raw.encode("utf-8")).hexdigest() != path.stem:
+        if len(path.stem) == 64 and sha256_hex(raw) != path.stem:
             raise ValueError(f"{path}: the exemplar bank does not match its content id")
         return cls.model_validate_json(raw)
 

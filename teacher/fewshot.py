@@ -9,13 +9,13 @@ becomes a failed proposal (``self_edit`` None, with the last error), never an ex
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 
 from pydantic import ValidationError
 
 from library.arc import pair_text
+from protocol.canonical import short_id
 from protocol.fewshot import ArcTask, FewShotProposal, FewShotSelfEdit
 from protocol.messages import SamplingSettings
 from teacher.backends import TeacherBackend
@@ -129,8 +129,7 @@ def _proposal(
     backend: TeacherBackend, task: ArcTask, prompt: str, attempts: list[str], slot: int, teacher_version: str
 ) -> FewShotProposal:
     last = attempts[-1]
-    key = "\0".join([task.task_id, teacher_version, last, str(slot)])
-    proposal_id = hashlib.sha256(key.encode()).hexdigest()[:16]
+    proposal_id = short_id(task.task_id, teacher_version, last, str(slot))
     try:
         edit, error = parse_self_edit(last), None
     except ValueError as exc:

@@ -6,16 +6,18 @@ A completion the model refused is a failed proposal: it is logged and left out
 
 from __future__ import annotations
 
-import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from protocol.canonical import short_id
 from protocol.messages import Context, SamplingSettings, SelfEdit, SelfEditFormat, Usage
 from teacher.backends import Completion, TeacherBackend
 from teacher.prompts import self_edit_prompt
 
 if TYPE_CHECKING:
+    from teacher.config import TeacherConfig
     from teacher.exemplars import ExemplarBank
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,7 @@ class FailedProposal:
 
 def self_edit_id(context_id: str, teacher_version: str, text: str, index: int) -> str:
     """Stable id of one sampled self-edit."""
-    key = "\0".join([context_id, teacher_version, text, str(index)])
-    return hashlib.sha256(key.encode()).hexdigest()[:16]
+    return short_id(context_id, teacher_version, text, str(index))
 
 
 def propose(
@@ -113,3 +114,14 @@ def passage_only(context: Context, teacher_version: str) -> SelfEdit:
         teacher_model="none",
         teacher_version=teacher_version,
     )
+
+
+def proposer_for(
+    backend: TeacherBackend, config: TeacherConfig, teacher_version: str, exemplars: ExemplarBank | None = None
+) -> Callable[[Context], list[SelfEdit]]:
+    """What the adaptation pass asks for each context: ``config.k`` self-edits in ``config.format``."""
+
+    def propose_for(context: Context) -> list[SelfEdit]:
+        return propose(backend, [context], config.k, config.format, config.sampling, teacher_version, exemplars)[0]
+
+    return propose_for

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import itertools
 import json
 import os
@@ -80,7 +81,7 @@ def test_entry_format(path: Path) -> None:
     assert (
         entry["hash"]
         == entry_hash(entry)
-        == ledger_mod.hashlib.sha256(canonical_json({k: v for k, v in entry.items() if k != "hash"})).hexdigest()
+        == hashlib.sha256(canonical_json({k: v for k, v in entry.items() if k != "hash"})).hexdigest()
     )
 
 
