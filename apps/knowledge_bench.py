@@ -32,9 +32,8 @@ from apps.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, Knowled
 from apps.knowledge_report import write_report
 from apps.llm_judge import LLMJudge
 from auditor.grading import exact_match, f1_score
-from auditor.scoring import MIXED_BATCH_ROWS, answer_logliks
+from auditor.scoring import score_models
 from library.datasets import QAItem, load_contexts, load_questions, load_recorded_self_edits
-from library.lora import adapters_loaded
 from protocol.messages import (
     AnswerQuestions,
     ApplySelfEdits,
@@ -305,19 +304,12 @@ def _build_judge(config: KnowledgeBenchConfig) -> LLMJudge | None:
 def _gold_logliks(
     student: Student, folders: dict[str, Path], tau: list[QAItem], models: list[str | None]
 ) -> dict[str | None, list[float]]:
-    """Each model's best per-token log-likelihood over each question's gold answers, in one batched pass."""
-    pairs = [(q.question, a) for q in tau for a in q.answers]
-    names = [m or "__base__" for m in models for _ in pairs]
-    if folders:
-        with adapters_loaded(student.model, folders) as peft_model:
-            flat = answer_logliks(peft_model, student.tokenizer, pairs * len(models), MIXED_BATCH_ROWS, names)
-    else:  # the base model alone
-        flat = answer_logliks(student.model, student.tokenizer, pairs * len(models), MIXED_BATCH_ROWS)
-    out = {}
-    for k, model in enumerate(models):
-        scores = iter(flat[k * len(pairs) : (k + 1) * len(pairs)])
-        out[model] = [max(next(scores) for _ in q.answers) for q in tau]
-    return out
+    """Each model's best per-token log-likelihood over each question's gold answers, in one batched pass.
+
+    The auditor's own scoring (:func:`auditor.scoring.score_models`), on the student's copy of the base model.
+    """
+    scores = score_models(student.model, student.tokenizer, models, folders, tau)
+    return {model: scores[model].gold for model in models}
 
 
 @contextmanager

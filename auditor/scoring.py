@@ -4,26 +4,72 @@ The auditor computes it itself, on its own copy of the base model with the
 candidate adapter loaded from the artifact store, because it needs the answer
 key, and the key never leaves the auditor.
 
-Many adapters are scored in one batched forward: with a model holding them all
-(:func:`library.lora.mixed_adapters`, or peft's), ``adapter_names`` routes each row
-to its own adapter (``"__base__"``: none). The instruction all prompts share is computed once per adapter
+:func:`score_models` is what the auditor computes, and what the knowledge bench measures: every
+model's likelihoods in one batched pass. Many adapters are scored in one batched forward: with a
+model holding them all (:func:`library.lora.mixed_adapters`, or peft's), ``adapter_names`` routes
+each row to its own adapter (``"__base__"``: none). The instruction all prompts share is computed once per adapter
 (:mod:`library.shared_prefix`); rows are sorted by length and left-padded, so every
 answer ends at the last position and the output head runs only there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
-from library.lora import BASE_ADAPTER
+from library.datasets import QAItem
+from library.lora import BASE_ADAPTER, mixed_adapters
 from library.qa_format import question_prompt
 from library.shared_prefix import prefill, select_rows, shared_prefix_length, suffix_batch
 
-__all__ = ["BASE_ADAPTER", "MIXED_BATCH_ROWS", "answer_logliks"]
+__all__ = ["BASE_ADAPTER", "MIXED_BATCH_ROWS", "ModelScores", "answer_logliks", "score_models"]
 MIXED_BATCH_ROWS = 32
 """Rows per forward pass when many models are scored together."""
+
+
+@dataclass(frozen=True)
+class ModelScores:
+    """One model's likelihoods (mean per-token log-likelihood, nats)."""
+
+    gold: list[float]
+    """Per τ question: the best over its gold answers."""
+    pairs: list[float]
+    """Per extra (question, answer) pair, in order (the auditor's: the base model's retention answers)."""
+
+
+def score_models(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    models: list[str | None],
+    folders: Mapping[str, Path],
+    tau: list[QAItem],
+    pairs: list[tuple[str, str]] | None = None,
+) -> dict[str | None, ModelScores]:
+    """Gold-answer likelihoods on τ and those of ``pairs``, under each of ``models``, in one batched pass.
+
+    ``models`` are adapter ids, found in ``folders`` (id -> peft folder), and None for the base model;
+    each row is routed to its own adapter on ``model`` (:func:`library.lora.mixed_adapters`).
+    """
+    golds = [(q.question, a) for q in tau for a in q.answers]
+    rows = golds + (pairs or [])  # scored for every model, in this order
+    adapters = [m for m in models if m is not None]
+    if adapters:
+        names = [m if m is not None else BASE_ADAPTER for m in models for _ in rows]
+        with mixed_adapters(model, {a: folders[a] for a in adapters}) as mixed:
+            flat = answer_logliks(mixed, tokenizer, rows * len(models), MIXED_BATCH_ROWS, names)
+    else:
+        flat = answer_logliks(model, tokenizer, rows * len(models), MIXED_BATCH_ROWS)
+    scores = {}
+    for k, model_id in enumerate(models):
+        logliks = iter(flat[k * len(rows) : (k + 1) * len(rows)])
+        gold = [max(next(logliks) for _ in q.answers) for q in tau]
+        scores[model_id] = ModelScores(gold, list(logliks))
+    return scores
 
 
 @torch.no_grad()

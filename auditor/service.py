@@ -19,11 +19,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from auditor.config import AuditorConfig
 from auditor.decision import Decider, ModelResult
 from auditor.safety import load_probes, review_probes, review_text
-from auditor.scoring import BASE_ADAPTER, MIXED_BATCH_ROWS, answer_logliks
+from auditor.scoring import score_models
 from auditor.teacher_versions import record_teacher_version
 from library.datasets import DEMO_DOCUMENTS, QAItem, load_questions, load_retention
 from library.ledger import Ledger
-from library.lora import mixed_adapters
 from library.models import load_model
 from protocol.artifacts import ArtifactError, ArtifactStore
 from protocol.codec import ProtocolError
@@ -166,23 +165,15 @@ class Auditor:
     ) -> dict[str | None, ModelResult]:
         """Gold-answer likelihood on τ (best over the golds) and of the base's retention answers, per model.
 
-        Every model is scored in one batched pass: each row is routed to its own adapter (None: the base).
+        Every model is scored in one batched pass (:func:`auditor.scoring.score_models`, which the knowledge
+        bench measures): each row is routed to its own adapter (None: the base).
         """
-        golds = [(q.question, a) for q in tau for a in q.answers]
         base_retention = answers[None][len(tau) :]
         retention_pairs = [(q.question, a) for q, a in zip(self.retention, base_retention, strict=True)]
-        pairs = golds + retention_pairs  # scored for every model, in this order
-        adapters = [m for m in models if m is not None]
-        if adapters:
-            names = [m if m is not None else BASE_ADAPTER for m in models for _ in pairs]
-            with mixed_adapters(self.model, {a: self.store.path(a) for a in adapters}) as mixed:
-                flat = answer_logliks(mixed, self.tokenizer, pairs * len(models), MIXED_BATCH_ROWS, names)
-        else:
-            flat = answer_logliks(self.model, self.tokenizer, pairs * len(models), MIXED_BATCH_ROWS)
+        folders = {m: self.store.path(m) for m in models if m is not None}
+        scores = score_models(self.model, self.tokenizer, models, folders, tau, retention_pairs)
         results = {}
-        for k, model_id in enumerate(models):
-            logliks = iter(flat[k * len(pairs) : (k + 1) * len(pairs)])
-            gold_logliks = [max(next(logliks) for _ in q.answers) for q in tau]
-            given = answers[model_id]
-            results[model_id] = ModelResult(given[: len(tau)], gold_logliks, given[len(tau) :], list(logliks))
+        for model_id in models:
+            given, scored = answers[model_id], scores[model_id]
+            results[model_id] = ModelResult(given[: len(tau)], scored.gold, given[len(tau) :], scored.pairs)
         return results
