@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from library.ledger import Ledger
+from library.teaching import Judged, mean_reward, teaching_problem
 from protocol.artifacts import pairs_sha256
 from protocol.codec import ProtocolError
 from protocol.messages import RecordTeacherVersion, TeacherVersionRecorded, TrainingExample
@@ -76,14 +77,16 @@ def _example_problem(example: TrainingExample, verdicts: dict[str, dict[str, Any
         return "a cited verdict is about another self-edit"
     if set(cited) != own:
         return f"cites {len(cited)} of the {len(own)} verdicts on this self-edit: all of them count"
-    judged = [verdicts[entry]["verdict"] for entry in cited]
-    if any(v["vetoes"] for v in judged):
-        return "a verdict carries a veto: a vetoed self-edit cannot teach the teacher"
-    if not all(v["accepted"] for v in judged):
-        return "a verdict rejected this self-edit (e.g. retention): it cannot teach the teacher"
-    mean = sum(v["reward"] for v in judged) / len(judged)
+    judged = [_judged(verdicts[entry]["verdict"]) for entry in cited]
+    problem = teaching_problem(judged)
+    if problem:
+        return problem
+    mean = mean_reward(judged)
     if not math.isclose(mean, example.reward, rel_tol=0, abs_tol=REWARD_TOLERANCE):
         return f"claimed reward {example.reward:.6f} but the verdicts give {mean:.6f}"
-    if mean <= 0:
-        return "the self-edit did not beat the unadapted student"
     return None
+
+
+def _judged(verdict: dict[str, Any]) -> Judged:
+    """A verdict as recorded in the ledger, in the teaching rule's form."""
+    return Judged(accepted=verdict["accepted"], vetoed=bool(verdict["vetoes"]), reward=verdict["reward"])
