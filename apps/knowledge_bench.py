@@ -17,7 +17,6 @@ per-question records are appended as they are made, so an interrupted run resume
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from apps.llm_judge import LLMJudge
 from auditor.grading import exact_match, f1_score
 from auditor.scoring import score_models
 from library.datasets import QAItem, load_contexts, load_questions, load_recorded_self_edits
+from library.jsonl import append_jsonl, read_jsonl, write_jsonl
 from protocol.messages import (
     AnswerQuestions,
     ApplySelfEdits,
@@ -77,11 +77,8 @@ def collect_self_edits(config: KnowledgeBenchConfig, contexts: list[Context]) ->
     """Per condition (in table order), per context id: the self-edit it trains on; kept in ``self_edits.jsonl``."""
     path = config.out / "self_edits.jsonl"
     done: dict[str, dict[str, SelfEdit]] = {}
-    if path.exists():
-        rows = read_jsonl(path)
-        _rewrite_jsonl(path, rows)  # without a torn last line, so appends start on a line of their own
-        for row in rows:
-            done.setdefault(row["condition"], {})[row["context_id"]] = SelfEdit.model_validate(row["self_edit"])
+    for row in read_jsonl(path):  # a torn last line is left out here, and cut off by the next append
+        done.setdefault(row["condition"], {})[row["context_id"]] = SelfEdit.model_validate(row["self_edit"])
     sources = [(PASSAGE_ONLY, lambda missing: [passage_only(c, "none") for c in missing])]
     shared: dict[str, object] = {}  # one teacher model for every version: each serves its adapter in turn
     book, versions = teacher_versions(config)
@@ -91,18 +88,19 @@ def collect_self_edits(config: KnowledgeBenchConfig, contexts: list[Context]) ->
     if recorded:
         sources.insert(2, (RECORDED, lambda missing: [_recorded(c, recorded, config) for c in missing]))
     out: dict[str, dict[str, SelfEdit]] = {}
-    with path.open("a") as sink, _progress() as progress:
+    with _progress() as progress:
         for condition, make in sources:
             have = done.get(condition, {})
             missing = [c for c in contexts if c.context_id not in have]
             task = progress.add_task(f"self-edits: {condition}", total=len(contexts), completed=len(have))
             for start in range(0, len(missing), 8):
                 chunk = missing[start : start + 8]
+                rows = []
                 for context, edit in zip(chunk, make(chunk), strict=True):
                     have[context.context_id] = edit
                     row = {"condition": condition, "context_id": context.context_id, "self_edit": edit.model_dump()}
-                    sink.write(json.dumps(row) + "\n")
-                sink.flush()
+                    rows.append(row)
+                append_jsonl(path, *rows)
                 progress.advance(task, len(chunk))
             out[condition] = have
     return out
@@ -187,9 +185,9 @@ def _score_single(
     path = config.out / "records.jsonl"
     records = _complete_groups(read_jsonl(path), questions) if path.exists() else []
     _grade_ungraded(records, judge)
-    _rewrite_jsonl(path, records)  # drop what an interrupted write left half done: it is scored again
+    write_jsonl(path, records)  # drop what an interrupted write left half done: it is scored again
     done = {(r["condition"], r["context_id"]) for r in records}  # a condition added later is scored then
-    with path.open("a") as sink, _progress() as progress:
+    with _progress() as progress:
         task = progress.add_task("passages", total=len(contexts))
         for context in contexts:
             cid = context.context_id
@@ -198,8 +196,7 @@ def _score_single(
             with_base = (NO_ADAPTATION, cid) not in done
             if jobs or with_base:
                 rows = _train_and_score(student, config, jobs, questions[cid], cid, with_base, judge)
-                sink.writelines(json.dumps(r) + "\n" for r in rows)
-                sink.flush()
+                append_jsonl(path, *rows)
                 records += rows
             progress.advance(task)
     return records
@@ -218,7 +215,7 @@ def _score_cpt(
     if path.exists():
         records = read_jsonl(path)
         _grade_ungraded(records, judge)
-        _rewrite_jsonl(path, records)
+        write_jsonl(path, records)
         return records
     corpus = Context(context_id="cpt", title="all passages", text=" ".join(c.text for c in contexts))
     settings = config.train.model_copy(update={"include_context": False})  # passages become lines below
@@ -230,7 +227,7 @@ def _score_cpt(
     tau = [q for c in contexts for q in questions[c.context_id]]
     owners = [c.context_id for c in contexts for _ in questions[c.context_id]]
     rows = _train_and_score(student, config, jobs, tau, owners, judge=judge)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    write_jsonl(path, rows)
     return rows
 
 
@@ -356,19 +353,6 @@ def _check_resumable(config: KnowledgeBenchConfig) -> None:
         raise ConfigError(f"{config.out} holds results made with other {flags}: use a new --out, or the same settings")
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """The records of a JSON-lines file; a torn last line (a write cut short) is left out."""
-    lines = path.read_text().splitlines()
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number != len(lines):
-                raise ValueError(f"{path}: line {number} is not JSON") from None
-    return rows
-
-
 def _complete_groups(records: list[dict], questions: dict[str, list[QAItem]]) -> list[dict]:
     """Only the (condition, passage) groups that have a record for every one of the passage's questions."""
     counts: dict[tuple[str, str], int] = {}
@@ -380,12 +364,3 @@ def _complete_groups(records: list[dict], questions: dict[str, list[QAItem]]) ->
         if r["context_id"] not in questions
         or counts[(r["condition"], r["context_id"])] == len(questions[r["context_id"]])
     ]
-
-
-def _rewrite_jsonl(path: Path, rows: list[dict]) -> None:
-    """Replace ``path`` with exactly ``rows``, atomically (only when it holds something else)."""
-    text = "".join(json.dumps(r) + "\n" for r in rows)
-    if path.exists() and path.read_text() != text:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
