@@ -359,15 +359,19 @@ def run_batched(student: Student, auditor: Auditor, workloads: list[Workload], k
 
 
 def warm_up(student: Student, auditor: Auditor, model: Any, tokenizer: Any, workloads: list[Workload]) -> None:
-    """First calls pay one-off costs (imports, kernel set-up): one 1-epoch candidate each way, untimed."""
+    """First calls pay one-off costs (imports, kernel set-up): 1-epoch candidates each way, untimed.
+
+    The product judges one per passage through ``Auditor.judge``, as a run does: the base model's answers
+    and likelihoods for that passage are computed then, once, and cached for the timed calls.
+    """
     short = TrainSettings(epochs=1)
+    for w in workloads:
+        job = w.jobs[0].model_copy(update={"settings": short})
+        trained = student.apply_self_edits(ApplySelfEdits(jobs=[job])).candidates
+        items = [CandidateForReview(self_edit=job.self_edit, candidate=trained[0])]
+        auditor.judge(JudgeCandidates(context_id=w.context.context_id, candidates=items))
     work = workloads[0]
-    for w in workloads:  # the base model's answers and likelihoods: computed once and cached, as in a run
-        auditor._evaluate(w.context.context_id, w.tau, [])
     job = work.jobs[0].model_copy(update={"settings": short})
-    trained = student.apply_self_edits(ApplySelfEdits(jobs=[job])).candidates
-    items = [CandidateForReview(self_edit=job.self_edit, candidate=trained[0])]
-    auditor.judge(JudgeCandidates(context_id=work.context.context_id, candidates=items))
     retention = [q.question for q in load_retention()]
     baseline_candidate(model, tokenizer, work, job, short, plain_answers(model, tokenizer, retention, 4))
 
