@@ -14,7 +14,6 @@ so a rerun with the same ``--out`` resumes where the last one stopped.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import time
@@ -25,7 +24,9 @@ from typing import Any
 from apps.fewshot_report import summarise, write_report
 from auditor.arc_grading import ArcGrader
 from library.arc import load_solutions, load_tasks
+from library.jsonl import JsonlLog
 from library.models import DEFAULT_MODEL, load_model
+from library.teaching import Judged, teaching_problem
 from protocol.artifacts import ArtifactStore
 from protocol.fewshot import ArcTask, FewShotProposal, FewShotSelfEdit
 from protocol.messages import SamplingSettings
@@ -73,25 +74,6 @@ class FewShotBenchOptions:
     sft: SFTSettings = field(default_factory=SFTSettings)
 
 
-class Records:
-    """An append-only JSON-lines file of results, each found again by its key fields."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        lines = path.read_text().splitlines() if path.exists() else []
-        self.items = [json.loads(line) for line in lines if line.strip()]
-
-    def get(self, **key: Any) -> dict[str, Any] | None:
-        """The record with these key values, if there is one."""
-        return next((r for r in self.items if all(r.get(k) == v for k, v in key.items())), None)
-
-    def add(self, record: dict[str, Any]) -> None:
-        """Append (and flush) one record."""
-        with self.path.open("a") as out:
-            out.write(json.dumps(record) + "\n")
-        self.items.append(record)
-
-
 @dataclass
 class _Bench:
     """The loaded pieces of one run."""
@@ -99,8 +81,8 @@ class _Bench:
     opts: FewShotBenchOptions
     student: FewShotStudent
     teacher: TransformersTeacher
-    records: Records
-    restem: Records
+    records: JsonlLog
+    restem: JsonlLog
     notes: dict[str, str] = field(default_factory=dict)
 
 
@@ -117,22 +99,22 @@ def run_fewshot_bench(opts: FewShotBenchOptions) -> int:
         opts=opts,
         student=FewShotStudent(model, tokenizer, opts.model, opts.student, ArtifactStore(opts.out_dir / "store")),
         teacher=TransformersTeacher(opts.teacher_model or opts.model, opts.device),
-        records=Records(opts.out_dir / "records.jsonl"),
-        restem=Records(opts.out_dir / "restem.jsonl"),
+        records=JsonlLog(opts.out_dir / "records.jsonl"),
+        restem=JsonlLog(opts.out_dir / "restem.jsonl"),
     )
     _run_row(bench, "in_context", eval_tasks, eval_grader, fixed=None)
     _run_row(bench, "oracle", eval_tasks, eval_grader, fixed=ORACLE)
     _run_row(bench, "ttt_untrained", eval_tasks, eval_grader, teacher_seed=opts.sampling.seed)
     if _restem(bench, train_tasks, train_grader):
         _run_row(bench, "ttt_restem", eval_tasks, eval_grader, teacher_seed=opts.sampling.seed)
-    rows = summarise(bench.records.items, [t.task_id for t in eval_tasks], bench.notes)
+    rows = summarise(bench.records.records, [t.task_id for t in eval_tasks], bench.notes)
     extra = {
         "eval_data": opts.eval_data,
         "train_data": opts.train_data,
         "model": opts.model,
         "student": opts.student.model_dump(),
         "oracle": ORACLE.model_dump(),
-        "restem": bench.restem.items,
+        "restem": bench.restem.records,
         "wall_seconds_this_run": round(time.perf_counter() - started, 1),
     }
     write_report(opts.out_dir, rows, extra)
@@ -152,11 +134,11 @@ def _run_row(
     teacher_seed: int | None = None,
 ) -> None:
     """Each task not yet recorded for ``row``: a self-edit (fixed, or the teacher's), TTT, grade, record."""
-    pending = [t for t in tasks if bench.records.get(row=row, task_id=t.task_id) is None]
+    pending = [t for t in tasks if bench.records.find(row=row, task_id=t.task_id) is None]
     fitting = [t for t in pending if bench.student.too_long(t) is None]
     for task in pending:
         if task not in fitting:
-            bench.records.add(
+            bench.records.append(
                 {
                     "row": row,
                     "task_id": task.task_id,
@@ -168,15 +150,15 @@ def _run_row(
     proposals: dict[str, FewShotProposal] = {}
     if teacher_seed is not None and fitting:
         sampling = bench.opts.sampling.model_copy(update={"seed": teacher_seed})
-        version = bench.teacher.version_id or "v0"
+        version = bench.teacher.lora_name or "v0"
         found = propose_fewshot(bench.teacher, fitting, 1, sampling, version, bench.opts.max_attempts)
         proposals = {task.task_id: row_proposals[0] for task, row_proposals in zip(fitting, found, strict=True)}
     for task in fitting:
         proposal = proposals.get(task.task_id)
         edit = proposal.self_edit if proposal else fixed
         record = {"row": row, "task_id": task.task_id, "proposal": proposal.model_dump() if proposal else None}
-        bench.records.add(record | _attempt(bench.student, grader, task, edit, needs_edit=teacher_seed is not None))
-        log.info("%s %s: solved=%s", row, task.task_id, bench.records.items[-1]["solved"])
+        bench.records.append(record | _attempt(bench.student, grader, task, edit, needs_edit=teacher_seed is not None))
+        log.info("%s %s: solved=%s", row, task.task_id, bench.records.records[-1]["solved"])
 
 
 def _attempt(
@@ -230,19 +212,24 @@ def _restem_samples(bench: _Bench, round_index: int, tasks: list[ArcTask], grade
     """The round's E-step (resumed per task): ``n`` self-edits per task, each tried; the kept SFT pairs."""
     pairs = []
     for task in tasks:
-        record = bench.restem.get(round=round_index, task_id=task.task_id)
+        record = bench.restem.find(round=round_index, task_id=task.task_id)
         if record is None:
             sampling = bench.opts.sampling.model_copy(update={"seed": bench.opts.sampling.seed + 1000 * round_index})
-            version = bench.teacher.version_id or "v0"
+            version = bench.teacher.lora_name or "v0"
             proposals = propose_fewshot(bench.teacher, [task], bench.opts.n, sampling, version, bench.opts.max_attempts)
             samples = [
                 {"proposal": p.model_dump()} | _attempt(bench.student, grader, task, p.self_edit, needs_edit=True)
                 for p in proposals[0]
             ]
             record = {"round": round_index, "task_id": task.task_id, "samples": samples}
-            bench.restem.add(record)
+            bench.restem.append(record)
         for sample in record["samples"]:
-            if sample["solved"]:
+            if teaching_problem([_judged(sample)]) is None:
                 edit = FewShotSelfEdit.model_validate(sample["proposal"]["self_edit"])
                 pairs.append((sample["proposal"]["prompt"], completion_text(edit)))
     return pairs
+
+
+def _judged(sample: dict[str, Any]) -> Judged:
+    """A graded sample as the teaching rule reads it: solving its task is the one accepting verdict, reward 1."""
+    return Judged(accepted=sample["solved"], vetoed=False, reward=float(sample["solved"]))

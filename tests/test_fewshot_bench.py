@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,6 +13,7 @@ import torch
 from apps import fewshot_bench
 from apps.cli import main
 from apps.fewshot_bench import ORACLE, FewShotBenchOptions, run_fewshot_bench
+from library.jsonl import JsonlLog, read_jsonl
 from library.models import load_model
 from protocol.artifacts import ArtifactStore
 from protocol.fewshot import ArcPair, ArcTask, FewShotSelfEdit
@@ -157,6 +160,20 @@ def test_bench_without_kept_self_edits_marks_the_restem_row_not_run(tiny_model_d
     table = (out / "results.md").read_text()
     assert "not run: ReST^EM kept nothing" in table
     assert len((out / "records.jsonl").read_text().splitlines()) == 3  # three rows for the one evaluation task
+
+
+def test_bench_records_survive_a_torn_last_line_and_the_cut_result_is_made_again(tmp_path, monkeypatch, caplog):
+    path = tmp_path / "records.jsonl"
+    done = {"row": "oracle", "task_id": "t1", "solved": True, "seconds": 1.0}
+    path.write_text(json.dumps(done) + "\n" + '{"row": "oracle", "task_id": "t2", "sol')  # killed mid-write
+    monkeypatch.setattr(fewshot_bench, "_attempt", lambda *args, **kwargs: {"solved": False, "seconds": 0.0})
+    student = SimpleNamespace(too_long=lambda task: None)  # every task fits; _attempt stands in for solving
+    records, restem = JsonlLog(path), JsonlLog(tmp_path / "restem.jsonl")
+    bench = fewshot_bench._Bench(opts=None, student=student, teacher=None, records=records, restem=restem)
+    with caplog.at_level(logging.WARNING, logger="library.jsonl"):
+        fewshot_bench._run_row(bench, "oracle", [_task("t1"), _task("t2")], grader=None, fixed=ORACLE)
+    assert "dropped its last line" in caplog.text
+    assert [(r["task_id"], r["solved"]) for r in read_jsonl(path)] == [("t1", True), ("t2", False)]
 
 
 def _valid_json(self, prompts, n, sampling):
