@@ -45,7 +45,7 @@ def run_bench(args: argparse.Namespace) -> int:
         run_knowledge_bench(build_config(KnowledgeBenchConfig, args))
         return 0
     from apps.fewshot_bench import FewShotBenchOptions, run_fewshot_bench
-    from library.models import DEFAULT_MODEL
+    from library.model_specs import DEFAULT_MODEL
     from protocol.messages import SamplingSettings
     from student.fewshot_config import FewShotStudentConfig
 

@@ -21,7 +21,7 @@ from apps.bench_cli import add_bench_commands, run_bench
 from apps.cli_config import ConfigError, add_config_arguments, add_threads_argument, apply_threads, build_config
 from apps.governance_cli import add_governance_commands, add_security_args, keys_folder, run_governance
 from auditor.config import AuditorConfig
-from library.models import DTYPE_CHOICES
+from library.model_specs import DTYPE_CHOICES
 from student.config import StudentConfig
 from teacher.config import TeacherConfig
 
@@ -183,7 +183,7 @@ def _train_teacher(args: argparse.Namespace) -> int:
 def _three_roles(args: argparse.Namespace, command: str, min_gain: float, extra: dict[str, list[str]]) -> int:
     """Start teacher, student and auditor on loopback for ``seal demo`` or ``seal train-teacher``."""
     from apps.demo import DemoOptions, run_demo
-    from library.models import DEFAULT_MODEL
+    from library.model_specs import DEFAULT_MODEL
 
     prefix = "demo" if command == "demo" else "restem"
     opts = DemoOptions(
@@ -208,7 +208,7 @@ def _is_user_error(exc: Exception) -> bool:
     """Errors that deserve one line, not a traceback."""
     from library.datasets import DatasetError
     from library.ledger import LedgerError
-    from library.models import ModelLoadError
+    from library.model_specs import ModelLoadError
     from protocol.security import SecurityError
     from protocol.signing import VerdictRefused
     from protocol.transport import TransportError

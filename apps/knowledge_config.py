@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from library.models import DEFAULT_MODEL
+from library.model_specs import DEFAULT_MODEL
 from protocol.messages import SamplingSettings, SelfEditFormat, TrainSettings
 
 NO_ADAPTATION, PASSAGE_ONLY, RECORDED = "no adaptation", "passage only", "recorded teacher"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from library.models import DEFAULT_MODEL, DTypeName
+from library.model_specs import DEFAULT_MODEL, DTypeName
 from protocol.messages import Metric
 
 

@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 from unittest import mock
 
 import torch
@@ -33,9 +33,9 @@ from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-logger = logging.getLogger(__name__)
+from library.model_specs import DEFAULT_MODEL, DTYPE_CHOICES, DTypeName, ModelLoadError
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
+logger = logging.getLogger(__name__)
 
 # Embedded models: name -> (Python package holding the GGUF file, file name, pip name).
 _EMBEDDED = {
@@ -44,10 +44,6 @@ _EMBEDDED = {
 MARKER = ".seal-converted.json"  # written last: a folder holding it is complete
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")  # "org/name"; paths like ./x, /x, ~/x never match
 _MAX_CAUSE_CHARS = 200
-
-
-class ModelLoadError(Exception):
-    """A model or tokenizer could not be found or loaded; the message is one line naming spec and cause."""
 
 
 def cache_dir() -> Path:
@@ -97,11 +93,6 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
-DTypeName = Literal["auto", "float32", "bfloat16"]
-"""What a role's ``--dtype`` accepts."""
-DTYPE_CHOICES: tuple[str, ...] = get_args(DTypeName)
-
-
 def pick_dtype(requested: str, device: torch.device) -> torch.dtype:
     """The weights' dtype for `requested` on `device`.
 
@@ -122,7 +113,7 @@ def load_tokenizer(spec: str) -> PreTrainedTokenizerBase:
 
 
 def load_model(
-    spec: str, device: str = "auto", dtype: torch.dtype | str | None = None
+    spec: str, device: str = "auto", dtype: torch.dtype | DTypeName | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load the causal LM and tokenizer for `spec` on `device`, in eval mode.
 

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from library.models import ModelLoadError, resolve_model
+from library.model_specs import ModelLoadError
 from protocol.artifacts import content_id
 from protocol.canonical import shorten
 
@@ -97,6 +97,8 @@ def build_engine(spec: str, settings: VLLMSettings | None = None) -> Any:
     require_vllm(f"model {spec!r} through vLLM")
     import torch
     from vllm import LLM
+
+    from library.models import resolve_model  # here, not at the top: configs import this module without torch
 
     settings = settings or VLLMSettings()
     source = resolve_model(spec)

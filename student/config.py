@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from library.models import DEFAULT_MODEL, DTypeName
+from library.model_specs import DEFAULT_MODEL, DTypeName
 from library.vllm_engine import VLLMSettings
 from protocol.messages import TrainSettings
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from library.models import DEFAULT_MODEL, DTypeName
+from library.model_specs import DEFAULT_MODEL, DTypeName
 from library.vllm_engine import VLLMSettings
 from protocol.messages import SamplingSettings, SelfEditFormat
 from teacher.backend_spec import API_KINDS, parse_spec

@@ -14,32 +14,16 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from peft import LoraConfig, get_peft_model
-from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from library.lora import save_portable
 from teacher.prompts import as_chat
+from teacher.restem_config import SFTSettings
 
 IGNORE_INDEX = -100
-
-
-class SFTSettings(BaseModel):
-    """LoRA supervised fine-tuning of the teacher (the M-step)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    rank: int = Field(16, ge=1, le=1024, description="LoRA rank of the teacher's adapter.")
-    alpha: float = Field(32.0, gt=0, description="LoRA scaling numerator α.")
-    target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="Modules to adapt.")
-    learning_rate: float = Field(3e-4, gt=0, le=1.0, description="AdamW learning rate.")
-    epochs: int = Field(3, ge=1, le=100, description="Passes over the kept (prompt, self-edit) pairs.")
-    batch_size: int = Field(4, ge=1, le=1024, description="Pairs per optimizer step.")
-    max_length: int = Field(1024, ge=16, le=32768, description="Prompt + completion tokens kept per pair.")
-    seed: int = Field(0, description="Seed for LoRA initialisation and data order.")
 
 
 @dataclass(frozen=True)
