@@ -2,8 +2,8 @@
 
 Each socket carries one tagged union per direction (a *channel*): the student
 channel and the auditor channel. A body's ``type`` field is the tag; the
-envelope around it (protocol version, ids, sender, timestamp) is declared in
-:mod:`protocol.envelope`. Large payloads (adapter weights) never travel here:
+envelope around it (a header: protocol version, ids, sender, timestamp) is
+declared in :mod:`protocol.codec`. Large payloads (adapter weights) never travel here:
 messages carry an :class:`AdapterRef` (content hash + location) into the
 artifact store instead.
 

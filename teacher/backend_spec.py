@@ -32,11 +32,6 @@ class BackendSpec:
     def __str__(self) -> str:
         return f"{self.kind}:{self.model}"
 
-    @property
-    def local_model(self) -> str | None:
-        """The model this machine loads (transformers, vllm), or None for a hosted one."""
-        return None if self.kind in API_KINDS else self.model
-
 
 def parse_spec(spec: str) -> BackendSpec:
     """``kind:model`` or a bare model (transformers); ValueError names the known kinds."""

@@ -28,7 +28,6 @@ PROMPTS: dict[str, str] = {
         "Passage:\n{title}\n{text}\n\nQuestion-answer pairs:"
     ),
 }
-GENERATIVE_FORMATS: tuple[SelfEditFormat, ...] = ("implications", "rewrite", "self_qa")
 
 
 def self_edit_prompt(context: Context, fmt: SelfEditFormat) -> str:
