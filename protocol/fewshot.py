@@ -40,7 +40,10 @@ def _check_grid(grid: list[list[int]]) -> list[list[int]]:
 
 
 Grid = Annotated[list[list[int]], AfterValidator(_check_grid)]
-"""A grid of colours, row by row: ``grid[row][column]``."""
+"""A grid of colours, row by row: ``grid[row][column]``; the one grid type, for every role.
+
+As a type hint it is ``list[list[int]]``; the check runs where pydantic validates (messages, tasks read from files).
+"""
 
 
 class ArcPair(Body):

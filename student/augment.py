@@ -20,9 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from protocol.fewshot import MAX_GRID_SIDE, NUM_COLORS
+from protocol.fewshot import MAX_GRID_SIDE, NUM_COLORS, Grid
 
-Grid = list[list[int]]
 _ArrayMap = Callable[[np.ndarray], np.ndarray]
 
 

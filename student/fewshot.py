@@ -20,10 +20,10 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from library.arc import Grid, task_prompt, text_to_grid
+from library.arc import task_prompt, text_to_grid
 from library.lora import finish_adapter_config
 from protocol.artifacts import ArtifactStore
-from protocol.fewshot import ArcPrediction, ArcTask, FewShotSelfEdit
+from protocol.fewshot import ArcPrediction, ArcTask, FewShotSelfEdit, Grid
 from student.augment import IDENTITY, INFERENCE_VIEWS, Transform
 from student.fewshot_config import FewShotStudentConfig
 from student.training import IGNORE_INDEX

@@ -14,8 +14,8 @@ from collections import Counter
 from dataclasses import dataclass
 from itertools import permutations
 
-from library.arc import Grid, grid_to_text, task_prompt
-from protocol.fewshot import ArcPair, ArcTask, FewShotSelfEdit
+from library.arc import grid_to_text, task_prompt
+from protocol.fewshot import ArcPair, ArcTask, FewShotSelfEdit, Grid
 from student.augment import Transform, color_permutation, families
 
 
