@@ -1,4 +1,4 @@
-"""LoRA adapter files shared by the roles: loading stored adapters onto a base model, and a portable config."""
+"""LoRA adapters shared by the roles: their peft config, loading stored ones onto a base model, a portable config."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from peft import PeftModel
+from peft import LoraConfig, PeftModel
 from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedModel
@@ -19,6 +19,20 @@ from library.stacked_lora import LoRAWeights, Routing, row_segments, stacked_lay
 
 BASE_ADAPTER = "__base__"
 """The name of "no adapter" in a mixed-adapter batch (peft's too)."""
+
+
+def lora_config(
+    rank: int, alpha: float, target_modules: list[str] | str, base_model: str, dropout: float = 0.0
+) -> LoraConfig:
+    """The peft config of a fresh causal-LM adapter: every role builds its LoRA from this one."""
+    return LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=target_modules,
+        task_type="CAUSAL_LM",
+        base_model_name_or_path=base_model,
+    )
 
 
 @contextmanager
