@@ -10,20 +10,19 @@ ReST^EM (no drift from stacking versions).
 
 from __future__ import annotations
 
-import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from library.lora import save_portable
+from library.lora import lora_config, save_portable
+from library.training import IGNORE_INDEX, ModelBatch, collated, fit_causal_lm, shuffled_batches
 from teacher.prompts import as_chat
 from teacher.restem_config import SFTSettings
-
-IGNORE_INDEX = -100
 
 
 @dataclass(frozen=True)
@@ -60,55 +59,17 @@ def train_teacher_adapter(
     started = time.perf_counter()
     examples = [tokenize_pair(tokenizer, p, c, settings.max_length) for p, c in pairs]
     torch.manual_seed(settings.seed)
-    config = LoraConfig(
-        r=settings.rank,
-        lora_alpha=settings.alpha,
-        target_modules=settings.target_modules,
-        task_type="CAUSAL_LM",
-        base_model_name_or_path=base_model,
-    )
+    config = lora_config(settings.rank, settings.alpha, settings.target_modules, base_model)
     peft_model = get_peft_model(model, config)
     try:
-        losses, steps = _fit(peft_model, examples, settings, tokenizer.pad_token_id)
+        run = fit_causal_lm(peft_model, settings.learning_rate, _batches(examples, settings, tokenizer.pad_token_id))
         folder = save_portable(peft_model, base_model, "seal-teacher-")
     finally:
         peft_model.unload()
-    return SFTResult(folder, losses, steps, time.perf_counter() - started)
+    return SFTResult(folder, run.losses, run.steps, time.perf_counter() - started)
 
 
-def _fit(model, examples: list[dict], settings: SFTSettings, pad_id: int) -> tuple[list[float], int]:
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
-    order = random.Random(settings.seed)
-    device = next(model.parameters()).device
-    model.train()
-    epoch_losses, steps = [], 0
-    for _ in range(settings.epochs):
-        indices = list(range(len(examples)))
-        order.shuffle(indices)
-        losses = []
-        for start in range(0, len(indices), settings.batch_size):
-            batch = _collate([examples[i] for i in indices[start : start + settings.batch_size]], pad_id)
-            loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            steps += 1
-        epoch_losses.append(sum(losses) / len(losses))
-    model.eval()
-    return epoch_losses, steps
-
-
-def _collate(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch; padding is masked from attention and loss."""
-    width = max(len(e["input_ids"]) for e in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)  # (B, T)
-    labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    attention = torch.zeros((len(examples), width), dtype=torch.long)
-    for row, example in enumerate(examples):
-        n = len(example["input_ids"])
-        input_ids[row, :n] = torch.tensor(example["input_ids"])
-        labels[row, :n] = torch.tensor(example["labels"])
-        attention[row, :n] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+def _batches(examples: list[dict], settings: SFTSettings, pad_id: int) -> Iterator[Iterator[ModelBatch]]:
+    """Each epoch's batches of pairs, reshuffled by ``settings.seed``: the completion's labels only."""
+    epochs = shuffled_batches(len(examples), settings.epochs, settings.batch_size, settings.seed)
+    return collated(epochs, [e["input_ids"] for e in examples], pad_id, [e["labels"] for e in examples])

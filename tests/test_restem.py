@@ -10,13 +10,14 @@ import torch
 from auditor.teacher_versions import record_teacher_version
 from library.datasets import DEMO_DOCUMENTS
 from library.ledger import Ledger, verify_ledger
+from library.training import IGNORE_INDEX
 from protocol.artifacts import pairs_sha256
 from protocol.codec import ProtocolError
 from protocol.messages import Context, RecordTeacherVersion, SamplingSettings, TrainingExample, Veto
 from teacher.backends import TransformersTeacher
 from teacher.loop import Outcome
 from teacher.restem import select_kept
-from teacher.sft import IGNORE_INDEX, SFTSettings, tokenize_pair, train_teacher_adapter
+from teacher.sft import SFTSettings, tokenize_pair, train_teacher_adapter
 from tests.examples import SELF_EDIT, VERDICT
 from tests.test_end_to_end import _seal
 
