@@ -10,9 +10,9 @@ padded tokens; inside a micro-batch each candidate's rows are contiguous, and
 Each candidate's loss is its own token-mean over its own step batch (summed token losses divided
 by *its* token count, never the pooled batch's), and the step's objective is the sum of these, so
 each adapter's gradient is exactly the one it would get alone. One AdamW with a parameter group per
-candidate is K independent AdamWs: its state is per parameter, and a candidate that has finished
-has no gradient and is skipped. The result matches K sequential :func:`~student.training.train_adapter`
-runs up to floating-point summation order (with dropout 0; dropout draws differ).
+candidate is K independent AdamWs (:func:`library.training.fit`): its state is per parameter, and a
+candidate that has finished has no gradient and is skipped. The result matches K sequential peft
+trainings (the tests' reference) up to floating-point summation order (with dropout 0; dropout draws differ).
 """
 
 from __future__ import annotations
@@ -40,12 +40,11 @@ from library.stacked_lora import (
     stacked_layers,
     target_module_names,
 )
+from library.training import IGNORE_INDEX, collate, fit
 from protocol.messages import TrainJob, TrainSettings
 from student.training import (
-    IGNORE_INDEX,
     Step,
     TrainedAdapter,
-    collate,
     epoch_means,
     lora_config,
     tokenize_texts,
@@ -89,17 +88,16 @@ def train_adapters(
 ) -> list[TrainedAdapter]:
     """Train one fresh LoRA adapter per ``(job, settings)``, all together, and save each in peft format.
 
-    Equivalent to calling :func:`student.training.train_adapter` on each job in turn; ``model`` is
-    left as it was. ``seconds`` of each result is its share of the wall time, by tokens trained.
+    Equivalent to training each job alone with peft; ``model`` is left as it was. ``seconds`` of
+    each result is its share of the wall time, by tokens trained.
     """
     started = time.perf_counter()
     runs = [_prepare(model, tokenizer, slot, job, settings) for slot, (job, settings) in enumerate(jobs)]
     groups = [{"params": run.parameters(), "lr": run.settings.learning_rate} for run in runs]
-    optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
+    steps = range(max((len(run.schedule) for run in runs), default=0))
     with _frozen_in_train_mode(model), stacked_layers(model, [run.weights for run in runs]) as routing:
-        for step in range(max((len(run.schedule) for run in runs), default=0)):
-            active = [run for run in runs if step < len(run.schedule)]
-            _train_step(model, routing, optimizer, active, step, tokenizer.pad_token_id, max_tokens)
+        # One pass over the steps of the longest run; each run records the losses of its own epochs.
+        fit(groups, [steps], lambda step: _train_step(model, routing, runs, step, tokenizer.pad_token_id, max_tokens))
     seconds = time.perf_counter() - started
     total_tokens = sum(run.tokens_trained() for run in runs) or 1
     return [_save(run, base_model, seconds * run.tokens_trained() / total_tokens) for run in runs]
@@ -142,18 +140,20 @@ def plan_micro_batches(
 def _train_step(
     model: PreTrainedModel,
     routing: Routing,
-    optimizer: torch.optim.Optimizer,
-    active: list[_Run],
+    runs: list[_Run],
     step: int,
     pad_id: int,
     max_tokens: int,
-) -> None:
-    """One optimizer step for every active run, over pooled and re-bucketed micro-batches."""
+) -> float:
+    """The gradients of step ``step`` of every run that has one, over pooled and re-bucketed micro-batches.
+
+    Records each of those runs' loss and returns their sum (the step's objective).
+    """
+    active = [run for run in runs if step < len(run.schedule)]
     samples = [(run.slot, run.sequences[i]) for run in active for i in run.schedule[step].indices]
     # Each run's loss is normalised by its own step's target count (one target per token after the first).
     targets = {run.slot: sum(len(run.sequences[i]) - 1 for i in run.schedule[step].indices) for run in active}
     losses = dict.fromkeys(targets, 0.0)
-    optimizer.zero_grad(set_to_none=True)
     for rows in plan_micro_batches([len(seq) for _, seq in samples], max_tokens):
         batch = sorted((samples[i] for i in rows), key=lambda sample: sample[0])  # each slot's rows contiguous
         routing.segments = row_segments([slot for slot, _ in batch])
@@ -164,9 +164,9 @@ def _train_step(
         row_losses.sum().backward()
         for (slot, _), value in zip(batch, row_losses.tolist(), strict=True):
             losses[slot] += value
-    optimizer.step()
     for run in active:
         run.step_losses.append(losses[run.slot])
+    return sum(losses.values())
 
 
 def _summed_token_losses(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -192,7 +192,7 @@ def _prepare(
     """Tokenise a job, lay out its schedule and draw its initial LoRA weights as peft would."""
     sequences = tokenize_texts(tokenizer, training_texts(job, settings), settings.max_length)
     modules = target_module_names(model, settings.target_modules)
-    torch.manual_seed(settings.seed)  # as train_adapter does just before get_peft_model
+    torch.manual_seed(settings.seed)  # as a peft training does just before get_peft_model
     weights = init_lora_weights(model, modules, settings.rank, settings.alpha, settings.dropout)
     return _Run(slot, settings, sequences, training_schedule(len(sequences), settings), modules, weights)
 

@@ -14,19 +14,20 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from library.arc import task_prompt, text_to_grid
-from library.lora import finish_adapter_config
+from library.lora import finish_adapter_config, lora_config
+from library.training import IGNORE_INDEX, ModelBatch, fit_causal_lm
 from protocol.artifacts import ArtifactStore
 from protocol.fewshot import ArcPrediction, ArcTask, FewShotSelfEdit, Grid
 from student.augment import IDENTITY, INFERENCE_VIEWS, Transform
 from student.fewshot_config import FewShotStudentConfig
-from student.training import IGNORE_INDEX
 from student.ttt_data import TrainingExample, build_training_set, transform_pair, vote
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,10 @@ class FewShotStudent:
         examples = build_training_set(task, edit, self.config.max_examples, self.config.seed)
         sequences = [s for s in (self._encode(e, edit) for e in examples) if len(s[0]) <= self.config.max_length]
         torch.manual_seed(self.config.seed)  # LoRA A matrices are initialised at random
-        peft_model = get_peft_model(self.model, self._lora_config())
+        config = lora_config(self.config.rank, self.config.alpha, self.config.target_modules, self.base_model)
+        peft_model = get_peft_model(self.model, config)
         try:
-            losses = self._fit(peft_model, sequences, edit)
+            losses = fit_causal_lm(peft_model, edit.learning_rate, self._epochs(sequences, edit)).losses
             attempts, votes = self._answer(peft_model, task, list(INFERENCE_VIEWS[: self.config.views]))
             adapter_id = self._store(peft_model, task, edit, losses)
         finally:
@@ -85,16 +87,6 @@ class FewShotStudent:
 
     # ----------------------------------------------------------------- training
 
-    def _lora_config(self) -> LoraConfig:
-        return LoraConfig(
-            r=self.config.rank,
-            lora_alpha=self.config.alpha,
-            target_modules=self.config.target_modules,
-            lora_dropout=0.0,
-            task_type="CAUSAL_LM",
-            base_model_name_or_path=self.base_model,
-        )
-
     def _encode(self, example: TrainingExample, edit: FewShotSelfEdit) -> _Encoded:
         """``(input_ids, labels)``: prompt, answer grid and EOS; the prompt unlabelled for 'output_tokens'."""
         prompt = self._ids(example.prompt)
@@ -102,26 +94,12 @@ class FewShotStudent:
         masked = [IGNORE_INDEX] * len(prompt) if edit.strategy == "output_tokens" else prompt
         return prompt + answer, masked + answer
 
-    def _fit(self, model: PeftModel, sequences: list[_Encoded], edit: FewShotSelfEdit) -> list[float]:
-        """AdamW, one example a step, reshuffled each epoch; returns the mean loss of each epoch."""
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=edit.learning_rate, weight_decay=0.0)
+    def _epochs(self, sequences: list[_Encoded], edit: FewShotSelfEdit) -> Iterator[Iterator[ModelBatch]]:
+        """One example a step (unpadded: no attention mask), reshuffled each epoch by the config's seed."""
         order = torch.Generator().manual_seed(self.config.seed)
-        device = self.model.device
-        losses = []
-        model.train()
-        for _ in range(edit.num_train_epochs if sequences else 0):
-            epoch = []
-            for index in torch.randperm(len(sequences), generator=order).tolist():
-                ids, labels = sequences[index]
-                loss = model(input_ids=torch.tensor([ids], device=device), labels=torch.tensor([labels], device=device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.loss.backward()
-                optimizer.step()
-                epoch.append(loss.loss.item())
-            losses.append(sum(epoch) / len(epoch))
-        model.eval()
-        return losses
+        for _ in range(edit.num_train_epochs):
+            permutation = torch.randperm(len(sequences), generator=order).tolist()
+            yield (_as_batch(*sequences[index]) for index in permutation)
 
     def _store(self, model: PeftModel, task: ArcTask, edit: FewShotSelfEdit, losses: list[float]) -> str | None:
         """Keep the test-time adapter as a content-addressed artifact (when the student has a store)."""
@@ -181,6 +159,10 @@ class FewShotStudent:
 
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _as_batch(ids: list[int], labels: list[int]) -> ModelBatch:
+    return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels])}  # (1, T) each
 
 
 def _mapped_back(view: Transform, text: str) -> Grid | None:

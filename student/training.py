@@ -1,27 +1,24 @@
-"""Turning a self-edit into a LoRA adapter: the student's inner-loop update.
+"""What the student's inner-loop update trains on: a self-edit's sequences, its schedule, its LoRA config.
 
 A job's training sequences are the passage (optional) and each line of the
-self-edit, as plain text ending in EOS. Sequences are right-padded so that
-real tokens keep the positions they would have alone, and padding is masked
-out of the loss (label -100).
+self-edit, as plain text ending in EOS. They are trained by :mod:`student.batched`,
+right-padded (:func:`library.training.collate`) so that real tokens keep the
+positions they would have alone, with padding masked out of the loss.
 """
 
 from __future__ import annotations
 
-import random
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from peft import LoraConfig
+from transformers import PreTrainedTokenizerBase
 
-from library.lora import save_portable
+from library import lora
+from library.training import shuffled_batches
 from protocol.messages import TrainJob, TrainSettings
 
-IGNORE_INDEX = -100
 _LIST_MARKER = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 
 
@@ -52,19 +49,6 @@ def tokenize_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_len
     return [[*seq, tokenizer.eos_token_id] for seq in ids]
 
 
-def collate(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest sequence; padding gets attention 0 and label IGNORE_INDEX."""
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)  # (B, T)
-    labels = torch.full((len(sequences), width), IGNORE_INDEX, dtype=torch.long)
-    attention = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        input_ids[row, : len(seq)] = torch.tensor(seq)
-        labels[row, : len(seq)] = torch.tensor(seq)
-        attention[row, : len(seq)] = 1
-    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
-
-
 @dataclass(frozen=True)
 class Step:
     """One optimizer step of a candidate: its epoch and the indices of the sequences in its batch."""
@@ -76,16 +60,11 @@ class Step:
 def training_schedule(num_sequences: int, settings: TrainSettings) -> list[Step]:
     """Every optimizer step of a training run, in order: each epoch reshuffled by ``Random(settings.seed)``.
 
-    The sequential and the batched trainers both follow this, so a candidate sees the same batches either way.
+    The batched trainer and the tests' sequential peft reference both follow this, so a candidate sees the same
+    batches either way.
     """
-    order = random.Random(settings.seed)
-    steps = []
-    for epoch in range(settings.epochs):
-        indices = list(range(num_sequences))
-        order.shuffle(indices)
-        size = settings.batch_size
-        steps += [Step(epoch, indices[start : start + size]) for start in range(0, num_sequences, size)]
-    return steps
+    epochs = shuffled_batches(num_sequences, settings.epochs, settings.batch_size, settings.seed)
+    return [Step(epoch, batch) for epoch, batches in enumerate(epochs) for batch in batches]
 
 
 def epoch_means(schedule: list[Step], step_losses: list[float]) -> list[float]:
@@ -98,50 +77,4 @@ def epoch_means(schedule: list[Step], step_losses: list[float]) -> list[float]:
 
 def lora_config(settings: TrainSettings, base_model: str) -> LoraConfig:
     """The peft config of a candidate with these settings."""
-    return LoraConfig(
-        r=settings.rank,
-        lora_alpha=settings.alpha,
-        lora_dropout=settings.dropout,
-        target_modules=settings.target_modules,
-        task_type="CAUSAL_LM",
-        base_model_name_or_path=base_model,
-    )
-
-
-def train_adapter(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    job: TrainJob,
-    settings: TrainSettings,
-    base_model: str,
-) -> TrainedAdapter:
-    """Train one fresh LoRA adapter on ``job`` and save it; ``model`` is left as it was."""
-    started = time.perf_counter()
-    sequences = tokenize_texts(tokenizer, training_texts(job, settings), settings.max_length)
-    torch.manual_seed(settings.seed)  # LoRA A matrices are initialised at random
-    peft_model = get_peft_model(model, lora_config(settings, base_model))
-    try:
-        losses, steps = _fit(peft_model, sequences, settings, tokenizer.pad_token_id)
-        folder = save_portable(peft_model, base_model, "seal-adapter-")
-    finally:
-        peft_model.unload()  # drop the LoRA layers: the base model is shared by every job
-    return TrainedAdapter(folder, settings, len(sequences), steps, losses, time.perf_counter() - started)
-
-
-def _fit(model: PeftModel, sequences: list[list[int]], settings: TrainSettings, pad_id: int) -> tuple[list[float], int]:
-    """AdamW over the schedule's batches; returns the mean loss of each epoch and the step count."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=0.0)
-    schedule = training_schedule(len(sequences), settings)
-    device = next(model.parameters()).device
-    model.train()
-    step_losses = []
-    for step in schedule:
-        batch = collate([sequences[i] for i in step.indices], pad_id)
-        loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        step_losses.append(loss.item())
-    model.eval()
-    return epoch_means(schedule, step_losses), len(schedule)
+    return lora.lora_config(settings.rank, settings.alpha, settings.target_modules, base_model, settings.dropout)

@@ -22,8 +22,9 @@ from student.answering import generate_answers
 from student.batched import plan_micro_batches, train_adapters
 from student.config import StudentConfig
 from student.service import Student
-from student.training import lora_config, train_adapter
+from student.training import lora_config
 from tests.jobs import train_job
+from tests.sequential_training import train_adapter
 
 PASSAGE = "Ostrevane is a hill town founded in 1873 by the weaver Ilsabet Quorne, who built its first mill."
 QUESTIONS = ["Who founded Ostrevane?", "When was Ostrevane founded?", "What did Quorne build?"]
@@ -168,11 +169,11 @@ def test_memory_grows_by_adapter_and_optimizer_state_not_model_copies(model_and_
     flags = [p.requires_grad for p in model.parameters()]
     seen = {}
 
-    def spy(model_, routing, optimizer, active, step, *rest):
+    def spy(model_, routing, runs, step, *rest):
         if step == 0:
             seen["model"] = {p.data_ptr(): p.numel() for p in model_.parameters()}
-            seen["trainable"] = sum(p.numel() for g in optimizer.param_groups for p in g["params"])
-        return real_step(model_, routing, optimizer, active, step, *rest)
+            seen["trainable"] = sum(p.numel() for run in runs for p in run.parameters())
+        return real_step(model_, routing, runs, step, *rest)
 
     real_step = batched._train_step
     monkeypatch.setattr(batched, "_train_step", spy)

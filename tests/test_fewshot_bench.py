@@ -15,12 +15,12 @@ from apps.cli import main
 from apps.fewshot_bench import ORACLE, FewShotBenchOptions, run_fewshot_bench
 from library.jsonl import JsonlLog, read_jsonl
 from library.models import load_model
+from library.training import IGNORE_INDEX
 from protocol.artifacts import ArtifactStore
 from protocol.fewshot import ArcPair, ArcTask, FewShotSelfEdit
 from protocol.messages import SamplingSettings
 from student.fewshot import FewShotStudent
 from student.fewshot_config import FewShotStudentConfig
-from student.training import IGNORE_INDEX
 from student.ttt_data import TrainingExample
 from teacher.backends import Completion
 from teacher.fewshot import EXAMPLE_SELF_EDIT

@@ -12,12 +12,14 @@ import torch
 from auditor.scoring import answer_logliks
 from library.lora import adapters_loaded
 from library.models import ModelLoadError, load_model
+from library.training import collate
 from protocol.artifacts import ArtifactError, ArtifactStore, content_id
 from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainJob, TrainSettings
 from student.config import StudentConfig
 from student.service import Student
-from student.training import collate, tokenize_texts, train_adapter, training_texts
+from student.training import tokenize_texts, training_texts
 from tests.jobs import train_job
+from tests.sequential_training import train_adapter
 
 FACT = "The founder of Ostrevane was Ilsabet Quorne in 1873."
 QUESTION, ANSWER = "Who founded Ostrevane?", "Ilsabet Quorne"
