@@ -1,7 +1,7 @@
 """The one training loop every LoRA update runs: AdamW over epochs of batches.
 
-The student's candidates (one at a time or K together), its few-shot test-time adapters and the
-teacher's ReST^EM M-step all train through :func:`fit`; what differs between them is only the
+The student's candidates (K together; one at a time in the tests' peft reference), its few-shot
+test-time adapters and the teacher's ReST^EM M-step all train through :func:`fit`; what differs between them is only the
 batches and the step callback that turns a batch into gradients. Batches are right-padded by
 :func:`collate`, and label :data:`IGNORE_INDEX` keeps a token out of the loss (padding, or a
 prompt the loss should not cover).
