@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from library.ledger import Ledger, LedgerError, verify_ledger
-from protocol.messages import AnswerServed, DescribeServed, Promote, Rollback, ServedState, Verdict
+from protocol.messages import Verdict
 from protocol.security import SecurityError, create_role_keys
 from protocol.signing import VerdictRefused, create_signing_key, load_verify_key, verify_signature
 
@@ -93,19 +93,16 @@ def _talk_to_student(args: argparse.Namespace) -> int:
     client = student_client(args.student, "cli", args.timeout, keys_folder(args))
     try:
         if args.command == "promote":
-            verdict = find_verdict(args.ledger, args.adapter)
-            reply = client.call(Promote(adapter_id=verdict.adapter_id, verdict=verdict))
+            reply = client.promote(find_verdict(args.ledger, args.adapter))
         elif args.command == "rollback":
-            reply = client.call(Rollback(to=args.to))
+            reply = client.rollback(args.to)
         elif args.command == "status":
-            reply = client.call(DescribeServed())
+            reply = client.describe_served()
         else:
-            reply = client.call(AnswerServed(questions=args.question, shadow=args.adapter))
-            _print_shadow(args.question, reply.results)  # type: ignore[attr-defined]
+            _print_shadow(args.question, client.answer_served(args.question, args.adapter).results)
             return 0
     finally:
         client.close()
-    assert isinstance(reply, ServedState)
     print(f"served (version {reply.version}): base" + "".join(f" + {a[:12]}" for a in reply.stack))
     return 0
 

@@ -17,7 +17,7 @@ from auditor.grading import exact_match, f1_score
 from library.datasets import QAItem
 from library.ledger import Ledger
 from protocol.canonical import canonical_json, sha256_hex
-from protocol.messages import CandidateForReview, Scores, SelfEdit, Verdict, Veto
+from protocol.messages import CandidateToJudge, Scores, SelfEdit, Verdict, Veto
 from protocol.signing import sign_verdict
 
 EMPTY_SCORES = Scores(exact_match=0.0, f1=0.0, loglik=0.0, n_questions=0)
@@ -53,7 +53,7 @@ class Decider:
         self,
         context_id: str,
         tau: list[QAItem],
-        item: CandidateForReview,
+        item: CandidateToJudge,
         base: ModelResult,
         cand: ModelResult,
         vetoes: list[Veto],
@@ -74,7 +74,7 @@ class Decider:
             context_id, item, accepted, reason, (gain, drop), (base_scores, cand_scores), vetoes, details
         )
 
-    def refuse(self, context_id: str, item: CandidateForReview, why: str, vetoes: list[Veto] | None = None) -> Verdict:
+    def refuse(self, context_id: str, item: CandidateToJudge, why: str, vetoes: list[Veto] | None = None) -> Verdict:
         """A candidate rejected without a full evaluation (bad artifact, vetoed text, diverged scores)."""
         return self._conclude(
             context_id, item, False, f"not evaluated: {why}", (0.0, 0.0), (EMPTY_SCORES, EMPTY_SCORES), vetoes or [], {}
@@ -97,7 +97,7 @@ class Decider:
     def _conclude(
         self,
         context_id: str,
-        item: CandidateForReview,
+        item: CandidateToJudge,
         accepted: bool,
         reason: str,
         gain_drop: tuple[float, float],

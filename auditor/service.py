@@ -12,7 +12,6 @@ enough and retention held. Every verdict goes into the ledger first.
 from __future__ import annotations
 
 import logging
-from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -25,17 +24,17 @@ from library.datasets import DEMO_DOCUMENTS, QAItem, load_questions, load_retent
 from library.ledger import Ledger
 from library.models import load_model
 from protocol.artifacts import ArtifactError, ArtifactStore
-from protocol.codec import ProtocolError
+from protocol.clients import StudentClient
+from protocol.codec import AUDITOR_CHANNEL, ProtocolError
+from protocol.dispatch import Dispatcher
 from protocol.messages import (
-    AnswerQuestions,
-    Answers,
-    Body,
-    CandidateForReview,
+    CandidateToJudge,
     JudgeCandidates,
     RecordTeacherVersion,
     Review,
     Reviews,
     ReviewSelfEdits,
+    TeacherVersionRecorded,
     Verdict,
     Verdicts,
     Veto,
@@ -44,16 +43,10 @@ from protocol.messages import (
 log = logging.getLogger(__name__)
 
 
-class StudentLink(Protocol):
-    """What the auditor needs from the student: a request/reply call (a transport Client)."""
-
-    def call(self, body: Body, timeout_s: float | None = None) -> Body: ...
-
-
 class Auditor:
     """Holds τ and the retention set; turns candidates into verdicts."""
 
-    def __init__(self, config: AuditorConfig, student: StudentLink, signing_key: Ed25519PrivateKey | None = None):
+    def __init__(self, config: AuditorConfig, student: StudentClient, signing_key: Ed25519PrivateKey | None = None):
         self.config = config
         self.student = student
         self.questions = load_questions(config.data or DEMO_DOCUMENTS, limit=config.limit)
@@ -64,15 +57,19 @@ class Auditor:
         self.ledger = Ledger(config.ledger)
         self.decider = Decider(config, self.ledger, self.retention, signing_key)
         self._base: dict[str, ModelResult] = {}  # context id -> the base model's result, computed once
+        self.handle = Dispatcher(
+            AUDITOR_CHANNEL,
+            {
+                JudgeCandidates: self.judge,
+                ReviewSelfEdits: self.review,
+                RecordTeacherVersion: self.record_teacher_version,
+            },
+        )
+        """Serves one request of the auditor channel (the handler the ZeroMQ server and in-process links call)."""
 
-    def handle(self, request: Body) -> Body:
-        if isinstance(request, JudgeCandidates):
-            return self.judge(request)
-        if isinstance(request, ReviewSelfEdits):
-            return self.review(request)
-        if isinstance(request, RecordTeacherVersion):
-            return record_teacher_version(self.ledger, request)
-        raise ProtocolError("unsupported", f"the auditor does not serve {type(request).__name__}")
+    def record_teacher_version(self, request: RecordTeacherVersion) -> TeacherVersionRecorded:
+        """Check the version's claimed rewards against this ledger's verdicts, then record it."""
+        return record_teacher_version(self.ledger, request)
 
     def review(self, request: ReviewSelfEdits) -> Reviews:
         """The text rules, before training: vetoed self-edits are recorded and should not be trained."""
@@ -111,14 +108,9 @@ class Auditor:
         """Protected behaviours, after training: each candidate's probe answers against the base's."""
         if not self.probes or not adapter_ids:
             return {a: [] for a in adapter_ids}
-        reply = self.student.call(
-            AnswerQuestions(
-                questions=[p.prompt for p in self.probes],
-                adapter_ids=[None, *dict.fromkeys(adapter_ids)],
-                max_new_tokens=self.config.probe_tokens,
-            )
+        reply = self.student.answer_questions(
+            [p.prompt for p in self.probes], [None, *dict.fromkeys(adapter_ids)], self.config.probe_tokens
         )
-        assert isinstance(reply, Answers)
         answers = {r.adapter_id: r.answers for r in reply.results}
         return {
             a: review_probes(self.probes, answers[None], answers[a], self.config.probe_min_agreement)
@@ -128,8 +120,8 @@ class Auditor:
     # ----------------------------------------------------------------- evaluation
 
     def _check_artifacts(
-        self, candidates: list[CandidateForReview]
-    ) -> tuple[list[CandidateForReview], list[tuple[CandidateForReview, str]]]:
+        self, candidates: list[CandidateToJudge]
+    ) -> tuple[list[CandidateToJudge], list[tuple[CandidateToJudge, str]]]:
         """Split candidates into those whose adapter is intact and for our base model, and the rest."""
         usable, refused = [], []
         for item in candidates:
@@ -148,10 +140,7 @@ class Auditor:
         """Answers from the student, likelihoods from our own copy of the model (the base's once per context)."""
         models: list[str | None] = [None, *dict.fromkeys(adapter_ids)]
         questions = [q.question for q in tau] + [q.question for q in self.retention]
-        reply = self.student.call(
-            AnswerQuestions(questions=questions, adapter_ids=models, max_new_tokens=self.config.answer_tokens)
-        )
-        assert isinstance(reply, Answers)
+        reply = self.student.answer_questions(questions, models, self.config.answer_tokens)
         answers = {r.adapter_id: r.answers for r in reply.results}
         to_score = models if context_id not in self._base else models[1:]
         results = self._score(to_score, tau, answers) if to_score else {}

@@ -18,7 +18,7 @@ from library.ledger import Ledger
 from library.teaching import Judged, mean_reward, teaching_problem
 from protocol.artifacts import pairs_sha256
 from protocol.codec import ProtocolError
-from protocol.messages import RecordTeacherVersion, TeacherVersionRecorded, TrainingExample
+from protocol.messages import RecordTeacherVersion, TeacherVersionRecorded, VersionExample
 
 REWARD_TOLERANCE = 1e-6
 
@@ -60,7 +60,7 @@ def _request_problem(request: RecordTeacherVersion, verdicts: dict[str, dict[str
     return None
 
 
-def _example_problem(example: TrainingExample, verdicts: dict[str, dict[str, Any]]) -> str | None:
+def _example_problem(example: VersionExample, verdicts: dict[str, dict[str, Any]]) -> str | None:
     cited = example.verdict_entries
     if len(set(cited)) != len(cited):
         return "a verdict is cited twice"

@@ -43,10 +43,10 @@ from library.datasets import QAItem, load_contexts, load_questions, load_recorde
 from library.models import DEFAULT_MODEL, DTYPE_CHOICES, DTypeName, load_model
 from library.qa_format import clean_answer, question_prompt
 from library.stacked_lora import target_module_names
+from protocol.clients import student_in_process
 from protocol.messages import (
     ApplySelfEdits,
-    Body,
-    CandidateForReview,
+    CandidateToJudge,
     Context,
     JudgeCandidates,
     SelfEdit,
@@ -302,16 +302,6 @@ def run_baseline(
 # --------------------------------------------------------------------------- the batched path: the product
 
 
-class InProcessLink:
-    """The auditor's student link without sockets."""
-
-    def __init__(self, student: Student):
-        self.student = student
-
-    def call(self, body: Body, timeout_s: float | None = None) -> Body:
-        return self.student.handle(body)
-
-
 def product_roles(
     spec: str, dtype: DTypeName, data: Path, contexts: int, settings: TrainSettings, root: Path
 ) -> tuple[Student, Auditor]:
@@ -329,7 +319,7 @@ def product_roles(
             probes=root / "probes.json",
             answer_tokens=ANSWER_TOKENS,
         ),
-        InProcessLink(student),
+        student_in_process(student.handle, sender="auditor"),
     )
     return student, auditor
 
@@ -345,7 +335,7 @@ def run_batched(student: Student, auditor: Auditor, workloads: list[Workload], k
             trained = student.apply_self_edits(ApplySelfEdits(jobs=work.jobs[:k])).candidates
             mid = time.perf_counter()
             items = [
-                CandidateForReview(self_edit=j.self_edit, candidate=c)
+                CandidateToJudge(self_edit=j.self_edit, candidate=c)
                 for j, c in zip(work.jobs[:k], trained, strict=True)
             ]
             auditor.judge(JudgeCandidates(context_id=work.context.context_id, candidates=items))
@@ -368,7 +358,7 @@ def warm_up(student: Student, auditor: Auditor, model: Any, tokenizer: Any, work
     for w in workloads:
         job = w.jobs[0].model_copy(update={"settings": short})
         trained = student.apply_self_edits(ApplySelfEdits(jobs=[job])).candidates
-        items = [CandidateForReview(self_edit=job.self_edit, candidate=trained[0])]
+        items = [CandidateToJudge(self_edit=job.self_edit, candidate=trained[0])]
         auditor.judge(JudgeCandidates(context_id=w.context.context_id, candidates=items))
     work = workloads[0]
     job = work.jobs[0].model_copy(update={"settings": short})

@@ -247,10 +247,10 @@ class DescribeServed(Body):
     type: Literal["describe_served"] = "describe_served"
 
 
-class ServedState(Body):
+class ServedStack(Body):
     """The served stack (bottom first) and the ledger entries of the verdicts that admitted each adapter."""
 
-    type: Literal["served_state"] = "served_state"
+    type: Literal["served_stack"] = "served_stack"
     version: int
     stack: list[str]
     verdicts: dict[str, str]
@@ -268,7 +268,9 @@ class AnswerServed(Body):
 # --------------------------------------------------------------------------- auditor channel
 
 
-class CandidateForReview(Body):
+class CandidateToJudge(Body):
+    """A trained candidate and the self-edit it was trained from, for the auditor to judge."""
+
     self_edit: SelfEdit
     candidate: Candidate
 
@@ -278,7 +280,7 @@ class JudgeCandidates(Body):
 
     type: Literal["judge_candidates"] = "judge_candidates"
     context_id: str
-    candidates: list[CandidateForReview] = Field(min_length=1)
+    candidates: list[CandidateToJudge] = Field(min_length=1)
 
 
 class Verdicts(Body):
@@ -303,7 +305,7 @@ class Reviews(Body):
     reviews: list[Review] = Field(description="One per self-edit, in request order.")
 
 
-class TrainingExample(Body):
+class VersionExample(Body):
     """One kept self-edit behind a teacher version, and the verdicts (ledger entries) that rewarded it."""
 
     context_id: str
@@ -325,7 +327,7 @@ class RecordTeacherVersion(Body):
     teacher_model: str
     artifact_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Content hash of the adapter or bank.")
     data_sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the training pairs.")
-    examples: list[TrainingExample]
+    examples: list[VersionExample]
     settings: dict[str, Any] = Field(default_factory=dict, description="How the version was trained.")
     losses: list[float] = []
 
@@ -340,7 +342,7 @@ StudentRequest = Annotated[
     Field(discriminator="type"),
 ]
 StudentReply = Annotated[
-    Pong | StudentInfo | CandidatesTrained | Answers | ServedState | ErrorReply, Field(discriminator="type")
+    Pong | StudentInfo | CandidatesTrained | Answers | ServedStack | ErrorReply, Field(discriminator="type")
 ]
 AuditorRequest = Annotated[Ping | JudgeCandidates | ReviewSelfEdits | RecordTeacherVersion, Field(discriminator="type")]
 AuditorReply = Annotated[Pong | Verdicts | Reviews | TeacherVersionRecorded | ErrorReply, Field(discriminator="type")]

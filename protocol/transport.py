@@ -18,7 +18,6 @@ import logging
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import zmq
@@ -33,6 +32,7 @@ from protocol.codec import (
     make_envelope,
     peek_header,
 )
+from protocol.dispatch import Handler, answer
 from protocol.messages import Body, ErrorReply, Ping, Pong, Role
 from protocol.security import CurveClient, CurveServer, apply_curve, check_insecure_endpoint, start_authenticator
 
@@ -48,6 +48,10 @@ class TransportError(Exception):
 
 class PeerUnavailable(TransportError):
     """The peer did not answer within the configured timeout and retries (dead, hung or unreachable)."""
+
+
+class UnexpectedReply(TransportError):
+    """The peer answered a request with a reply of another type."""
 
 
 class RemoteError(TransportError):
@@ -133,7 +137,8 @@ class Client:
             reply = self.call(Ping(), timeout_s)
         finally:
             self.retries = saved
-        assert isinstance(reply, Pong)
+        if not isinstance(reply, Pong):
+            raise UnexpectedReply(f"{self.endpoint} answered a ping with {type(reply).__name__}")
         return reply
 
     def close(self) -> None:
@@ -159,9 +164,6 @@ class Client:
 
 
 # --------------------------------------------------------------------------- server
-
-Handler = Callable[[Body], Body]
-
 
 @dataclass
 class _Pending:
@@ -225,12 +227,7 @@ class Server:
     def _run(self, request: Envelope) -> Envelope:
         self._busy.set()
         try:
-            body = self.handler(request.body)
-        except ProtocolError as exc:
-            body = exc.to_reply()
-        except Exception as exc:  # a failing request must not kill the server
-            log.exception("handler failed on %s", request.header.type)
-            body = ErrorReply(reason="internal", detail=f"{type(exc).__name__}: {exc}")
+            body = answer(self.handler, request.body)
         finally:
             self._busy.clear()
         return make_envelope(body, self.role, correlation_id=request.header.id)

@@ -15,13 +15,13 @@ from library.lora import mixed_adapters
 from library.models import load_model
 from library.vllm_engine import require_vllm
 from protocol.artifacts import ArtifactStore
-from protocol.codec import ProtocolError
+from protocol.codec import STUDENT_CHANNEL
+from protocol.dispatch import Dispatcher
 from protocol.messages import (
     AnswerQuestions,
     Answers,
     AnswerServed,
     ApplySelfEdits,
-    Body,
     Candidate,
     CandidatesTrained,
     DescribeServed,
@@ -57,20 +57,24 @@ class Student:
         if config.answer_backend == "vllm":
             self.vllm = VLLMAnswerer(config.model, config.vllm, engine=vllm_engine)
         self._base_answers: dict[tuple[str, int], str] = {}  # (question, max_new_tokens) -> answer
+        self.handle = Dispatcher(
+            STUDENT_CHANNEL,
+            {
+                ApplySelfEdits: self.apply_self_edits,
+                AnswerQuestions: self.answer_questions,
+                DescribeStudent: self.describe,
+                Promote: self.served.promote,
+                Rollback: self.served.rollback,
+                DescribeServed: self.served.describe,
+                AnswerServed: self.served.answer,
+            },
+        )
+        """Serves one request of the student channel (the handler the ZeroMQ server and in-process links call)."""
 
-    def handle(self, request: Body) -> Body:
-        """Dispatch one request body to its method."""
-        if isinstance(request, ApplySelfEdits):
-            return self.apply_self_edits(request)
-        if isinstance(request, AnswerQuestions):
-            return self.answer_questions(request)
-        if isinstance(request, DescribeStudent):
-            return StudentInfo(
-                base_model=self.config.model, device=str(self.model.device), default_settings=self.config.train
-            )
-        if isinstance(request, Promote | Rollback | DescribeServed | AnswerServed):
-            return self.served.handle(request)
-        raise ProtocolError("unsupported", f"the student does not serve {type(request).__name__}")
+    def describe(self, request: DescribeStudent) -> StudentInfo:
+        """The base model, the device and the default LoRA settings."""
+        device = str(self.model.device)
+        return StudentInfo(base_model=self.config.model, device=device, default_settings=self.config.train)
 
     def apply_self_edits(self, request: ApplySelfEdits) -> CandidatesTrained:
         """Train one candidate adapter per job, all together (one base-model pass per step), into the store."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -11,15 +14,24 @@ from protocol.codec import ProtocolError
 from protocol.messages import (
     Answers,
     AnswerServed,
-    Body,
+    DescribeServed,
     ModelAnswers,
     Promote,
     Rollback,
-    ServedState,
+    ServedStack,
 )
 from protocol.signing import VerdictRefused
 from student.answering import generate_answers
 from student.registry import Registry, RegistryError
+
+
+@contextmanager
+def _refusals() -> Iterator[None]:
+    """A refused promotion or rollback becomes a typed ``refused`` error; the served state is unchanged."""
+    try:
+        yield
+    except (VerdictRefused, RegistryError) as exc:
+        raise ProtocolError("refused", str(exc)) from None
 
 
 class ServedModel:
@@ -37,20 +49,23 @@ class ServedModel:
         self.registry = Registry(store.root / "served", verify_key)
         self.batch_size = batch_size
 
-    def handle(self, request: Body) -> Body:
-        """Promote, Rollback, DescribeServed and AnswerServed; refusals become typed errors."""
-        try:
-            if isinstance(request, Promote):
-                self.store.path(request.adapter_id)  # present and intact before it is served
-                self.registry.promote(request.adapter_id, request.verdict)
-            elif isinstance(request, Rollback):
-                self.registry.rollback(request.to)
-            elif isinstance(request, AnswerServed):
-                return self.answer(request)
-        except (VerdictRefused, RegistryError) as exc:
-            raise ProtocolError("refused", str(exc)) from None
+    def promote(self, request: Promote) -> ServedStack:
+        """Serve the adapter on top of the stack: only on a valid, signed, accepting verdict for it."""
+        with _refusals():
+            self.store.path(request.adapter_id)  # present and intact before it is served
+            self.registry.promote(request.adapter_id, request.verdict)
+        return self.describe()
+
+    def rollback(self, request: Rollback) -> ServedStack:
+        """Drop the top adapter, or every adapter above ``request.to``."""
+        with _refusals():
+            self.registry.rollback(request.to)
+        return self.describe()
+
+    def describe(self, request: DescribeServed | None = None) -> ServedStack:
+        """The served stack and the verdicts that admitted it."""
         state = self.registry.state
-        return ServedState(version=state.version, stack=state.stack, verdicts=state.verdicts)
+        return ServedStack(version=state.version, stack=state.stack, verdicts=state.verdicts)
 
     def answer(self, request: AnswerServed) -> Answers:
         """The served stack's answers, and with ``shadow`` the answers with that candidate on top."""

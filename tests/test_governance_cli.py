@@ -15,7 +15,7 @@ from auditor.decision import Decider, ModelResult
 from library.datasets import QAItem
 from library.ledger import Ledger, canonical_json, entry_hash
 from protocol.codec import STUDENT_CHANNEL
-from protocol.messages import ApplySelfEdits, CandidateForReview, TrainSettings
+from protocol.messages import ApplySelfEdits, CandidateToJudge, TrainSettings
 from protocol.security import create_role_keys, server_security
 from protocol.signing import create_signing_key, load_signing_key, load_verify_key
 from protocol.transport import Server
@@ -50,7 +50,7 @@ def _record_verdict(root, keys, student, gain: float) -> str:
     decider = Decider(config, Ledger(config.ledger), [], load_signing_key(keys))
     base = ModelResult(["?"], [-3.0], [], [])
     cand = ModelResult(["Quorne"], [-3.0 + gain], [], [])
-    decider.decide("c1", TAU, CandidateForReview(self_edit=job.self_edit, candidate=candidate), base, cand, [])
+    decider.decide("c1", TAU, CandidateToJudge(self_edit=job.self_edit, candidate=candidate), base, cand, [])
     return candidate.adapter.adapter_id
 
 
