@@ -44,7 +44,7 @@ from protocol.messages import (
 from student.config import StudentConfig
 from student.service import Student
 from teacher.proposer import passage_only, self_edit_id
-from teacher.restem import BASE_VERSION, TeacherVersion, VersionBook, serve
+from teacher.versions import BASE_VERSION, TeacherVersion, VersionBook, serve
 
 
 def run_knowledge_bench(config: KnowledgeBenchConfig, console: Console | None = None) -> Path:

@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import ClassVar, TypeVar
 
 from protocol.messages import SamplingSettings
-from teacher.backends import Completion, texts_of
+from teacher.backends import Completion, VersionKind, texts_of
 from teacher.errors import BackendRequestError, BackendUnavailable, redact
 from teacher.usage import price_per_mtok
 
@@ -48,6 +48,7 @@ class APITeacher(ABC):
     its key variable, how to check the server (``check``, run at construction) and how to sample.
     """
 
+    version_kind: VersionKind = "exemplars"  # cannot be fine-tuned here: ReST^EM grows an exemplar bank
     kind: ClassVar[str]  # "openai": the SDK module and the teacher spec's prefix
     provider: ClassVar[str]  # "OpenAI": the SDK's client class, and the name in messages
     key_variable: ClassVar[str]

@@ -15,19 +15,24 @@ the same tokenizer, so the two backends differ only in the engine.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from library.models import ModelLoadError, load_tokenizer
+from library.models import DTypeName, ModelLoadError, load_model, load_tokenizer
 from library.vllm_engine import LoRANames, VLLMSettings, build_engine, require_vllm
 from protocol.messages import SamplingSettings
-from teacher.backends import Completion, texts_of
+from teacher.backends import Completion, VersionKind, texts_of
 from teacher.errors import BackendRequestError, BackendUnavailable
 from teacher.prompts import as_chat
 from teacher.usage import shares, usage
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 
 class VLLMTeacher:
     """Self-edits from a vLLM engine in this process (pass ``engine`` to share one already built)."""
+
+    version_kind: VersionKind = "lora"
 
     def __init__(self, model: str, settings: VLLMSettings | None = None, engine: Any = None) -> None:
         self.model_id = f"vllm:{model}"
@@ -40,7 +45,7 @@ class VLLMTeacher:
             raise BackendUnavailable(str(exc)) from None
         self.versions = LoRANames("teacher")
         self.lora: Any = None  # the LoRARequest of the version being served; None: the base model
-        self.version_id: str | None = None
+        self.lora_name: str | None = None
 
     def serve_version(self, adapter_folder: Path | str) -> str:
         """Sample from now on with the teacher version (a peft LoRA folder) in ``adapter_folder``.
@@ -50,12 +55,18 @@ class VLLMTeacher:
         if not self.settings.enable_lora:
             raise BackendUnavailable(f"{self.model_id}: serving a teacher version needs enable_lora")
         self.lora = self.versions.request(adapter_folder)
-        self.version_id = self.lora.lora_name
-        return self.version_id
+        self.lora_name = self.lora.lora_name
+        return self.lora_name
 
     def serve_base(self) -> None:
         """Sample from the base model again."""
-        self.lora, self.version_id = None, None
+        self.lora, self.lora_name = None, None
+
+    def training_copy(self, device: str, dtype: DTypeName) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
+        """A transformers copy of the engine's model: the engine's weights cannot be trained in place."""
+        spec = self.model_id.removeprefix("vllm:")
+        model, tokenizer = load_model(spec, device, dtype)
+        return model, tokenizer, spec
 
     def sample(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[str]]:
         """``n`` completions for each prompt, in prompt order."""

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 import student.answering as answering
 import student.batched as batched
 from auditor.scoring import BASE_ADAPTER, answer_logliks
+from library.datasets import DEMO_DOCUMENTS
 from library.lora import adapters_loaded, mixed_adapters
 from library.models import load_model
 from library.qa_format import clean_answer, question_prompt
@@ -288,9 +289,11 @@ def test_inner_loop_bench_runs_on_the_tiny_model(tiny_model_dir, tmp_path):
     pytest.importorskip("trl")
     from bench import inner_loop
 
-    inner_loop.main(
-        ["--model", tiny_model_dir, "--ks", "1,2", "--epochs", "1", "--matmul-seconds", "0.1", "--out", str(tmp_path)]
-    )
+    data = tmp_path / "recorded.json"  # the demo documents, each with two recorded self-edits
+    documents = json.loads(DEMO_DOCUMENTS.read_text())
+    data.write_text(json.dumps([{**d, "completions": [d["context"], d["title"]]} for d in documents]))
+    argv = ["--model", tiny_model_dir, "--data", str(data), "--ks", "1,2", "--epochs", "1", "--matmul-seconds", "0.1"]
+    inner_loop.main([*argv, "--out", str(tmp_path)])
     result = json.loads((tmp_path / "inner_loop.json").read_text())
     assert [row["k"] for row in result["rows"]] == [1, 2]
     assert all(row["seal_per_hour"] > 0 and row["baseline_per_hour"] > 0 for row in result["rows"])

@@ -12,8 +12,8 @@ from apps.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, Knowled
 from apps.knowledge_report import markdown_table, merge_runs, paired_gains, summarise
 from protocol.messages import TrainSettings
 from teacher.backends import TransformersTeacher
-from teacher.restem import TeacherVersion, VersionBook
 from teacher.sft import SFTSettings, train_teacher_adapter
+from teacher.versions import TeacherVersion, VersionBook
 
 PASSAGES = [
     {

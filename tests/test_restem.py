@@ -13,7 +13,7 @@ from library.ledger import Ledger, verify_ledger
 from library.training import IGNORE_INDEX
 from protocol.artifacts import pairs_sha256
 from protocol.codec import ProtocolError
-from protocol.messages import Context, RecordTeacherVersion, SamplingSettings, TrainingExample, Veto
+from protocol.messages import Context, RecordTeacherVersion, SamplingSettings, VersionExample, Veto
 from teacher.backends import TransformersTeacher
 from teacher.loop import Outcome
 from teacher.restem import select_kept
@@ -125,7 +125,7 @@ def _ledger_with_verdicts(tmp_path):
     return ledger, entries
 
 
-def _request(examples: list[TrainingExample], data_sha256: str | None = None) -> RecordTeacherVersion:
+def _request(examples: list[VersionExample], data_sha256: str | None = None) -> RecordTeacherVersion:
     pairs = [(_edit(e.self_edit_id).prompt, _edit(e.self_edit_id).text) for e in examples]
     return RecordTeacherVersion(
         version="v1",
@@ -140,7 +140,7 @@ def _request(examples: list[TrainingExample], data_sha256: str | None = None) ->
 
 def test_auditor_records_a_version_whose_rewards_match_its_verdicts_once(tmp_path):
     ledger, entries = _ledger_with_verdicts(tmp_path)
-    good = _request([TrainingExample(context_id="c1", self_edit_id="e1", reward=0.5, verdict_entries=entries[:2])])
+    good = _request([VersionExample(context_id="c1", self_edit_id="e1", reward=0.5, verdict_entries=entries[:2])])
     first = record_teacher_version(ledger, good)
     assert record_teacher_version(ledger, good) == first, "the same version twice is recorded once"
     [entry] = ledger.find(version="v1")
@@ -164,7 +164,7 @@ def test_auditor_records_a_version_whose_rewards_match_its_verdicts_once(tmp_pat
 def test_auditor_refuses_claims_its_ledger_does_not_back(tmp_path, example, problem):
     ledger, entries = _ledger_with_verdicts(tmp_path)
     cited = [entries[i] if isinstance(i, int) else i for i in example.pop("verdict_entries")]
-    request = _request([TrainingExample(context_id="c1", verdict_entries=cited, **example)])
+    request = _request([VersionExample(context_id="c1", verdict_entries=cited, **example)])
     before = ledger.count
     with pytest.raises(ProtocolError, match=problem):
         record_teacher_version(ledger, request)
@@ -173,7 +173,7 @@ def test_auditor_refuses_claims_its_ledger_does_not_back(tmp_path, example, prob
 
 def test_auditor_refuses_a_version_trained_on_other_data_than_it_rewarded(tmp_path):
     ledger, entries = _ledger_with_verdicts(tmp_path)
-    example = TrainingExample(context_id="c1", self_edit_id="e1", reward=0.5, verdict_entries=entries[:2])
+    example = VersionExample(context_id="c1", self_edit_id="e1", reward=0.5, verdict_entries=entries[:2])
     swapped = _request([example], data_sha256=pairs_sha256([(SELF_EDIT.prompt, "text the auditor never judged")]))
     with pytest.raises(ProtocolError, match="data_sha256"):
         record_teacher_version(ledger, swapped)

@@ -247,8 +247,9 @@ def test_demo_with_a_vllm_teacher_runs_end_to_end(tiny_model_dir, vllm_model_dir
 
 def test_restem_m_step_makes_a_version_the_vllm_teacher_serves(vllm_model_dir, vllm_settings, vllm_engine, tmp_path):
     from protocol.messages import Context
-    from teacher.restem import Kept, VersionBook, serve, train_lora_version
+    from teacher.m_step import Kept, train_lora_version
     from teacher.sft import SFTSettings
+    from teacher.versions import VersionBook, serve
 
     teacher = _teacher(vllm_model_dir, vllm_settings, vllm_engine)
     greedy = SamplingSettings(temperature=0.0, max_new_tokens=8)

@@ -1,0 +1,66 @@
+"""The teacher role: one adaptation pass over its contexts, or ReST^EM rounds, driven against its peers.
+
+Entry point: ``seal teacher --student tcp://127.0.0.1:5555 --auditor tcp://127.0.0.1:5556``. The
+teacher is the only client-side role: it serves no channel, it drives the loop through its typed
+links to the student and the auditor (ZeroMQ or in-process), and ends with a table.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console, RenderableType
+
+from library.datasets import DEMO_DOCUMENTS, load_contexts
+from protocol.clients import AuditorClient, StudentClient
+from protocol.transport import PeerUnavailable
+from teacher.backends import TeacherBackend
+from teacher.config import TeacherConfig
+from teacher.loop import run_pass
+from teacher.proposer import proposer_for
+from teacher.report import outcomes_table, rounds_table
+from teacher.restem import run_restem
+
+
+class Teacher:
+    """Proposes self-edits for its contexts and takes the auditor's verdicts as rewards."""
+
+    def __init__(self, config: TeacherConfig, backend: TeacherBackend, student: StudentClient, auditor: AuditorClient):
+        self.config, self.backend, self.student, self.auditor = config, backend, student, auditor
+        self.contexts = load_contexts(config.data or DEMO_DOCUMENTS, limit=config.limit)
+
+    def wait_for_peers(self) -> None:
+        """Ping the student and the auditor until each answers; the error names the one that never did."""
+        deadline_s = self.config.ready_timeout_s
+        until = time.monotonic() + deadline_s
+        for name, peer in (("student", self.student), ("auditor", self.auditor)):
+            while True:
+                try:
+                    peer.ping(timeout_s=2.0)
+                    break
+                except PeerUnavailable:
+                    if time.monotonic() > until:
+                        raise PeerUnavailable(
+                            f"the {name} at {peer.endpoint} did not come up within {deadline_s:.0f}s"
+                        ) from None
+
+    def run(self) -> RenderableType:
+        """The configured work (ReST^EM rounds when ``restem.rounds`` > 0, else one pass); returns its table."""
+        started = time.perf_counter()
+        config = self.config
+        if config.restem.rounds:
+            summaries = run_restem(self.backend, self.contexts, self.student, self.auditor, config)
+            return rounds_table(summaries, time.perf_counter() - started)
+        propose_for = proposer_for(self.backend, config, config.version)
+        timeouts = (config.train_timeout_s, config.judge_timeout_s)
+        outcomes = run_pass(self.contexts, propose_for, self.student, self.auditor, config.run_dir, timeouts)
+        return outcomes_table(outcomes, time.perf_counter() - started)
+
+
+def run_teacher(config: TeacherConfig, backend: TeacherBackend, student: StudentClient, auditor: AuditorClient) -> None:
+    """Wait for the peers, do the work, print the table."""
+    console = Console()
+    teacher = Teacher(config, backend, student, auditor)
+    console.print(f"teacher {config.model} ({config.version}) ready; waiting for student and auditor")
+    teacher.wait_for_peers()
+    console.print(teacher.run())
