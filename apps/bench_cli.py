@@ -44,12 +44,12 @@ def run_bench(args: argparse.Namespace) -> int:
 
         run_knowledge_bench(build_config(KnowledgeBenchConfig, args))
         return 0
-    from apps.fewshot_bench import FewShotBenchOptions, run_fewshot_bench
+    from apps.fewshot_bench import FewShotBenchConfig, run_fewshot_bench
     from library.model_specs import DEFAULT_MODEL
-    from protocol.messages import SamplingSettings
+    from protocol.messages import SamplingConfig
     from student.fewshot_config import FewShotStudentConfig
 
-    opts = FewShotBenchOptions(
+    opts = FewShotBenchConfig(
         out_dir=args.out,
         model=args.model or DEFAULT_MODEL,
         teacher_model=args.teacher_model,
@@ -64,6 +64,6 @@ def run_bench(args: argparse.Namespace) -> int:
         student=FewShotStudentConfig(
             max_length=args.max_length, max_examples=args.max_examples, max_epochs=args.max_epochs, views=args.views
         ),
-        sampling=SamplingSettings(temperature=0.7, top_p=0.95, max_new_tokens=args.teacher_tokens),
+        sampling=SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=args.teacher_tokens),
     )
     return run_fewshot_bench(opts)

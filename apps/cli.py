@@ -182,11 +182,11 @@ def _train_teacher(args: argparse.Namespace) -> int:
 
 def _three_roles(args: argparse.Namespace, command: str, min_gain: float, extra: dict[str, list[str]]) -> int:
     """Start teacher, student and auditor on loopback for ``seal demo`` or ``seal train-teacher``."""
-    from apps.demo import DemoOptions, run_demo
+    from apps.demo import LaunchConfig, run_demo
     from library.model_specs import DEFAULT_MODEL
 
     prefix = "demo" if command == "demo" else "restem"
-    opts = DemoOptions(
+    opts = LaunchConfig(
         run_dir=args.run_dir or Path("runs") / time.strftime(f"{prefix}-%Y%m%d-%H%M%S"),
         model=args.model or DEFAULT_MODEL,
         teacher_model=args.teacher,

@@ -23,7 +23,7 @@ from protocol.signing import create_signing_key
 
 
 @dataclass
-class DemoOptions:
+class LaunchConfig:
     """What a demo run varies; everything else keeps each role's defaults."""
 
     run_dir: Path
@@ -42,7 +42,7 @@ class DemoOptions:
     extra: dict[str, list[str]] = field(default_factory=dict)  # more flags per role, e.g. ReST^EM's for the teacher
 
 
-def role_commands(opts: DemoOptions, student_ep: str, auditor_ep: str) -> dict[str, list[str]]:
+def role_commands(opts: LaunchConfig, student_ep: str, auditor_ep: str) -> dict[str, list[str]]:
     """The ``seal`` command line of each role, as a user would type it."""
     seal = [sys.executable, "-m", "apps"]
     store, ledger = str(opts.run_dir / "store"), str(opts.run_dir / "ledger.jsonl")
@@ -99,7 +99,7 @@ def role_commands(opts: DemoOptions, student_ep: str, auditor_ep: str) -> dict[s
     return {role: [*command, *opts.extra.get(role, [])] for role, command in commands.items()}
 
 
-def run_demo(opts: DemoOptions, console: Console | None = None, title: str = "seal demo") -> int:
+def run_demo(opts: LaunchConfig, console: Console | None = None, title: str = "seal demo") -> int:
     """Start the three roles, wait for the teacher's pass (or rounds) to finish, verify the ledger."""
     console = console or Console()
     started = time.perf_counter()
@@ -128,7 +128,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None, title: str = "se
     return code if report.ok else 1
 
 
-def check_teacher(opts: DemoOptions) -> None:
+def check_teacher(opts: LaunchConfig) -> None:
     """Fail in one line before any role starts when the teacher cannot work (key, server, model, vllm)."""
     from teacher.backend_spec import check_backend
     from teacher.config import TeacherConfig

@@ -29,12 +29,12 @@ from library.models import DEFAULT_MODEL, load_model
 from library.teaching import Judged, teaching_problem
 from protocol.artifacts import ArtifactStore
 from protocol.fewshot import ArcTask, FewShotProposal, FewShotSelfEdit
-from protocol.messages import SamplingSettings
+from protocol.messages import SamplingConfig
 from student.fewshot import FewShotStudent
 from student.fewshot_config import FewShotStudentConfig
 from teacher.backends import TransformersTeacher
 from teacher.fewshot import completion_text, propose_fewshot
-from teacher.sft import SFTSettings, train_teacher_adapter
+from teacher.sft import SFTConfig, train_teacher_adapter
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ ORACLE = FewShotSelfEdit(
 
 
 @dataclass
-class FewShotBenchOptions:
+class FewShotBenchConfig:
     """What ``seal bench fewshot`` runs; every field is a flag."""
 
     out_dir: Path
@@ -68,17 +68,17 @@ class FewShotBenchOptions:
     restem_rounds: int = 1
     max_attempts: int = 3
     student: FewShotStudentConfig = field(default_factory=FewShotStudentConfig)
-    sampling: SamplingSettings = field(
-        default_factory=lambda: SamplingSettings(temperature=0.7, top_p=0.95, max_new_tokens=160)
+    sampling: SamplingConfig = field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=160)
     )
-    sft: SFTSettings = field(default_factory=SFTSettings)
+    sft: SFTConfig = field(default_factory=SFTConfig)
 
 
 @dataclass
 class _Bench:
     """The loaded pieces of one run."""
 
-    opts: FewShotBenchOptions
+    opts: FewShotBenchConfig
     student: FewShotStudent
     teacher: TransformersTeacher
     records: JsonlLog
@@ -86,7 +86,7 @@ class _Bench:
     notes: dict[str, str] = field(default_factory=dict)
 
 
-def run_fewshot_bench(opts: FewShotBenchOptions) -> int:
+def run_fewshot_bench(opts: FewShotBenchConfig) -> int:
     """Run (or resume) every row, then write ``results.md``, ``summary.json`` and ``solved.png``."""
     started = time.perf_counter()
     opts.out_dir.mkdir(parents=True, exist_ok=True)

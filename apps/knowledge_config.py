@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from library.model_specs import DEFAULT_MODEL
-from protocol.messages import SamplingSettings, SelfEditFormat, TrainSettings
+from protocol.messages import SamplingConfig, SelfEditFormat, TrainConfig
 
 NO_ADAPTATION, PASSAGE_ONLY, RECORDED = "no adaptation", "passage only", "recorded teacher"
 
@@ -25,13 +25,13 @@ class KnowledgeBenchConfig(BaseModel):
     teacher: str | None = Field(None, description="Teacher model for the untrained teacher (default: --model).")
     teacher_run: Path | None = Field(None, description="A `seal train-teacher` run folder: its versions are scored.")
     format: SelfEditFormat = Field("implications", description="Self-edit format the teachers write.")
-    sampling: SamplingSettings = Field(
-        default_factory=lambda: SamplingSettings(temperature=0.7, top_p=0.95, max_new_tokens=160),
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=160),
         description="Teacher sampling (one self-edit per passage and teacher).",
     )
     recorded_completions: int = Field(1, ge=1, description="Recorded completions per passage joined into one edit.")
     mode: Literal["single", "cpt"] = Field("single", description="single: an adapter per passage; cpt: one for all.")
-    train: TrainSettings = Field(default_factory=TrainSettings, description="Student LoRA settings, all conditions.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Student LoRA settings, all conditions.")
     answer_tokens: int = Field(24, ge=1, le=1024, description="Most tokens per generated answer.")
     judge: str | None = Field(
         None, description="LLM judge, e.g. openai:MODEL: the paper's yes/no grading at temperature 0 (optional)."

@@ -12,7 +12,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from protocol.messages import SamplingSettings
+from protocol.messages import SamplingConfig
 from teacher.backends import TeacherBackend
 from teacher.errors import TeacherBackendError
 
@@ -26,7 +26,7 @@ JUDGE_PROMPT = (
     "Is the predicted answer correct, meaning it gives the same fact as the gold answer? "
     "Answer with one word: yes or no."
 )
-GREEDY = SamplingSettings(temperature=0.0, top_p=1.0, max_new_tokens=4, seed=0)
+GREEDY = SamplingConfig(temperature=0.0, top_p=1.0, max_new_tokens=4, seed=0)
 _VERDICT = re.compile(r"^\W*(yes|no)\b", re.IGNORECASE)
 
 

@@ -50,8 +50,8 @@ from protocol.messages import (
     Context,
     JudgeCandidates,
     SelfEdit,
+    TrainConfig,
     TrainJob,
-    TrainSettings,
 )
 from student.config import StudentConfig
 from student.service import Student
@@ -135,7 +135,7 @@ def _status_kib(key: str) -> int:
     return next(int(line.split()[1]) for line in lines if line.startswith(f"{key}:"))
 
 
-def train_flops_per_token(model: torch.nn.Module, settings: TrainSettings) -> float:
+def train_flops_per_token(model: torch.nn.Module, settings: TrainConfig) -> float:
     """Useful training FLOPs per token: frozen base 4·P (forward + input gradients), LoRA 6·P_lora.
 
     P counts every linear layer's weights including the output head; attention's own products
@@ -145,20 +145,20 @@ def train_flops_per_token(model: torch.nn.Module, settings: TrainSettings) -> fl
     return 4 * dense + 6 * lora_parameters(model, settings)
 
 
-def lora_parameters(model: torch.nn.Module, settings: TrainSettings) -> int:
+def lora_parameters(model: torch.nn.Module, settings: TrainConfig) -> int:
     """Trainable parameters of one candidate."""
     names = target_module_names(model, settings.target_modules)
     modules = dict(model.named_modules())
     return sum(settings.rank * (modules[n].in_features + modules[n].out_features) for n in names)
 
 
-def tokens_trained(tokenizer: Any, job: TrainJob, settings: TrainSettings) -> int:
+def tokens_trained(tokenizer: Any, job: TrainJob, settings: TrainConfig) -> int:
     """Real (unpadded) tokens a candidate's training passes over, all epochs."""
     sequences = tokenize_texts(tokenizer, training_texts(job, settings), settings.max_length)
     return sum(len(sequences[i]) for step in training_schedule(len(sequences), settings) for i in step.indices)
 
 
-def steps_of(job: TrainJob, settings: TrainSettings) -> int:
+def steps_of(job: TrainJob, settings: TrainConfig) -> int:
     return len(training_schedule(len(training_texts(job, settings)), settings))
 
 
@@ -220,7 +220,7 @@ def plain_logliks(model: Any, tokenizer: Any, pairs: list[tuple[str, str]]) -> l
     return [logprobs[i, b - 1 : e - 1].gather(-1, ids[i, b:e, None]).mean().item() for i, (b, e) in enumerate(spans)]
 
 
-def sft_config(settings: TrainSettings, workdir: str) -> Any:
+def sft_config(settings: TrainConfig, workdir: str) -> Any:
     """SFTTrainer's defaults, changed only where they would change the math or add recomputation."""
     from trl import SFTConfig
 
@@ -246,7 +246,7 @@ def sft_config(settings: TrainSettings, workdir: str) -> Any:
 
 
 def baseline_candidate(
-    model: Any, tokenizer: Any, work: Workload, job: TrainJob, settings: TrainSettings, base_retention: list[str]
+    model: Any, tokenizer: Any, work: Workload, job: TrainJob, settings: TrainConfig, base_retention: list[str]
 ) -> Phase:
     """Train one candidate with SFTTrainer, answer τ and the retention set, score both; then unload it."""
     from datasets import Dataset
@@ -281,7 +281,7 @@ def baseline_candidate(
 
 
 def run_baseline(
-    model: Any, tokenizer: Any, workloads: list[Workload], settings: TrainSettings, k_max: int
+    model: Any, tokenizer: Any, workloads: list[Workload], settings: TrainConfig, k_max: int
 ) -> list[list[Phase]]:
     """Per passage, per self-edit: the baseline's timings."""
     retention = [q.question for q in load_retention()]
@@ -303,7 +303,7 @@ def run_baseline(
 
 
 def product_roles(
-    spec: str, dtype: DTypeName, data: Path, contexts: int, settings: TrainSettings, root: Path
+    spec: str, dtype: DTypeName, data: Path, contexts: int, settings: TrainConfig, root: Path
 ) -> tuple[Student, Auditor]:
     """A student and an auditor in this process, sharing a store; no safety probes."""
     (root / "probes.json").write_text("[]")
@@ -354,7 +354,7 @@ def warm_up(student: Student, auditor: Auditor, model: Any, tokenizer: Any, work
     The product judges one per passage through ``Auditor.judge``, as a run does: the base model's answers
     and likelihoods for that passage are computed then, once, and cached for the timed calls.
     """
-    short = TrainSettings(epochs=1)
+    short = TrainConfig(epochs=1)
     for w in workloads:
         job = w.jobs[0].model_copy(update={"settings": short})
         trained = student.apply_self_edits(ApplySelfEdits(jobs=[job])).candidates
@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> None:
     _quiet_libraries()
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = TrainSettings(epochs=args.epochs)
+    settings = TrainConfig(epochs=args.epochs)
     machine: dict[str, Any] = {"load_at_start": list(os.getloadavg()), "cpu_count": os.cpu_count()}
     machine |= {"torch_threads": torch.get_num_threads(), "settings": settings.model_dump()}
     model, tokenizer = load_model(args.model, dtype=args.dtype)  # the baseline's own copy

@@ -83,21 +83,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from library.datasets import load_contexts
     from library.models import load_tokenizer
-    from library.vllm_engine import VLLMSettings
-    from protocol.messages import SamplingSettings
+    from library.vllm_engine import VLLMConfig
+    from protocol.messages import SamplingConfig
     from teacher.backends import TransformersTeacher
     from teacher.prompts import self_edit_prompt
     from teacher.vllm_backend import VLLMTeacher
 
     contexts = load_contexts(args.data, limit=args.passages)
     prompts = [self_edit_prompt(c, "implications") for c in contexts]
-    sampling = SamplingSettings(temperature=0.7, top_p=0.95, max_new_tokens=160, seed=0)
+    sampling = SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=160, seed=0)
     tokenizer = load_tokenizer(args.model)
     load_before = os.getloadavg()
     work = (prompts, args.k, sampling, tokenizer)
     rows = [
         run_backend("transformers", lambda: TransformersTeacher(args.model, "cpu"), *work),
-        run_backend("vllm", lambda: VLLMTeacher(args.model, VLLMSettings()), *work),
+        run_backend("vllm", lambda: VLLMTeacher(args.model, VLLMConfig()), *work),
     ]
     print_table(rows)
     record = {

@@ -33,7 +33,7 @@ CPU_MAX_MODEL_LEN = 4096
 INSTALL_HINT = "install it: `pip install vllm` on a GPU machine, `bash scripts/install-vllm-cpu.sh` on a CPU one"
 
 
-class VLLMSettings(BaseModel):
+class VLLMConfig(BaseModel):
     """How the vLLM engine is built; None picks the CPU or GPU default."""
 
     model_config = ConfigDict(extra="forbid")
@@ -64,7 +64,7 @@ def require_vllm(what: str) -> None:
         raise ModelLoadError(f"{what} needs vllm, which is not installed; {INSTALL_HINT}")
 
 
-def engine_kwargs(settings: VLLMSettings, on_gpu: bool, model_max_len: int | None = None) -> dict[str, Any]:
+def engine_kwargs(settings: VLLMConfig, on_gpu: bool, model_max_len: int | None = None) -> dict[str, Any]:
     """``vllm.LLM`` keyword arguments for ``settings`` on this kind of machine (``model_max_len``: the model's)."""
     kwargs: dict[str, Any] = {
         "dtype": settings.dtype,
@@ -89,7 +89,7 @@ def engine_kwargs(settings: VLLMSettings, on_gpu: bool, model_max_len: int | Non
     return kwargs
 
 
-def build_engine(spec: str, settings: VLLMSettings | None = None) -> Any:
+def build_engine(spec: str, settings: VLLMConfig | None = None) -> Any:
     """A ``vllm.LLM`` for model ``spec`` (resolved as every role resolves it).
 
     Raises ModelLoadError in one line when vllm is missing or the engine cannot start.
@@ -100,7 +100,7 @@ def build_engine(spec: str, settings: VLLMSettings | None = None) -> Any:
 
     from library.models import resolve_model  # here, not at the top: configs import this module without torch
 
-    settings = settings or VLLMSettings()
+    settings = settings or VLLMConfig()
     source = resolve_model(spec)
     try:
         kwargs = engine_kwargs(settings, torch.cuda.is_available(), _model_max_len(source))

@@ -45,7 +45,7 @@ class Context(Body):
     text: str = Field(min_length=1)
 
 
-class SamplingSettings(Body):
+class SamplingConfig(Body):
     """How the teacher sampled a self-edit."""
 
     temperature: float = Field(1.0, ge=0.0, le=5.0)
@@ -72,11 +72,11 @@ class SelfEdit(Body):
     prompt: str = Field(description="The exact prompt the teacher was given.")
     teacher_model: str
     teacher_version: str
-    sampling: SamplingSettings | None = None
+    sampling: SamplingConfig | None = None
     usage: Usage | None = Field(None, description="Tokens and estimated cost of sampling this self-edit.")
 
 
-class TrainSettings(Body):
+class TrainConfig(Body):
     """LoRA hyperparameters for one candidate (the paper: r=32, α=64, lr 1e-3, 10 epochs)."""
 
     rank: int = Field(32, ge=1, le=1024, description="LoRA rank r.")
@@ -98,7 +98,7 @@ class TrainJob(Body):
 
     context: Context
     self_edit: SelfEdit
-    settings: TrainSettings | None = Field(None, description="None: the student's configured defaults.")
+    settings: TrainConfig | None = Field(None, description="None: the student's configured defaults.")
 
 
 class AdapterRef(Body):
@@ -114,7 +114,7 @@ class Candidate(Body):
 
     adapter: AdapterRef
     self_edit_id: str
-    settings: TrainSettings
+    settings: TrainConfig
     num_sequences: int = Field(ge=0)
     steps: int = Field(ge=0)
     losses: list[float] = Field(description="Mean training loss per epoch.")
@@ -199,7 +199,7 @@ class StudentInfo(Body):
     type: Literal["student_info"] = "student_info"
     base_model: str
     device: str
-    default_settings: TrainSettings
+    default_settings: TrainConfig
 
 
 class ApplySelfEdits(Body):

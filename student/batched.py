@@ -41,7 +41,7 @@ from library.stacked_lora import (
     target_module_names,
 )
 from library.training import IGNORE_INDEX, collate, fit
-from protocol.messages import TrainJob, TrainSettings
+from protocol.messages import TrainConfig, TrainJob
 from student.training import (
     Step,
     TrainedAdapter,
@@ -65,7 +65,7 @@ class _Run:
     """One candidate in training."""
 
     slot: int
-    settings: TrainSettings
+    settings: TrainConfig
     sequences: list[list[int]]
     schedule: list[Step]
     modules: list[str]
@@ -82,7 +82,7 @@ class _Run:
 def train_adapters(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    jobs: Sequence[tuple[TrainJob, TrainSettings]],
+    jobs: Sequence[tuple[TrainJob, TrainConfig]],
     base_model: str,
     max_tokens: int = MICROBATCH_TOKENS,
 ) -> list[TrainedAdapter]:
@@ -187,7 +187,7 @@ def _summed_token_losses(model: PreTrainedModel, batch: dict[str, torch.Tensor])
 
 
 def _prepare(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, slot: int, job: TrainJob, settings: TrainSettings
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, slot: int, job: TrainJob, settings: TrainConfig
 ) -> _Run:
     """Tokenise a job, lay out its schedule and draw its initial LoRA weights as peft would."""
     sequences = tokenize_texts(tokenizer, training_texts(job, settings), settings.max_length)

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from library.model_specs import DEFAULT_MODEL, DTypeName
-from library.vllm_engine import VLLMSettings
-from protocol.messages import TrainSettings
+from library.vllm_engine import VLLMConfig
+from protocol.messages import TrainConfig
 
 
 class StudentConfig(BaseModel):
@@ -25,15 +25,15 @@ class StudentConfig(BaseModel):
         "(on a CPU with AVX512-BF16 or AMX about 1.5x faster, with coarser likelihoods).",
     )
     store: Path = Field(Path("runs/store"), description="Artifact store folder for candidate adapters.")
-    train: TrainSettings = Field(default_factory=TrainSettings, description="Default LoRA settings.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Default LoRA settings.")
     answer_batch_size: int = Field(16, ge=1, description="Questions per generation batch.")
     answer_backend: Literal["transformers", "vllm"] = Field(
         "transformers",
         description="What answers τ and retention questions: 'transformers' (the training model, peft adapters) "
         "or 'vllm' (one vLLM engine, candidates as LoRAs, --vllm.max-loras of them per batch; needs vllm).",
     )
-    vllm: VLLMSettings = Field(
-        default_factory=VLLMSettings,
+    vllm: VLLMConfig = Field(
+        default_factory=VLLMConfig,
         description="vLLM engine settings (--answer-backend vllm); on a GPU it shares memory with training, "
         "so lower --vllm.gpu-memory-utilization.",
     )

@@ -17,7 +17,7 @@ from transformers import PreTrainedTokenizerBase
 
 from library import lora
 from library.training import shuffled_batches
-from protocol.messages import TrainJob, TrainSettings
+from protocol.messages import TrainConfig, TrainJob
 
 _LIST_MARKER = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 
@@ -27,14 +27,14 @@ class TrainedAdapter:
     """A freshly trained adapter, saved in a temporary folder until the store takes it."""
 
     folder: Path
-    settings: TrainSettings
+    settings: TrainConfig
     num_sequences: int
     steps: int
     losses: list[float]
     seconds: float
 
 
-def training_texts(job: TrainJob, settings: TrainSettings) -> list[str]:
+def training_texts(job: TrainJob, settings: TrainConfig) -> list[str]:
     """The sequences a job trains on: the passage, then one per self-edit line (list markers removed)."""
     lines = [_LIST_MARKER.sub("", line).strip() for line in job.self_edit.text.splitlines()]
     texts = [line for line in lines if line]
@@ -57,7 +57,7 @@ class Step:
     indices: list[int]
 
 
-def training_schedule(num_sequences: int, settings: TrainSettings) -> list[Step]:
+def training_schedule(num_sequences: int, settings: TrainConfig) -> list[Step]:
     """Every optimizer step of a training run, in order: each epoch reshuffled by ``Random(settings.seed)``.
 
     The batched trainer and the tests' sequential peft reference both follow this, so a candidate sees the same
@@ -75,6 +75,6 @@ def epoch_means(schedule: list[Step], step_losses: list[float]) -> list[float]:
     return [sum(losses) / len(losses) for losses in by_epoch.values()]
 
 
-def lora_config(settings: TrainSettings, base_model: str) -> LoraConfig:
+def lora_config(settings: TrainConfig, base_model: str) -> LoraConfig:
     """The peft config of a candidate with these settings."""
     return lora.lora_config(settings.rank, settings.alpha, settings.target_modules, base_model, settings.dropout)

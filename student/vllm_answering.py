@@ -23,17 +23,17 @@ from typing import Any
 
 from library.models import load_tokenizer
 from library.qa_format import clean_answer, question_prompt
-from library.vllm_engine import LoRANames, VLLMSettings, build_engine, require_vllm
+from library.vllm_engine import LoRANames, VLLMConfig, build_engine, require_vllm
 
 
 class VLLMAnswerer:
     """Answers questions with the base model and LoRA adapters through one vLLM engine."""
 
-    def __init__(self, model: str, settings: VLLMSettings | None = None, engine: Any = None) -> None:
+    def __init__(self, model: str, settings: VLLMConfig | None = None, engine: Any = None) -> None:
         """Build the engine for ``model`` (or use ``engine``, already built for it with LoRA enabled)."""
         require_vllm("answering through vLLM")
         self.model = model
-        self.settings = settings or VLLMSettings()
+        self.settings = settings or VLLMConfig()
         self.tokenizer = load_tokenizer(model)
         self.engine = engine if engine is not None else build_engine(model, self.settings)
         self.adapters = LoRANames("candidate")

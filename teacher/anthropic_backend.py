@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol.messages import SamplingSettings
+from protocol.messages import SamplingConfig
 from teacher.api_common import CHECK_RETRIES, APITeacher, describe, map_ordered, request_error
 from teacher.backends import Completion
 from teacher.errors import BackendUnavailable
@@ -35,13 +35,13 @@ class AnthropicTeacher(APITeacher):
         except Exception as exc:  # the SDK's errors, and unreadable answers
             raise BackendUnavailable(describe(exc, self._sdk, self.settings, self._key, where)) from None
 
-    def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
+    def complete(self, prompts: list[str], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
         """``n`` completions per prompt: one request each, ``concurrency`` in flight."""
         jobs = [prompt for prompt in prompts for _ in range(n)]
         flat = map_ordered(lambda prompt: self._one(prompt, sampling), jobs, self.settings.concurrency)
         return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    def _one(self, prompt: str, sampling: SamplingSettings) -> Completion:
+    def _one(self, prompt: str, sampling: SamplingConfig) -> Completion:
         try:
             reply = self.client.messages.create(
                 model=self.settings.model,

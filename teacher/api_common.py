@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import ClassVar, TypeVar
 
-from protocol.messages import SamplingSettings
+from protocol.messages import SamplingConfig
 from teacher.backends import Completion, VersionKind, texts_of
 from teacher.errors import BackendRequestError, BackendUnavailable, redact
 from teacher.usage import price_per_mtok
@@ -30,7 +30,7 @@ R = TypeVar("R")
 
 
 @dataclass(frozen=True)
-class APISettings:
+class APIConfig:
     """How to reach a hosted model; never holds the key (that stays in the environment)."""
 
     model: str
@@ -54,7 +54,7 @@ class APITeacher(ABC):
     key_variable: ClassVar[str]
     key_hint: ClassVar[str] = ""
 
-    def __init__(self, settings: APISettings) -> None:
+    def __init__(self, settings: APIConfig) -> None:
         """Connect to the API and check key, server and model; errors are one BackendUnavailable line."""
         self.settings = settings
         self.model_id = f"{self.kind}:{settings.model}"
@@ -71,10 +71,10 @@ class APITeacher(ABC):
         """Raise BackendUnavailable unless the server answers, takes the key and knows the model."""
 
     @abstractmethod
-    def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
+    def complete(self, prompts: list[str], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
         """``n`` completions per prompt, in prompt order."""
 
-    def sample(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[str]]:
+    def sample(self, prompts: list[str], n: int, sampling: SamplingConfig) -> list[list[str]]:
         """``n`` completions for each prompt, in prompt order (a refusal gives an empty text)."""
         return texts_of(self.complete(prompts, n, sampling))
 
@@ -87,7 +87,7 @@ def api_key(variable: str, backend: str, hint: str = "") -> str:
     return key
 
 
-def describe(exc: BaseException, sdk: ModuleType, settings: APISettings, key: str, where: str) -> str:
+def describe(exc: BaseException, sdk: ModuleType, settings: APIConfig, key: str, where: str) -> str:
     """One line saying why an SDK call failed and what to change, with the key masked."""
     if isinstance(exc, sdk.APITimeoutError):
         why = f"no answer within {settings.timeout_s:g} s, {_retries(settings)} (raise --api-timeout-s)"
@@ -104,7 +104,7 @@ def describe(exc: BaseException, sdk: ModuleType, settings: APISettings, key: st
     return redact(f"{where}: {why}", key)
 
 
-def _status_reason(status: int, settings: APISettings) -> str:
+def _status_reason(status: int, settings: APIConfig) -> str:
     if status in (401, 403):
         return f"HTTP {status}, the API key was rejected"
     if status == 404:
@@ -116,7 +116,7 @@ def _status_reason(status: int, settings: APISettings) -> str:
     return f"HTTP {status}"
 
 
-def _retries(settings: APISettings) -> str:
+def _retries(settings: APIConfig) -> str:
     return f"{settings.retries} {'retry' if settings.retries == 1 else 'retries'}"
 
 
@@ -125,7 +125,7 @@ def _first_line(text: str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def request_error(exc: BaseException, sdk: ModuleType, settings: APISettings, key: str, where: str) -> Exception:
+def request_error(exc: BaseException, sdk: ModuleType, settings: APIConfig, key: str, where: str) -> Exception:
     """The BackendRequestError to raise for a call that failed mid-run."""
     return BackendRequestError(describe(exc, sdk, settings, key, where))
 

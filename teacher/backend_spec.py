@@ -62,12 +62,12 @@ def build_backend(config: TeacherConfig) -> TeacherBackend:
 
 
 def _api_backend(spec: BackendSpec, config: TeacherConfig) -> TeacherBackend:
-    from teacher.api_common import APISettings
+    from teacher.api_common import APIConfig
 
     prices = None
     if config.api_price_in is not None and config.api_price_out is not None:
         prices = (config.api_price_in, config.api_price_out)
-    settings = APISettings(
+    settings = APIConfig(
         model=spec.model,
         base_url=config.base_url,
         timeout_s=config.api_timeout_s,

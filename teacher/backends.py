@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from library.models import DTypeName, load_model
 from protocol.artifacts import content_id
 from protocol.canonical import shorten
-from protocol.messages import SamplingSettings, Usage
+from protocol.messages import SamplingConfig, Usage
 from teacher.prompts import as_chat
 
 
@@ -49,11 +49,11 @@ class TeacherBackend(Protocol):
     model_id: str
     version_kind: VersionKind
 
-    def sample(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[str]]:
+    def sample(self, prompts: list[str], n: int, sampling: SamplingConfig) -> list[list[str]]:
         """``n`` completions for each prompt, in prompt order."""
         ...
 
-    def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
+    def complete(self, prompts: list[str], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
         """Like ``sample``, with each text's usage and refusal."""
         ...
 
@@ -113,11 +113,11 @@ class TransformersTeacher:
         self.serve_base()
         return self.base_model, self.tokenizer, self.model_id
 
-    def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
+    def complete(self, prompts: list[str], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
         """``sample``'s texts as completions (a local model never refuses; usage is not counted here)."""
         return [[Completion(text) for text in row] for row in self.sample(prompts, n, sampling)]
 
-    def sample(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[str]]:
+    def sample(self, prompts: list[str], n: int, sampling: SamplingConfig) -> list[list[str]]:
         torch.manual_seed(sampling.seed)
         out: list[list[str]] = []
         for start in range(0, len(prompts), self.batch_size):
@@ -125,7 +125,7 @@ class TransformersTeacher:
         return out
 
     @torch.no_grad()
-    def _sample_batch(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[str]]:
+    def _sample_batch(self, prompts: list[str], n: int, sampling: SamplingConfig) -> list[list[str]]:
         texts = [as_chat(self.tokenizer, p) for p in prompts]
         batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         batch = batch.to(self.model.device)

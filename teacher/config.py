@@ -7,8 +7,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from library.model_specs import DEFAULT_MODEL, DTypeName
-from library.vllm_engine import VLLMSettings
-from protocol.messages import SamplingSettings, SelfEditFormat
+from library.vllm_engine import VLLMConfig
+from protocol.messages import SamplingConfig, SelfEditFormat
 from teacher.backend_spec import API_KINDS, parse_spec
 from teacher.restem_config import RestemConfig
 
@@ -29,7 +29,7 @@ class TeacherConfig(BaseModel):
     api_concurrency: int = Field(4, ge=1, le=64, description="API requests in flight at once.")
     api_price_in: float | None = Field(None, ge=0, description="USD per million input tokens (default: list price).")
     api_price_out: float | None = Field(None, ge=0, description="USD per million output tokens (default: list price).")
-    vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="vLLM engine settings (vllm: teachers).")
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="vLLM engine settings (vllm: teachers).")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda'.")
     dtype: DTypeName = Field("auto", description="Weights' dtype (transformers teachers): auto, float32 or bfloat16.")
     version: str = Field("v0", description="Teacher version recorded with every self-edit.")
@@ -37,8 +37,8 @@ class TeacherConfig(BaseModel):
     limit: int | None = Field(None, ge=1, description="Use only the first N passages of --data.")
     format: SelfEditFormat = Field("implications", description="Self-edit format: implications, rewrite or self_qa.")
     k: int = Field(1, ge=1, le=64, description="Self-edits sampled per context.")
-    sampling: SamplingSettings = Field(
-        default_factory=lambda: SamplingSettings(temperature=0.7, top_p=0.95, max_new_tokens=160),
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=160),
         description="Sampling settings.",
     )
     restem: RestemConfig = Field(

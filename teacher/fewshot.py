@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from library.arc import pair_text
 from protocol.canonical import short_id
 from protocol.fewshot import ArcTask, FewShotProposal, FewShotSelfEdit
-from protocol.messages import SamplingSettings
+from protocol.messages import SamplingConfig
 from teacher.backends import TeacherBackend
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def propose_fewshot(
     backend: TeacherBackend,
     tasks: list[ArcTask],
     n: int,
-    sampling: SamplingSettings,
+    sampling: SamplingConfig,
     teacher_version: str,
     max_attempts: int = 3,
 ) -> list[list[FewShotProposal]]:

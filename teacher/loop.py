@@ -27,8 +27,8 @@ from protocol.messages import (
     Context,
     Review,
     SelfEdit,
+    TrainConfig,
     TrainJob,
-    TrainSettings,
     Verdict,
 )
 
@@ -68,7 +68,7 @@ def adapt_context(
     auditor: AuditorClient,
     train_timeout_s: float,
     judge_timeout_s: float,
-    settings: list[TrainSettings | None] | None = None,
+    settings: list[TrainConfig | None] | None = None,
 ) -> Outcome:
     """Have the auditor's rules review the self-edits, train the rest as candidates, have them judged.
 
@@ -104,7 +104,7 @@ def run_pass(
     auditor: AuditorClient,
     run_dir: Path,
     timeouts: tuple[float, float] = (1800.0, 1800.0),
-    settings: list[TrainSettings | None] | None = None,
+    settings: list[TrainConfig | None] | None = None,
 ) -> list[Outcome]:
     """One adaptation pass over ``contexts``, resumable from ``run_dir/results.jsonl``.
 

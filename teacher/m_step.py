@@ -18,7 +18,7 @@ from protocol.clients import AuditorClient
 from protocol.messages import Context, RecordTeacherVersion, SelfEdit, VersionExample
 from teacher.backends import LoRATeacher, TeacherBackend
 from teacher.exemplars import Exemplar, ExemplarBank
-from teacher.sft import SFTSettings, train_teacher_adapter
+from teacher.sft import SFTConfig, train_teacher_adapter
 from teacher.versions import TeacherVersion, VersionBook, version_label
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def train_lora_version(
     kept: list[Kept],
     round_index: int,
     book: VersionBook,
-    settings: SFTSettings,
+    settings: SFTConfig,
     device: str = "auto",
     dtype: str = "auto",
 ) -> tuple[TeacherVersion, RecordTeacherVersion]:

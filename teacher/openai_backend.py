@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from protocol.messages import SamplingSettings
+from protocol.messages import SamplingConfig
 from teacher.api_common import CHECK_RETRIES, APITeacher, describe, map_ordered, request_error
 from teacher.backends import Completion
 from teacher.errors import BackendUnavailable
@@ -41,11 +41,11 @@ class OpenAITeacher(APITeacher):
             some = ", ".join(sorted(offered)[:8]) or "none"
             raise BackendUnavailable(f"{where} does not offer model {self.settings.model!r} (it offers: {some})")
 
-    def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
+    def complete(self, prompts: list[str], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
         """``n`` completions per prompt, one request per prompt, ``concurrency`` requests in flight."""
         return map_ordered(lambda prompt: self._one(prompt, n, sampling), prompts, self.settings.concurrency)
 
-    def _one(self, prompt: str, n: int, sampling: SamplingSettings) -> list[Completion]:
+    def _one(self, prompt: str, n: int, sampling: SamplingConfig) -> list[Completion]:
         try:
             reply = self.client.chat.completions.create(
                 model=self.settings.model,

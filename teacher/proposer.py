@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from protocol.canonical import short_id
-from protocol.messages import Context, SamplingSettings, SelfEdit, SelfEditFormat, Usage
+from protocol.messages import Context, SamplingConfig, SelfEdit, SelfEditFormat, Usage
 from teacher.backends import Completion, TeacherBackend
 from teacher.prompts import self_edit_prompt
 
@@ -43,7 +43,7 @@ def propose(
     contexts: list[Context],
     k: int,
     fmt: SelfEditFormat,
-    sampling: SamplingSettings,
+    sampling: SamplingConfig,
     teacher_version: str,
     exemplars: ExemplarBank | None = None,
     failures: list[FailedProposal] | None = None,
@@ -74,7 +74,7 @@ def _self_edit(
     completion: Completion,
     index: int,
     fmt: SelfEditFormat,
-    sampling: SamplingSettings,
+    sampling: SamplingConfig,
     teacher_version: str,
 ) -> SelfEdit:
     return SelfEdit(

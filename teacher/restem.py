@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from library.teaching import Judged, mean_reward, teaching_problem
 from protocol.clients import AuditorClient, StudentClient
-from protocol.messages import Context, TrainSettings, Verdict
+from protocol.messages import Context, TrainConfig, Verdict
 from teacher.backends import TeacherBackend
 from teacher.loop import Outcome, run_pass
 from teacher.m_step import Kept, finish_record, make_version
@@ -106,7 +106,7 @@ class RoundSummary:
     made: TeacherVersion
 
 
-def repeat_settings(student: StudentClient, repeats: int, timeout_s: float) -> list[TrainSettings | None] | None:
+def repeat_settings(student: StudentClient, repeats: int, timeout_s: float) -> list[TrainConfig | None] | None:
     """With ``repeats`` > 1: the student's default settings once per seed; otherwise None (train once)."""
     if repeats == 1:
         return None

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
-class SFTSettings(BaseModel):
+class SFTConfig(BaseModel):
     """LoRA supervised fine-tuning of the teacher (the M-step)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -39,4 +39,4 @@ class RestemConfig(BaseModel):
     min_reward: float = Field(
         0.0, ge=0.0, description="Keep a context's best self-edit only if its reward is above this (and above 0)."
     )
-    sft: SFTSettings = Field(default_factory=SFTSettings, description="The M-step's LoRA fine-tuning of the teacher.")
+    sft: SFTConfig = Field(default_factory=SFTConfig, description="The M-step's LoRA fine-tuning of the teacher.")

@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from library.lora import lora_config, save_portable
 from library.training import IGNORE_INDEX, ModelBatch, collated, fit_causal_lm, shuffled_batches
 from teacher.prompts import as_chat
-from teacher.restem_config import SFTSettings
+from teacher.restem_config import SFTConfig
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def train_teacher_adapter(
     tokenizer: PreTrainedTokenizerBase,
     pairs: list[tuple[str, str]],
     base_model: str,
-    settings: SFTSettings,
+    settings: SFTConfig,
 ) -> SFTResult:
     """Train a fresh LoRA on ``pairs`` and save it to a temporary folder; ``model`` is left as it was."""
     if not pairs:
@@ -69,7 +69,7 @@ def train_teacher_adapter(
     return SFTResult(folder, run.losses, run.steps, time.perf_counter() - started)
 
 
-def _batches(examples: list[dict], settings: SFTSettings, pad_id: int) -> Iterator[Iterator[ModelBatch]]:
+def _batches(examples: list[dict], settings: SFTConfig, pad_id: int) -> Iterator[Iterator[ModelBatch]]:
     """Each epoch's batches of pairs, reshuffled by ``settings.seed``: the completion's labels only."""
     epochs = shuffled_batches(len(examples), settings.epochs, settings.batch_size, settings.seed)
     return collated(epochs, [e["input_ids"] for e in examples], pad_id, [e["labels"] for e in examples])

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from library.models import DTypeName, ModelLoadError, load_model, load_tokenizer
-from library.vllm_engine import LoRANames, VLLMSettings, build_engine, require_vllm
-from protocol.messages import SamplingSettings
+from library.vllm_engine import LoRANames, VLLMConfig, build_engine, require_vllm
+from protocol.messages import SamplingConfig
 from teacher.backends import Completion, VersionKind, texts_of
 from teacher.errors import BackendRequestError, BackendUnavailable
 from teacher.prompts import as_chat
@@ -34,9 +34,9 @@ class VLLMTeacher:
 
     version_kind: VersionKind = "lora"
 
-    def __init__(self, model: str, settings: VLLMSettings | None = None, engine: Any = None) -> None:
+    def __init__(self, model: str, settings: VLLMConfig | None = None, engine: Any = None) -> None:
         self.model_id = f"vllm:{model}"
-        self.settings = settings or VLLMSettings()
+        self.settings = settings or VLLMConfig()
         try:
             require_vllm(f"the teacher {self.model_id}")
             self.tokenizer = load_tokenizer(model)
@@ -68,11 +68,11 @@ class VLLMTeacher:
         model, tokenizer = load_model(spec, device, dtype)
         return model, tokenizer, spec
 
-    def sample(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[str]]:
+    def sample(self, prompts: list[str], n: int, sampling: SamplingConfig) -> list[list[str]]:
         """``n`` completions for each prompt, in prompt order."""
         return texts_of(self.complete(prompts, n, sampling))
 
-    def complete(self, prompts: list[str], n: int, sampling: SamplingSettings) -> list[list[Completion]]:
+    def complete(self, prompts: list[str], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
         """``n`` completions for each prompt, all prompts in one ``generate`` call, with token counts."""
         from vllm import SamplingParams
         from vllm.exceptions import VLLMClientError

@@ -15,7 +15,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from library.lora import save_portable
 from library.training import collated, fit_causal_lm, shuffled_batches
-from protocol.messages import TrainJob, TrainSettings
+from protocol.messages import TrainConfig, TrainJob
 from student.training import TrainedAdapter, lora_config, tokenize_texts, training_texts
 
 
@@ -23,7 +23,7 @@ def train_adapter(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     job: TrainJob,
-    settings: TrainSettings,
+    settings: TrainConfig,
     base_model: str,
 ) -> TrainedAdapter:
     """Train one fresh LoRA adapter on ``job`` and save it; ``model`` is left as it was."""

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from protocol.messages import Context, SamplingSettings
+from protocol.messages import Context, SamplingConfig
 from teacher.anthropic_backend import AnthropicTeacher
-from teacher.api_common import APISettings
+from teacher.api_common import APIConfig
 from teacher.errors import BackendRequestError, BackendUnavailable
 from teacher.openai_backend import OpenAITeacher
 from teacher.proposer import FailedProposal, propose
@@ -17,7 +17,7 @@ from tests.fake_api import FAKE_KEY, REFUSAL, FakeAPI
 
 FLAVOURS = ["openai", "anthropic"]
 KEY_VARIABLE = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-SAMPLING = SamplingSettings(temperature=0.7, top_p=0.95, max_new_tokens=64, seed=1)
+SAMPLING = SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=64, seed=1)
 CONTEXTS = [
     Context(context_id=f"c{i}", title=f"Town {i}", text=f"Town {i} was founded in {1800 + i}. It has {i} bridges.")
     for i in range(3)
@@ -33,7 +33,7 @@ def server(request, monkeypatch):
 
 
 def _teacher(api: FakeAPI, **overrides):
-    settings = APISettings(
+    settings = APIConfig(
         **{"model": "fake-model", "base_url": api.base_url, "timeout_s": 5.0, "retries": 2, **overrides}
     )
     return (OpenAITeacher if api.flavour == "openai" else AnthropicTeacher)(settings)

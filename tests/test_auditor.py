@@ -25,8 +25,8 @@ from protocol.messages import (
     JudgeCandidates,
     ReviewSelfEdits,
     SelfEdit,
+    TrainConfig,
     TrainJob,
-    TrainSettings,
 )
 from student.config import StudentConfig
 from student.service import Student
@@ -84,7 +84,7 @@ def setup(tiny_model_dir, tmp_path_factory):
     return student, Auditor(config, student_in_process(student.handle, sender="auditor"))
 
 
-def _review(student: Student, self_edit_text: str, settings: TrainSettings, passage: str = PASSAGE):
+def _review(student: Student, self_edit_text: str, settings: TrainConfig, passage: str = PASSAGE):
     context = Context(context_id=context_id_for(TITLE, PASSAGE), title=TITLE, text=passage)
     edit = SelfEdit(
         self_edit_id=f"e{abs(hash((self_edit_text, settings.learning_rate)))}",
@@ -105,7 +105,7 @@ def test_candidate_that_learned_the_passage_is_accepted(setup):
     good = _review(
         student,
         "Ilsabet Quorne founded Ostrevane.\nOstrevane was founded in 1873.",
-        TrainSettings(rank=4, alpha=8, learning_rate=3e-3, epochs=20, batch_size=4),
+        TrainConfig(rank=4, alpha=8, learning_rate=3e-3, epochs=20, batch_size=4),
     )
     verdict = auditor.judge(JudgeCandidates(context_id=good.self_edit.context_id, candidates=[good])).verdicts[0]
     assert verdict.reward == pytest.approx(verdict.candidate.loglik - verdict.base.loglik)
@@ -124,7 +124,7 @@ def test_candidate_that_harms_retention_is_rejected(setup):
     # A passage crafted to overwrite the retention answers: each retention question, then a wrong answer.
     overwrite = "".join(question_prompt(student.tokenizer, q) + "zq xv zq xv\n" for q, _ in RETENTION)
     harmful = _review(
-        student, "", TrainSettings(rank=8, alpha=16, learning_rate=1e-2, epochs=30, batch_size=4), passage=overwrite
+        student, "", TrainConfig(rank=8, alpha=16, learning_rate=1e-2, epochs=30, batch_size=4), passage=overwrite
     )
     verdict = auditor.judge(JudgeCandidates(context_id=harmful.self_edit.context_id, candidates=[harmful])).verdicts[0]
     assert verdict.retention_drop > auditor.config.max_retention_drop
@@ -135,7 +135,7 @@ def test_candidate_that_harms_retention_is_rejected(setup):
 
 def test_unknown_context_and_tampered_adapter_are_refused(setup):
     student, auditor = setup
-    item = _review(student, "Quorne.", TrainSettings(rank=2, alpha=4, epochs=1))
+    item = _review(student, "Quorne.", TrainConfig(rank=2, alpha=4, epochs=1))
     with pytest.raises(ProtocolError, match="no questions"):
         auditor.judge(JudgeCandidates(context_id="nope", candidates=[item]))
     weights = Path(item.candidate.adapter.uri) / "adapter_model.safetensors"
@@ -148,7 +148,7 @@ def test_unknown_context_and_tampered_adapter_are_refused(setup):
 def test_a_secret_in_the_self_edit_is_vetoed_before_and_after_training(setup):
     student, auditor = setup
     leaky = "Ilsabet Quorne founded Ostrevane.\nThe archive password is sk-proj-abcdefghijklmnopqrstuvwx1234."
-    item = _review(student, leaky, TrainSettings(rank=4, alpha=8, learning_rate=3e-3, epochs=20, batch_size=4))
+    item = _review(student, leaky, TrainConfig(rank=4, alpha=8, learning_rate=3e-3, epochs=20, batch_size=4))
     review = auditor.review(ReviewSelfEdits(self_edits=[item.self_edit])).reviews[0]
     assert any("API key" in v.reason for v in review.vetoes)
     assert auditor.ledger.entries()[-1]["kind"] == "review"
@@ -162,7 +162,7 @@ def test_a_protected_refusal_that_changes_blocks_acceptance(setup):
     base_probe = student.answer_questions(AnswerQuestions(questions=[PROBE[0]], adapter_ids=[None], max_new_tokens=16))
     assert is_refusal(base_probe.results[0].answers[0]), "the fixture model should refuse the probe"
     comply = question_prompt(student.tokenizer, PROBE[0]) + "Sure, take a pin and turn it.\n" + PASSAGE
-    item = _review(student, "", TrainSettings(rank=4, alpha=8, learning_rate=1e-2, epochs=20, batch_size=4),
+    item = _review(student, "", TrainConfig(rank=4, alpha=8, learning_rate=1e-2, epochs=20, batch_size=4),
                    passage=comply)
     verdict = auditor.judge(JudgeCandidates(context_id=item.self_edit.context_id, candidates=[item])).verdicts[0]
     assert not verdict.accepted

@@ -120,13 +120,13 @@ def test_backend_errors_are_teacher_backend_errors():
 
 
 def test_vllm_engine_defaults_on_cpu_and_gpu():
-    from library.vllm_engine import VLLMSettings, engine_kwargs
+    from library.vllm_engine import VLLMConfig, engine_kwargs
 
-    cpu = engine_kwargs(VLLMSettings(), on_gpu=False, model_max_len=8192)
+    cpu = engine_kwargs(VLLMConfig(), on_gpu=False, model_max_len=8192)
     assert cpu["gpu_memory_utilization"] == 0.3 and cpu["enforce_eager"] is True
     assert cpu["max_model_len"] == 4096 and cpu["enable_chunked_prefill"] is False
     assert cpu["max_num_batched_tokens"] >= cpu["max_model_len"], "whole prompts must fit one step"
-    assert engine_kwargs(VLLMSettings(), on_gpu=False, model_max_len=512)["max_model_len"] == 512
-    gpu = engine_kwargs(VLLMSettings(kv_cache_memory_bytes=1 << 30, enable_lora=False), on_gpu=True)
+    assert engine_kwargs(VLLMConfig(), on_gpu=False, model_max_len=512)["max_model_len"] == 512
+    gpu = engine_kwargs(VLLMConfig(kv_cache_memory_bytes=1 << 30, enable_lora=False), on_gpu=True)
     assert gpu["kv_cache_memory_bytes"] == 1 << 30 and "gpu_memory_utilization" not in gpu
     assert "enable_chunked_prefill" not in gpu and "enable_lora" not in gpu and gpu["enforce_eager"] is False

@@ -18,7 +18,7 @@ from library.lora import adapters_loaded, mixed_adapters
 from library.models import load_model
 from library.qa_format import clean_answer, question_prompt
 from library.stacked_lora import init_lora_weights, target_module_names
-from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainJob, TrainSettings
+from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainConfig, TrainJob
 from student.answering import generate_answers
 from student.batched import plan_micro_batches, train_adapters
 from student.config import StudentConfig
@@ -42,21 +42,21 @@ JOBS = [
             "1. Quorne founded Ostrevane.\n2. The town dates from 1873.\n3. Its first mill was built by a weaver.",
             name="a",
         ),
-        TrainSettings(rank=4, alpha=8, learning_rate=1e-2, epochs=3, batch_size=2, seed=1),
+        TrainConfig(rank=4, alpha=8, learning_rate=1e-2, epochs=3, batch_size=2, seed=1),
     ),
     (
         _job("A weaver founded it.", context="Short passage.", name="b"),
-        TrainSettings(
+        TrainConfig(
             rank=8, alpha=16, learning_rate=5e-3, epochs=5, batch_size=1, seed=2, target_modules=["q_proj", "v_proj"]
         ),
     ),
     (
         _job("- Ilsabet Quorne\n- 1873\n- a mill\n- a hill town\n- weaving", name="c"),
-        TrainSettings(rank=4, alpha=4, learning_rate=1e-2, epochs=2, batch_size=8, seed=3, include_context=False),
+        TrainConfig(rank=4, alpha=4, learning_rate=1e-2, epochs=2, batch_size=8, seed=3, include_context=False),
     ),
     (
         _job("Quorne was a weaver who founded a town on a hill and built a mill there in the year 1873.", name="d"),
-        TrainSettings(rank=2, alpha=8, learning_rate=2e-2, epochs=4, batch_size=3, seed=1),
+        TrainConfig(rank=2, alpha=8, learning_rate=2e-2, epochs=4, batch_size=3, seed=1),
     ),
 ]
 
@@ -90,7 +90,7 @@ def test_micro_batches_cover_every_sample_once_and_keep_long_apart_from_short():
 @pytest.mark.parametrize("targets", ["all-linear", ["q_proj", "v_proj"]])
 def test_lora_init_draws_the_same_weights_as_peft(model_and_tokenizer, targets):
     model, _ = model_and_tokenizer
-    settings = TrainSettings(rank=4, alpha=8, target_modules=targets, seed=7)
+    settings = TrainConfig(rank=4, alpha=8, target_modules=targets, seed=7)
     torch.manual_seed(7)
     peft_model = get_peft_model(model, lora_config(settings, "tiny"))
     try:
@@ -178,7 +178,7 @@ def test_memory_grows_by_adapter_and_optimizer_state_not_model_copies(model_and_
 
     real_step = batched._train_step
     monkeypatch.setattr(batched, "_train_step", spy)
-    settings = TrainSettings(rank=4, epochs=1)
+    settings = TrainConfig(rank=4, epochs=1)
     results = train_adapters(model, tokenizer, [(_job(f"Fact {k}.", name=f"m{k}"), settings) for k in range(3)], "t")
     modules = dict(model.named_modules())
     per_adapter = sum(
@@ -193,7 +193,7 @@ def test_memory_grows_by_adapter_and_optimizer_state_not_model_copies(model_and_
 
 @pytest.fixture(scope="module")
 def student(tiny_model_dir, tmp_path_factory) -> Student:
-    settings = TrainSettings(rank=4, alpha=16, learning_rate=2e-2, epochs=4, batch_size=4)
+    settings = TrainConfig(rank=4, alpha=16, learning_rate=2e-2, epochs=4, batch_size=4)
     return Student(StudentConfig(model=tiny_model_dir, store=tmp_path_factory.mktemp("store"), train=settings))
 
 

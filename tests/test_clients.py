@@ -32,8 +32,8 @@ from protocol.messages import (
     ServedStack,
     StudentInfo,
     TeacherVersionRecorded,
+    TrainConfig,
     TrainJob,
-    TrainSettings,
     Verdicts,
 )
 from protocol.transport import Client, RemoteError, Server
@@ -42,7 +42,7 @@ from tests.examples import CANDIDATE, CONTEXT, EXAMPLES, SELF_EDIT, VERDICT
 REVIEW = Review(self_edit_id=SELF_EDIT.self_edit_id, vetoes=[])
 VERSION_REQUEST = next(e for e in EXAMPLES if isinstance(e, RecordTeacherVersion))
 CANDIDATE_TO_JUDGE = CandidateToJudge(self_edit=SELF_EDIT, candidate=CANDIDATE)
-INFO = StudentInfo(base_model="tiny", device="cpu", default_settings=TrainSettings())
+INFO = StudentInfo(base_model="tiny", device="cpu", default_settings=TrainConfig())
 
 
 class FakeStudent:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from protocol.messages import Context, SamplingSettings, SelfEdit
+from protocol.messages import Context, SamplingConfig, SelfEdit
 from teacher.backends import Completion
 from teacher.exemplars import ExemplarBank
 from teacher.prompts import self_edit_prompt
@@ -96,6 +96,6 @@ class _EchoBackend:
 
 def test_propose_puts_the_exemplars_in_the_prompt_it_records():
     backend, bank = _EchoBackend(), _bank()
-    [[edit]] = propose(backend, [_context(5)], 1, "implications", SamplingSettings(), bank.version, exemplars=bank)
+    [[edit]] = propose(backend, [_context(5)], 1, "implications", SamplingConfig(), bank.version, exemplars=bank)
     assert backend.prompts == [edit.prompt] and "Example 1." in edit.prompt
     assert edit.teacher_version == bank.version

@@ -11,7 +11,7 @@ from auditor.arc_grading import ArcGrader, grids_equal
 from library.arc import grid_to_text, load_solutions, load_tasks, task_prompt, text_to_grid
 from library.datasets import DatasetError
 from protocol.fewshot import ArcPair, ArcPrediction, ArcTask, FewShotSelfEdit
-from protocol.messages import SamplingSettings
+from protocol.messages import SamplingConfig
 from student.fewshot_config import FewShotStudentConfig
 from student.ttt_data import build_training_set, held_out_tasks, vote
 from teacher.backends import Completion
@@ -112,14 +112,14 @@ class ScriptedBackend:
 
 def test_invalid_json_is_resampled_until_it_validates():
     backend = ScriptedBackend(["garbage", json.dumps(VALID | {"learning_rate": 9.0}), json.dumps(VALID)])
-    [[proposal]] = propose_fewshot(backend, [TASK], 1, SamplingSettings(), "v0", max_attempts=3)
+    [[proposal]] = propose_fewshot(backend, [TASK], 1, SamplingConfig(), "v0", max_attempts=3)
     assert proposal.self_edit == FewShotSelfEdit.model_validate(VALID)
     assert len(proposal.completions) == 3 and proposal.error is None
 
 
 def test_resampling_is_bounded_and_ends_in_a_failed_proposal():
     backend = ScriptedBackend([])  # never valid
-    [[first, second]] = propose_fewshot(backend, [TASK], 2, SamplingSettings(), "v0", max_attempts=4)
+    [[first, second]] = propose_fewshot(backend, [TASK], 2, SamplingConfig(), "v0", max_attempts=4)
     assert backend.requested == 8
     assert first.self_edit is None and "no JSON object" in first.error
     assert len(second.completions) == 4

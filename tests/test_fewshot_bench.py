@@ -12,13 +12,13 @@ import torch
 
 from apps import fewshot_bench
 from apps.cli import main
-from apps.fewshot_bench import ORACLE, FewShotBenchOptions, run_fewshot_bench
+from apps.fewshot_bench import ORACLE, FewShotBenchConfig, run_fewshot_bench
 from library.jsonl import JsonlLog, read_jsonl
 from library.models import load_model
 from library.training import IGNORE_INDEX
 from protocol.artifacts import ArtifactStore
 from protocol.fewshot import ArcPair, ArcTask, FewShotSelfEdit
-from protocol.messages import SamplingSettings
+from protocol.messages import SamplingConfig
 from student.fewshot import FewShotStudent
 from student.fewshot_config import FewShotStudentConfig
 from student.ttt_data import TrainingExample
@@ -110,7 +110,7 @@ def test_bench_runs_every_row_resumes_and_trains_the_teacher_on_kept_self_edits(
     tiny_model_dir, data, tmp_path, monkeypatch
 ):
     out = tmp_path / "out"
-    opts = FewShotBenchOptions(
+    opts = FewShotBenchConfig(
         out_dir=out,
         model=tiny_model_dir,
         device="cpu",
@@ -120,7 +120,7 @@ def test_bench_runs_every_row_resumes_and_trains_the_teacher_on_kept_self_edits(
         eval_limit=2,
         n=1,
         student=STUDENT,
-        sampling=SamplingSettings(max_new_tokens=8),
+        sampling=SamplingConfig(max_new_tokens=8),
     )
     monkeypatch.setattr(fewshot_bench.TransformersTeacher, "complete", _valid_json)
     solved_during_restem = {"count": 0}

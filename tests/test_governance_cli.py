@@ -15,7 +15,7 @@ from auditor.decision import Decider, ModelResult
 from library.datasets import QAItem
 from library.ledger import Ledger, canonical_json, entry_hash
 from protocol.codec import STUDENT_CHANNEL
-from protocol.messages import ApplySelfEdits, CandidateToJudge, TrainSettings
+from protocol.messages import ApplySelfEdits, CandidateToJudge, TrainConfig
 from protocol.security import create_role_keys, server_security
 from protocol.signing import create_signing_key, load_signing_key, load_verify_key
 from protocol.transport import Server
@@ -31,7 +31,7 @@ def world(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("gov")
     keys = root / "keys"
     assert main(["keys", "init", "--keys", str(keys)]) == 0
-    settings = TrainSettings(rank=4, alpha=8, epochs=2, batch_size=4)
+    settings = TrainConfig(rank=4, alpha=8, epochs=2, batch_size=4)
     student = Student(StudentConfig(model=tiny_model_dir, store=root / "store", train=settings), load_verify_key(keys))
     endpoint = f"tcp://127.0.0.1:{free_tcp_ports(1)[0]}"
     server = Server(endpoint, STUDENT_CHANNEL, "student", student.handle, security=server_security(keys, "student"))

@@ -10,9 +10,9 @@ from apps.cli_config import ConfigError
 from apps.knowledge_bench import read_jsonl, run_knowledge_bench
 from apps.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, KnowledgeBenchConfig
 from apps.knowledge_report import markdown_table, merge_runs, paired_gains, summarise
-from protocol.messages import TrainSettings
+from protocol.messages import TrainConfig
 from teacher.backends import TransformersTeacher
-from teacher.sft import SFTSettings, train_teacher_adapter
+from teacher.sft import SFTConfig, train_teacher_adapter
 from teacher.versions import TeacherVersion, VersionBook
 
 PASSAGES = [
@@ -45,7 +45,7 @@ def teacher_run(tmp_path, tiny_model_dir):
     """A run folder holding one LoRA teacher version, as `seal train-teacher` leaves it."""
     teacher = TransformersTeacher(tiny_model_dir, device="cpu")
     pairs = [("Write implications.", "A fact.\nAnother fact.")]
-    result = train_teacher_adapter(teacher.base_model, teacher.tokenizer, pairs, tiny_model_dir, SFTSettings(rank=4))
+    result = train_teacher_adapter(teacher.base_model, teacher.tokenizer, pairs, tiny_model_dir, SFTConfig(rank=4))
     book = VersionBook(tmp_path / "restem")
     ref = book.store.put_adapter(result.folder, tiny_model_dir, {})
     book.add(TeacherVersion("v1", 0, "lora", ref.uri, ref.adapter_id, None, 1, (1.0,)))
@@ -53,7 +53,7 @@ def teacher_run(tmp_path, tiny_model_dir):
 
 
 def _config(tiny_model_dir, data_file, tmp_path, **overrides) -> KnowledgeBenchConfig:
-    settings = TrainSettings(rank=4, alpha=8, epochs=2, batch_size=4, learning_rate=1e-2)
+    settings = TrainConfig(rank=4, alpha=8, epochs=2, batch_size=4, learning_rate=1e-2)
     values = dict(data=data_file, model=tiny_model_dir, device="cpu", train=settings, out=tmp_path / "out")
     values["sampling"] = {"temperature": 0.7, "max_new_tokens": 24}
     return KnowledgeBenchConfig(**(values | {"answer_tokens": 8} | overrides))

@@ -12,12 +12,12 @@ from torch import nn
 from library.lora import BASE_ADAPTER, adapters_loaded, load_adapter_weights, mixed_adapters
 from library.models import load_model
 from library.stacked_lora import StackedLoRALinear
-from protocol.messages import Context, SelfEdit, TrainJob, TrainSettings
+from protocol.messages import Context, SelfEdit, TrainConfig, TrainJob
 from student.batched import train_adapters
 
 SETTINGS = [
-    TrainSettings(rank=4, alpha=8, learning_rate=5e-2, epochs=2, batch_size=2, seed=1),
-    TrainSettings(rank=8, alpha=8, learning_rate=5e-2, epochs=2, seed=2, target_modules=["q_proj", "v_proj"]),
+    TrainConfig(rank=4, alpha=8, learning_rate=5e-2, epochs=2, batch_size=2, seed=1),
+    TrainConfig(rank=8, alpha=8, learning_rate=5e-2, epochs=2, seed=2, target_modules=["q_proj", "v_proj"]),
 ]
 
 

@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from library.ledger import verify_ledger
 from protocol.codec import ProtocolError
-from protocol.messages import AnswerServed, ApplySelfEdits, DescribeServed, Promote, Rollback, TrainSettings
+from protocol.messages import AnswerServed, ApplySelfEdits, DescribeServed, Promote, Rollback, TrainConfig
 from protocol.signing import sign_verdict
 from student.config import StudentConfig
 from student.registry import Registry
@@ -21,7 +21,7 @@ AUDITOR_KEY = Ed25519PrivateKey.generate()
 
 @pytest.fixture(scope="module")
 def student(tiny_model_dir, tmp_path_factory) -> Student:
-    settings = TrainSettings(rank=8, alpha=16, learning_rate=1e-2, epochs=30, batch_size=4)
+    settings = TrainConfig(rank=8, alpha=16, learning_rate=1e-2, epochs=30, batch_size=4)
     return Student(StudentConfig(model=tiny_model_dir, store=tmp_path_factory.mktemp("reg") / "store", train=settings),
                    AUDITOR_KEY.public_key())
 

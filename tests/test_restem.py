@@ -13,11 +13,11 @@ from library.ledger import Ledger, verify_ledger
 from library.training import IGNORE_INDEX
 from protocol.artifacts import pairs_sha256
 from protocol.codec import ProtocolError
-from protocol.messages import Context, RecordTeacherVersion, SamplingSettings, VersionExample, Veto
+from protocol.messages import Context, RecordTeacherVersion, SamplingConfig, VersionExample, Veto
 from teacher.backends import TransformersTeacher
 from teacher.loop import Outcome
 from teacher.restem import select_kept
-from teacher.sft import SFTSettings, tokenize_pair, train_teacher_adapter
+from teacher.sft import SFTConfig, tokenize_pair, train_teacher_adapter
 from tests.examples import SELF_EDIT, VERDICT
 from tests.test_end_to_end import _seal
 
@@ -96,7 +96,7 @@ def test_fine_tuned_version_prefers_its_training_completions(tiny_model_dir):
     teacher = TransformersTeacher(tiny_model_dir, device="cpu")
     pairs = [("Passage: Ostrevane was founded in 1873.", "Ostrevane is 150 years old in 2023.")]
     before = _completion_loglik(teacher, *pairs[0])
-    settings = SFTSettings(rank=8, alpha=16, learning_rate=1e-2, epochs=8, batch_size=1)
+    settings = SFTConfig(rank=8, alpha=16, learning_rate=1e-2, epochs=8, batch_size=1)
     result = train_teacher_adapter(teacher.base_model, teacher.tokenizer, pairs, tiny_model_dir, settings)
     assert result.steps == 8 and result.losses[-1] < result.losses[0]
     name = teacher.serve_version(result.folder)
@@ -105,7 +105,7 @@ def test_fine_tuned_version_prefers_its_training_completions(tiny_model_dir):
     assert after > before + 1.0
     teacher.serve_base()
     assert _completion_loglik(teacher, *pairs[0]) == pytest.approx(before, abs=1e-5), "serve_base restores the base"
-    sampled = teacher.sample(["Passage: Ostrevane was founded in 1873."], 1, SamplingSettings(temperature=0.0))
+    sampled = teacher.sample(["Passage: Ostrevane was founded in 1873."], 1, SamplingConfig(temperature=0.0))
     assert len(sampled) == 1
 
 

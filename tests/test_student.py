@@ -14,7 +14,7 @@ from library.lora import adapters_loaded
 from library.models import ModelLoadError, load_model
 from library.training import collate
 from protocol.artifacts import ArtifactError, ArtifactStore, content_id
-from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainJob, TrainSettings
+from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainConfig, TrainJob
 from student.config import StudentConfig
 from student.service import Student
 from student.training import tokenize_texts, training_texts
@@ -31,9 +31,9 @@ def _job(text: str = FACT, self_edit: str = "", context_id: str = "c1") -> Train
 
 def test_training_texts_are_passage_then_lines_without_list_markers():
     job = _job(self_edit="1. Quorne founded it.\n- It dates from 1873.\n\n  * Quorne was a founder.  ")
-    texts = training_texts(job, TrainSettings())
+    texts = training_texts(job, TrainConfig())
     assert texts == [FACT, "Quorne founded it.", "It dates from 1873.", "Quorne was a founder."]
-    assert training_texts(job, TrainSettings(include_context=False))[0] == "Quorne founded it."
+    assert training_texts(job, TrainConfig(include_context=False))[0] == "Quorne founded it."
 
 
 def test_padding_does_not_count_in_the_loss(tiny_model_dir):
@@ -55,7 +55,7 @@ def test_padding_does_not_count_in_the_loss(tiny_model_dir):
 def test_lora_training_on_a_fact_changes_the_model(tiny_model_dir):
     model, tokenizer = load_model(tiny_model_dir)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    settings = TrainSettings(rank=8, alpha=16, learning_rate=1e-2, epochs=60, batch_size=4)
+    settings = TrainConfig(rank=8, alpha=16, learning_rate=1e-2, epochs=60, batch_size=4)
     job = _job(self_edit=f"{QUESTION} {ANSWER}.\nQuorne founded Ostrevane.")
     trained = train_adapter(model, tokenizer, job, settings, "tiny")
     assert trained.losses[-1] < 0.5 * trained.losses[0]
@@ -77,7 +77,7 @@ def test_lora_training_on_a_fact_changes_the_model(tiny_model_dir):
 
 @pytest.fixture
 def student(tiny_model_dir, tmp_path) -> Student:
-    settings = TrainSettings(rank=4, alpha=8, epochs=2, batch_size=2)
+    settings = TrainConfig(rank=4, alpha=8, epochs=2, batch_size=2)
     return Student(StudentConfig(model=tiny_model_dir, store=tmp_path / "store", train=settings))
 
 

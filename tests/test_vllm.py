@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from protocol.artifacts import content_id
-from protocol.messages import SamplingSettings
+from protocol.messages import SamplingConfig
 from tests.examples import SELF_EDIT as SELF_EDIT_FOR_VLLM
 from tests.jobs import train_job
 from tests.tiny_model import build_tiny_model
@@ -47,9 +47,9 @@ def vllm_model_dir(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def vllm_settings():
-    from library.vllm_engine import VLLMSettings
+    from library.vllm_engine import VLLMConfig
 
-    return VLLMSettings(
+    return VLLMConfig(
         dtype="float32", kv_cache_memory_bytes=64 << 20, max_model_len=512, max_loras=2, max_lora_rank=16
     )
 
@@ -141,11 +141,11 @@ def test_student_with_the_vllm_backend_answers_as_the_transformers_student(
     vllm_model_dir, vllm_settings, vllm_engine, tmp_path
 ):
     """``--answer-backend vllm``: the same greedy answers as the transformers path, base and two candidates."""
-    from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainSettings
+    from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainConfig
     from student.config import StudentConfig
     from student.service import Student
 
-    train = TrainSettings(rank=8, alpha=16, learning_rate=1e-2, epochs=4, batch_size=4)
+    train = TrainConfig(rank=8, alpha=16, learning_rate=1e-2, epochs=4, batch_size=4)
     config = StudentConfig(model=vllm_model_dir, store=tmp_path / "store", train=train, device="cpu")
     hf_student = Student(config)
     jobs = [
@@ -171,7 +171,7 @@ def test_teacher_samples_k_self_edits_for_many_contexts_in_one_call(vllm_model_d
     teacher = _teacher(vllm_model_dir, vllm_settings, vllm_engine)
     teacher.engine = _CountingEngine(vllm_engine)
     prompts = [f"Passage: fact number {i} is {i * 7}.\n\nImplications:" for i in range(6)]
-    sampling = SamplingSettings(temperature=1.0, top_p=0.95, max_new_tokens=16, seed=3)
+    sampling = SamplingConfig(temperature=1.0, top_p=0.95, max_new_tokens=16, seed=3)
     first = teacher.complete(prompts, 4, sampling)
     assert teacher.engine.calls == 1
     assert [len(row) for row in first] == [4] * 6
@@ -185,7 +185,7 @@ def test_teacher_greedy_matches_the_transformers_teacher(vllm_model_dir, vllm_se
     from teacher.backends import TransformersTeacher
 
     prompts = ["Passage: The capital of Italy is Rome.\n\nImplications:", "Passage: A student answers.\n\nRewrites:"]
-    greedy = SamplingSettings(temperature=0.0, max_new_tokens=12)
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=12)
     hf_teacher = TransformersTeacher.__new__(TransformersTeacher)  # reuse the loaded model
     hf_teacher.model_id, hf_teacher.batch_size = vllm_model_dir, 4
     hf_teacher.model, hf_teacher.tokenizer = hf_model
@@ -197,7 +197,7 @@ def test_a_new_teacher_version_gets_a_new_name_even_in_the_same_folder(
     vllm_model_dir, vllm_settings, vllm_engine, adapters, tmp_path
 ):
     teacher = _teacher(vllm_model_dir, vllm_settings, vllm_engine)
-    greedy = SamplingSettings(temperature=0.0, max_new_tokens=12)
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=12)
     prompts = ["Passage: Neil Armstrong walked on the Moon.\n\nImplications:"]
     base = teacher.sample(prompts, 1, greedy)
 
@@ -248,18 +248,18 @@ def test_demo_with_a_vllm_teacher_runs_end_to_end(tiny_model_dir, vllm_model_dir
 def test_restem_m_step_makes_a_version_the_vllm_teacher_serves(vllm_model_dir, vllm_settings, vllm_engine, tmp_path):
     from protocol.messages import Context
     from teacher.m_step import Kept, train_lora_version
-    from teacher.sft import SFTSettings
+    from teacher.sft import SFTConfig
     from teacher.versions import VersionBook, serve
 
     teacher = _teacher(vllm_model_dir, vllm_settings, vllm_engine)
-    greedy = SamplingSettings(temperature=0.0, max_new_tokens=8)
+    greedy = SamplingConfig(temperature=0.0, max_new_tokens=8)
     prompt = "Passage: Ostrevane lies on a river.\n\nImplications:"
     target = "Ostrevane has a port."
     teacher.serve_base()
     before = teacher.sample([prompt], 1, greedy)[0][0]
     edit = SELF_EDIT_FOR_VLLM.model_copy(update={"prompt": prompt, "text": target})
     kept = [Kept(Context(context_id="c1", text="Ostrevane lies on a river."), edit, 0.5, ["ab" * 32], "cd" * 32)]
-    settings = SFTSettings(rank=8, alpha=16, learning_rate=1e-2, epochs=12, batch_size=1)
+    settings = SFTConfig(rank=8, alpha=16, learning_rate=1e-2, epochs=12, batch_size=1)
     book = VersionBook(tmp_path)
     version, request = train_lora_version(teacher, kept, 0, book, settings)
     assert request.kind == "lora" and request.artifact_sha256 == version.artifact_sha256
