@@ -16,15 +16,25 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Any, get_args
 
 from apps.bench_cli import add_bench_commands, run_bench
-from apps.cli_config import ConfigError, add_config_arguments, add_threads_argument, apply_threads, build_config
+from apps.cli_config import (
+    ConfigError,
+    add_config_arguments,
+    add_threads_argument,
+    apply_threads,
+    build_config,
+    validate_config,
+)
 from apps.governance_cli import add_governance_commands, add_security_args, keys_folder, run_governance
 from auditor.config import AuditorConfig
 from library.model_specs import DTYPE_CHOICES
+from protocol.messages import Metric
 from student.config import StudentConfig
 from teacher.config import TeacherConfig
 
+METRIC_CHOICES = get_args(Metric)
 DEFAULT_STUDENT = "tcp://127.0.0.1:5555"
 DEFAULT_AUDITOR = "tcp://127.0.0.1:5556"
 
@@ -73,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data", type=Path, help="SQuAD-format file instead of the built-in documents.")
     demo.add_argument("--limit", type=int, help="Use only the first N documents.")
     demo.add_argument("--k", type=int, default=1, help="Self-edits per document (default: 1).")
-    demo.add_argument("--metric", default="loglik", choices=["loglik", "f1", "exact_match"], help="Reward metric.")
+    demo.add_argument("--metric", default="loglik", choices=METRIC_CHOICES, help="Reward metric.")
     demo.add_argument("--min-gain", type=float, default=0.05, help="Smallest gain the auditor accepts.")
     demo.add_argument("--epochs", type=int, default=None, help="Student epochs per candidate (default: 10).")
     demo.add_argument("--max-retention-drop", type=float, default=None, help="Auditor's retention limit (default 1.0).")
@@ -105,7 +115,7 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--rounds", type=int, default=2, help="ReST^EM rounds (default: 2).")
     train.add_argument("--k", type=int, default=5, help="Self-edits sampled per passage and round (default: 5).")
     train.add_argument("--repeats", type=int, default=1, help="Trainings per self-edit; reward = their mean.")
-    train.add_argument("--metric", default="loglik", choices=["loglik", "f1", "exact_match"], help="Reward metric.")
+    train.add_argument("--metric", default="loglik", choices=METRIC_CHOICES, help="Reward metric.")
     train.add_argument("--min-reward", type=float, default=0.0, help="Keep only self-edits rewarded above this.")
     train.add_argument(
         "--epochs", type=int, default=None, help="Student epochs per candidate (default: the student's)."
@@ -163,45 +173,44 @@ def _dispatch(args: argparse.Namespace) -> int | None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    extra = {
-        "student": ["--train.epochs", str(args.epochs)] if args.epochs is not None else [],
-        "auditor": ["--max-retention-drop", str(args.max_retention_drop)]
-        if args.max_retention_drop is not None
-        else [],
-    }
-    return _three_roles(args, "demo", args.min_gain, extra)
+    """Teacher, student and auditor on loopback: one adaptation pass."""
+    from apps.demo import LaunchConfig, run_demo
+
+    return run_demo(LaunchConfig(**_launch_fields(args, "demo"), min_gain=args.min_gain), title="seal demo")
 
 
 def _train_teacher(args: argparse.Namespace) -> int:
-    teacher = ["--restem.rounds", str(args.rounds), "--restem.repeats", str(args.repeats)]
-    teacher += ["--restem.min-reward", str(args.min_reward)]
-    teacher += ["--restem.sft.epochs", str(args.sft_epochs)] if args.sft_epochs is not None else []
-    student = ["--train.epochs", str(args.epochs)] if args.epochs is not None else []
-    return _three_roles(args, "train-teacher", 0.0, {"teacher": teacher, "student": student})
-
-
-def _three_roles(args: argparse.Namespace, command: str, min_gain: float, extra: dict[str, list[str]]) -> int:
-    """Start teacher, student and auditor on loopback for ``seal demo`` or ``seal train-teacher``."""
+    """The same three processes, the teacher running ReST^EM rounds."""
     from apps.demo import LaunchConfig, run_demo
+    from teacher.restem_config import RestemConfig
+
+    values = {"rounds": args.rounds, "repeats": args.repeats, "min_reward": args.min_reward}
+    if args.sft_epochs is not None:
+        values["sft"] = {"epochs": args.sft_epochs}
+    restem = validate_config(RestemConfig, values, prefix="restem.")
+    opts = LaunchConfig(**_launch_fields(args, "restem"), min_gain=0.0, restem=restem)
+    return run_demo(opts, title="seal train-teacher")
+
+
+def _launch_fields(args: argparse.Namespace, run_prefix: str) -> dict[str, Any]:
+    """What ``seal demo`` and ``seal train-teacher`` share, from their flags."""
     from library.model_specs import DEFAULT_MODEL
 
-    prefix = "demo" if command == "demo" else "restem"
-    opts = LaunchConfig(
-        run_dir=args.run_dir or Path("runs") / time.strftime(f"{prefix}-%Y%m%d-%H%M%S"),
-        model=args.model or DEFAULT_MODEL,
-        teacher_model=args.teacher,
-        teacher_base_url=args.teacher_base_url,
-        device=args.device,
-        dtype=args.dtype,
-        threads=args.threads,
-        data=args.data,
-        limit=args.limit,
-        k=args.k,
-        metric=args.metric,
-        min_gain=min_gain,
-        extra=extra,
-    )
-    return run_demo(opts, title=f"seal {command}")
+    return {
+        "run_dir": args.run_dir or Path("runs") / time.strftime(f"{run_prefix}-%Y%m%d-%H%M%S"),
+        "model": args.model or DEFAULT_MODEL,
+        "teacher_model": args.teacher,
+        "teacher_base_url": args.teacher_base_url,
+        "device": args.device,
+        "dtype": args.dtype,
+        "threads": args.threads,
+        "data": args.data,
+        "limit": args.limit,
+        "k": args.k,
+        "metric": args.metric,
+        "epochs": args.epochs,
+        "max_retention_drop": getattr(args, "max_retention_drop", None),
+    }
 
 
 def _is_user_error(exc: Exception) -> bool:

@@ -29,13 +29,23 @@ def add_config_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]
             add_config_arguments(parser, nested, f"{prefix}{name}.")
             continue
         default = field.get_default(call_default_factory=True)
+        choices = literal_choices(field.annotation)
         parser.add_argument(
             f"--{prefix}{name}".replace("_", "-"),
             dest=f"cfg:{prefix}{name}",
             default=argparse.SUPPRESS,
-            metavar=name.upper(),
+            choices=choices,
+            metavar=name.upper() if choices is None else None,
             help=f"{field.description or ''} (default: {default})",
         )
+
+
+def literal_choices(annotation: Any) -> tuple[str, ...] | None:
+    """The values of a ``Literal`` of strings (the flag's choices, taken from the type), else None."""
+    if typing.get_origin(annotation) is not typing.Literal:
+        return None
+    values = typing.get_args(annotation)
+    return values if all(isinstance(v, str) for v in values) else None
 
 
 def build_config(model: type[BaseModel], args: argparse.Namespace) -> Any:
@@ -46,14 +56,25 @@ def build_config(model: type[BaseModel], args: argparse.Namespace) -> Any:
     for key, raw in vars(args).items():
         if key.startswith("cfg:"):
             _set_dotted(values, key[4:].split("."), _parse_value(raw))
+    return validate_config(model, values)
+
+
+def validate_config(model: type[BaseModel], values: dict[str, Any], prefix: str = "") -> Any:
+    """``model`` validated from ``values``; a failure is one ConfigError naming the flag (``--PREFIXfield``)."""
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        if not err["loc"]:  # a check across fields: its message names the flags
-            raise ConfigError(err["msg"].removeprefix("Value error, ")) from None
-        flag = "--" + ".".join(str(p) for p in err["loc"]).replace("_", "-")
-        raise ConfigError(f"{flag}: {err['msg']}") from None
+        raise config_error(exc, prefix) from None
+
+
+def config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+    """The first validation failure as a ConfigError naming the flag that would fix it."""
+    err = exc.errors()[0]
+    message = err["msg"].removeprefix("Value error, ")
+    if not err["loc"]:  # a check across fields: its message names the flags
+        return ConfigError(message)
+    flag = "--" + prefix + ".".join(str(p) for p in err["loc"]).replace("_", "-")
+    return ConfigError(f"{flag}: {message}")
 
 
 def add_threads_argument(parser: argparse.ArgumentParser) -> None:

@@ -8,95 +8,137 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from pydantic import ValidationError
+import yaml
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
-from apps.cli_config import ConfigError
+from apps.cli_config import config_error
 from apps.processes import ProcessFailed, ProcessGroup, free_tcp_ports
+from auditor.config import AuditorConfig
 from library.ledger import verify_ledger
-from library.models import DEFAULT_MODEL, resolve_model
+from library.model_specs import DEFAULT_MODEL, DTypeName
+from library.models import resolve_model
+from protocol.messages import Metric, TrainConfig
 from protocol.security import create_role_keys
 from protocol.signing import create_signing_key
+from student.config import StudentConfig
+from teacher.backend_spec import check_backend
+from teacher.config import TeacherConfig
+from teacher.restem_config import RestemConfig
 
 
 @dataclass
 class LaunchConfig:
-    """What a demo run varies; everything else keeps each role's defaults."""
+    """What a ``seal demo`` or ``seal train-teacher`` run varies; everything else keeps each role's defaults."""
 
     run_dir: Path
     model: str = DEFAULT_MODEL
     teacher_model: str | None = None  # a teacher spec (teacher.backend_spec); None: the student's model
     teacher_base_url: str | None = None
     device: str = "auto"
-    dtype: str = "auto"
+    dtype: DTypeName = "auto"
     threads: int | None = None  # torch CPU threads per role; None: torch's choice
     data: Path | None = None
     limit: int | None = None
     k: int = 1
-    metric: str = "loglik"
+    metric: Metric = "loglik"
     min_gain: float = 0.05
+    epochs: int | None = None  # the student's epochs per candidate; None: its default
+    max_retention_drop: float | None = None  # the auditor's retention limit; None: its default
+    restem: RestemConfig | None = None  # the teacher's ReST^EM rounds; None: one adaptation pass
     ready_timeout_s: float = 600.0
-    extra: dict[str, list[str]] = field(default_factory=dict)  # more flags per role, e.g. ReST^EM's for the teacher
 
 
-def role_commands(opts: LaunchConfig, student_ep: str, auditor_ep: str) -> dict[str, list[str]]:
-    """The ``seal`` command line of each role, as a user would type it."""
-    seal = [sys.executable, "-m", "apps"]
-    store, ledger = str(opts.run_dir / "store"), str(opts.run_dir / "ledger.jsonl")
-    keys = ["--keys", str(opts.run_dir / "keys")]
-    data = ["--data", str(opts.data)] if opts.data else []
-    limit = ["--limit", str(opts.limit)] if opts.limit is not None else []
-    base_url = ["--base-url", opts.teacher_base_url] if opts.teacher_base_url else []
+@dataclass(frozen=True)
+class RoleConfigs:
+    """The three roles' configurations, as each role process will read them."""
+
+    student: StudentConfig
+    auditor: AuditorConfig
+    teacher: TeacherConfig
+
+
+def role_configs(opts: LaunchConfig) -> RoleConfigs:
+    """Each role's config object; a value that does not validate is one ConfigError naming the setting."""
+    store, ledger = opts.run_dir / "store", opts.run_dir / "ledger.jsonl"
+    placement: dict[str, Any] = {"device": opts.device, "dtype": opts.dtype}
+    corpus: dict[str, Any] = {"data": opts.data, "limit": opts.limit}
+    train = TrainConfig() if opts.epochs is None else TrainConfig(epochs=opts.epochs)
+    retention = {} if opts.max_retention_drop is None else {"max_retention_drop": opts.max_retention_drop}
+    teacher_spec = opts.teacher_model or opts.model
+    try:
+        return RoleConfigs(
+            student=StudentConfig(model=opts.model, store=store, train=train, **placement),
+            auditor=AuditorConfig(
+                model=opts.model,
+                store=store,
+                ledger=ledger,
+                metric=opts.metric,
+                min_gain=opts.min_gain,
+                **retention,
+                **corpus,
+                **placement,
+            ),
+            teacher=TeacherConfig(
+                model=teacher_spec,
+                base_url=opts.teacher_base_url,
+                run_dir=opts.run_dir,
+                k=opts.k,
+                ready_timeout_s=opts.ready_timeout_s,
+                restem=opts.restem or RestemConfig(),
+                **corpus,
+                **placement,
+            ),
+        )
+    except ValidationError as exc:  # e.g. a spec naming no known backend, or a base URL for a local teacher
+        raise config_error(exc) from None
+
+
+def write_role_configs(configs: RoleConfigs, folder: Path) -> dict[str, Path]:
+    """Each role's config as a YAML file (what its ``--config`` reads), so the run folder says how it ran."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for role in ("student", "auditor", "teacher"):
+        config: BaseModel = getattr(configs, role)
+        paths[role] = folder / f"{role}.yaml"
+        paths[role].write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return paths
+
+
+def role_commands(opts: LaunchConfig, files: dict[str, Path], student_ep: str, auditor_ep: str) -> dict[str, list[str]]:
+    """Each role's command line: its config file, its endpoints, the key folder and the threads."""
     threads = ["--threads", str(opts.threads)] if opts.threads else []
-    common = ["--device", opts.device, "--dtype", opts.dtype, *threads, *keys]
-    commands = {
-        "student": [*seal, "student", "--bind", student_ep, "--model", opts.model, "--store", store, *common],
+    common = ["--keys", str(opts.run_dir / "keys"), *threads]
+    seal = [sys.executable, "-m", "apps"]
+    return {
+        "student": [*seal, "student", "--config", str(files["student"]), "--bind", student_ep, *common],
         "auditor": [
             *seal,
             "auditor",
+            "--config",
+            str(files["auditor"]),
             "--bind",
             auditor_ep,
             "--student",
             student_ep,
-            "--model",
-            opts.model,
-            "--store",
-            store,
-            "--ledger",
-            ledger,
-            "--metric",
-            opts.metric,
-            "--min-gain",
-            str(opts.min_gain),
-            *data,
-            *limit,
             *common,
         ],
         "teacher": [
             *seal,
             "teacher",
+            "--config",
+            str(files["teacher"]),
             "--student",
             student_ep,
             "--auditor",
             auditor_ep,
-            "--model",
-            opts.teacher_model or opts.model,
-            "--run-dir",
-            str(opts.run_dir),
-            "--k",
-            str(opts.k),
-            "--ready-timeout-s",
-            str(opts.ready_timeout_s),
-            *base_url,
-            *data,
-            *limit,
             *common,
         ],
     }
-    return {role: [*command, *opts.extra.get(role, [])] for role, command in commands.items()}
 
 
 def run_demo(opts: LaunchConfig, console: Console | None = None, title: str = "seal demo") -> int:
@@ -105,12 +147,14 @@ def run_demo(opts: LaunchConfig, console: Console | None = None, title: str = "s
     started = time.perf_counter()
     console.print(f"[bold]{title}[/] · run folder {opts.run_dir}")
     resolve_model(opts.model)  # convert once here, not in three processes at the same time
-    check_teacher(opts)
+    configs = role_configs(opts)
+    check_backend(configs.teacher)  # fail in one line before any role starts (key, server, model, vllm)
+    files = write_role_configs(configs, opts.run_dir / "config")
     keys = opts.run_dir / "keys"
     create_role_keys(keys)
     create_signing_key(keys)
     ports = free_tcp_ports(2)
-    commands = role_commands(opts, f"tcp://127.0.0.1:{ports[0]}", f"tcp://127.0.0.1:{ports[1]}")
+    commands = role_commands(opts, files, f"tcp://127.0.0.1:{ports[0]}", f"tcp://127.0.0.1:{ports[1]}")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so that leaving the block stops the three roles
     with ProcessGroup() as group:
         group.spawn("student", commands["student"], opts.run_dir / "student.log")
@@ -126,19 +170,6 @@ def run_demo(opts: LaunchConfig, console: Console | None = None, title: str = "s
     console.print(f"ledger {opts.run_dir / 'ledger.jsonl'}: {report.entries} entries, {status}")
     console.print(f"{title} wall time {time.perf_counter() - started:.0f} s; logs in {opts.run_dir}")
     return code if report.ok else 1
-
-
-def check_teacher(opts: LaunchConfig) -> None:
-    """Fail in one line before any role starts when the teacher cannot work (key, server, model, vllm)."""
-    from teacher.backend_spec import check_backend
-    from teacher.config import TeacherConfig
-
-    spec = opts.teacher_model or opts.model
-    try:
-        config = TeacherConfig(model=spec, base_url=opts.teacher_base_url)
-    except ValidationError as exc:  # a spec naming no known backend, or a base URL for a local teacher
-        raise ConfigError(f"--teacher {spec}: {exc.errors()[0]['msg']}") from None
-    check_backend(config)
 
 
 def _exit_on_sigterm(*_: object) -> None:

@@ -74,7 +74,7 @@ def test_invalid_setting_names_the_flag(tmp_path):
     assert "--train.rank" in done.stderr
 
 
-def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch):
+def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch, tmp_path):
     import apps.demo
     from apps.cli import _demo, build_parser
     from apps.cli_config import build_config
@@ -87,13 +87,16 @@ def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch):
     captured = []
     monkeypatch.setattr(apps.demo, "run_demo", lambda opts, **_: captured.append(opts) or 0)
     flags = ["--epochs", "2", "--max-retention-drop", "1.5", "--dtype", "bfloat16", "--threads", "1"]
-    _demo(build_parser().parse_args(["demo", *flags, "--run-dir", "x"]))
-    commands = apps.demo.role_commands(captured[0], "tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
-    assert commands["student"][-2:] == ["--train.epochs", "2"]
-    assert commands["auditor"][-2:] == ["--max-retention-drop", "1.5"]
+    _demo(build_parser().parse_args(["demo", *flags, "--run-dir", str(tmp_path)]))
+    files = apps.demo.write_role_configs(apps.demo.role_configs(captured[0]), tmp_path / "config")
+    commands = apps.demo.role_commands(captured[0], files, "tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
+    built = {}
     for role, argv in commands.items():
         parsed = build_parser().parse_args(argv[3:])  # argv[3:]: after "python -m apps"
         assert (parsed.command, parsed.threads) == (role, 1)
-        assert build_config(configs[role], parsed).dtype == "bfloat16"
+        built[role] = build_config(configs[role], parsed)
+        assert built[role].dtype == "bfloat16"
+    assert built["student"].train.epochs == 2
+    assert built["auditor"].max_retention_drop == 1.5
     with pytest.raises(SystemExit):
         build_parser().parse_args(["student", "--threads", "0"])
