@@ -5,17 +5,24 @@ message id, correlation id, sender role, timestamp and the body's type tag)
 and a JSON *body*. The type tag is read, and the version checked, before the
 body is decoded. Every failure to decode raises :class:`ProtocolError`, whose
 ``reason`` and ``field`` become the typed :class:`ErrorReply` a server sends.
+
+Decoding is bounded and total. Frames are parsed by pydantic-core's JSON parser,
+which enforces its limits while it parses: nesting deeper than about 200 levels,
+integers of more than 4,300 digits (Python's conversion limit) and strings that
+are not Unicode (a lone surrogate, escaped as ``\\ud800`` or encoded raw) are
+refused as ``undecodable``, so no frame can exhaust the recursion limit or
+yield text that could never be encoded into a reply.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import from_json
 
 from protocol.messages import (
     AuditorReply,
@@ -131,10 +138,7 @@ def peek_header(frames: list[bytes]) -> Header | None:
 
 
 def _decode_header(raw: bytes) -> Header:
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError("undecodable", f"header is not JSON: {exc}") from None
+    data = _load_json(raw, "header")
     if not isinstance(data, dict):
         raise ProtocolError("undecodable", "header is not a JSON object")
     if data.get("v") != PROTOCOL_VERSION:
@@ -148,16 +152,21 @@ def _decode_header(raw: bytes) -> Header:
 
 
 def _decode_body(raw: bytes, type_tag: str, union: TypeAdapter[Any]) -> Body:
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError("undecodable", f"body is not JSON: {exc}") from None
+    data = _load_json(raw, "body")
     if not isinstance(data, dict) or data.get("type") != type_tag:
         raise ProtocolError("validation", f"body type does not match header type '{type_tag}'", "type")
     try:
         return union.validate_python(data)
     except ValidationError as exc:
         raise _validation_error(exc, prefix=None, skip=1) from None
+
+
+def _load_json(raw: bytes, part: str) -> Any:
+    """One frame's JSON, parsed within the parser's depth, number and Unicode limits."""
+    try:
+        return from_json(raw)
+    except ValueError as exc:  # every refusal of the parser, limits included, is a ValueError
+        raise ProtocolError("undecodable", f"{part} is not JSON within the limits: {exc}") from None
 
 
 def _validation_error(exc: ValidationError, prefix: str | None, skip: int = 0) -> ProtocolError:

@@ -89,3 +89,24 @@ def test_reply_types_are_not_requests():
     with pytest.raises(ProtocolError) as err:
         decode(encode(envelope), AUDITOR_CHANNEL, "request")
     assert err.value.reason == "unknown_type"
+
+
+_HEADER = _frames()[0]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 1000 + b"]" * 1000,  # 2 kB that exhausted json's recursion limit
+        b'{"type": "ping", "n": ' + b"9" * 4301 + b"}",  # past Python's int conversion limit
+        b'{"type": "ping", "x": "\\ud800"}',  # an escaped lone surrogate
+        '{"type": "ping", "x": "\ud800"}'.encode("utf-8", "surrogatepass"),  # the same, encoded raw
+    ],
+    ids=["deep", "long-int", "escaped-surrogate", "raw-surrogate"],
+)
+@pytest.mark.parametrize("frame", ["header", "body"])
+def test_hostile_json_is_undecodable_not_an_exception(raw, frame):
+    frames = [raw, _frames()[1]] if frame == "header" else [_HEADER, raw]
+    with pytest.raises(ProtocolError) as err:
+        decode(frames, STUDENT_CHANNEL, "request")
+    assert err.value.reason == "undecodable"
