@@ -16,8 +16,8 @@ from auditor.config import AuditorConfig
 from auditor.grading import exact_match, f1_score
 from library.datasets import QAItem
 from library.ledger import Ledger
-from protocol.canonical import canonical_json, sha256_hex
-from protocol.messages import CandidateToJudge, Scores, SelfEdit, Verdict, Veto
+from protocol.artifacts import TRAINED_FROM, self_edit_sha256
+from protocol.messages import CandidateToJudge, Scores, Verdict, Veto
 from protocol.signing import sign_verdict
 
 EMPTY_SCORES = Scores(exact_match=0.0, f1=0.0, loglik=0.0, n_questions=0)
@@ -33,9 +33,18 @@ class ModelResult:
     retention_logliks: list[float]
 
 
-def self_edit_sha256(self_edit: SelfEdit) -> str:
-    """Hash of the self-edit as judged, over its canonical JSON."""
-    return sha256_hex(canonical_json(self_edit.model_dump(mode="json")))
+def provenance_problem(item: CandidateToJudge, provenance: dict[str, Any]) -> str | None:
+    """Why the store's provenance does not bind the candidate's adapter to the self-edit it is judged with, or None.
+
+    The auditor reviews the self-edit text the request carries; unless the student recorded that very self-edit
+    as the adapter's training data, an adapter trained on a vetoed text could pass under a benign one.
+    """
+    if self_edit_sha256(item.self_edit) in provenance.get(TRAINED_FROM, []):
+        return None
+    return (
+        f"adapter {item.candidate.adapter.adapter_id[:12]} was not trained on the self-edit it is judged with "
+        f"({item.self_edit.self_edit_id}): the store's provenance records other training data"
+    )
 
 
 class Decider:

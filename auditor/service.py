@@ -16,7 +16,7 @@ import logging
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auditor.config import AuditorConfig
-from auditor.decision import Decider, ModelResult
+from auditor.decision import Decider, ModelResult, provenance_problem
 from auditor.safety import load_probes, review_probes, review_text
 from auditor.scoring import score_models
 from auditor.teacher_versions import record_teacher_version
@@ -122,7 +122,10 @@ class Auditor:
     def _check_artifacts(
         self, candidates: list[CandidateToJudge]
     ) -> tuple[list[CandidateToJudge], list[tuple[CandidateToJudge, str]]]:
-        """Split candidates into those whose adapter is intact and for our base model, and the rest."""
+        """Split candidates into the usable and the refused, with why.
+
+        Usable: the adapter is intact, for our base model, and its provenance names the self-edit judged.
+        """
         usable, refused = [], []
         for item in candidates:
             ref = item.candidate.adapter
@@ -130,10 +133,13 @@ class Auditor:
                 refused.append((item, f"adapter is for base model {ref.base_model}, not {self.config.model}"))
                 continue
             try:
-                self.store.path(ref.adapter_id)
-                usable.append(item)
+                problem = provenance_problem(item, self.store.provenance(ref.adapter_id))
             except ArtifactError as exc:
-                refused.append((item, str(exc)))
+                problem = str(exc)
+            if problem:
+                refused.append((item, problem))
+            else:
+                usable.append(item)
         return usable, refused
 
     def _evaluate(self, context_id: str, tau: list[QAItem], adapter_ids: list[str]) -> dict[str | None, ModelResult]:

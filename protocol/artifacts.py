@@ -2,9 +2,9 @@
 
 Layout: ``ROOT/adapters/<sha256>/`` holds ``adapter_model.safetensors`` and
 ``adapter_config.json`` (what the id is a hash of) plus ``provenance.json``
-(how it was made; not part of the id). An adapter appears in the store
-complete or not at all: it is written into a temporary folder beside its
-final place, fsynced, and renamed.
+(how it was made; not part of the id, so recording more there never changes
+an adapter id). An adapter appears in the store complete or not at all: it is
+written into a temporary folder beside its final place, fsynced, and renamed.
 """
 
 from __future__ import annotations
@@ -18,10 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from protocol.canonical import canonical_json, sha256_hex
-from protocol.messages import AdapterRef
+from protocol.messages import AdapterRef, SelfEdit
 
 HASHED_FILES = ("adapter_config.json", "adapter_model.safetensors")
 PROVENANCE_FILE = "provenance.json"
+TRAINED_FROM = "trained_from"
+"""Provenance key: the :func:`self_edit_sha256` of every self-edit the adapter was trained from, as the student
+recorded them. The auditor judges an adapter only with one of these. Usually one; several when different
+self-edits gave the same training data, hence the same weights and id."""
+
+
+def self_edit_sha256(self_edit: SelfEdit) -> str:
+    """Hash of a self-edit over its canonical JSON: the student records it in provenance, the auditor signs it."""
+    return sha256_hex(canonical_json(self_edit.model_dump(mode="json")))
 
 
 def pairs_sha256(pairs: list[tuple[str, str]]) -> str:
@@ -60,11 +69,16 @@ class ArtifactStore:
         self.adapters.mkdir(parents=True, exist_ok=True)
 
     def put_adapter(self, source: Path, base_model: str, provenance: dict[str, Any]) -> AdapterRef:
-        """Copy a saved peft adapter folder into the store, atomically; returns its reference."""
+        """Copy a saved peft adapter folder into the store, atomically; returns its reference.
+
+        An adapter already stored keeps its provenance, except that the self-edits in ``provenance[TRAINED_FROM]``
+        are added to the ones it records.
+        """
         adapter_id = content_id(source)
         final = self.adapters / adapter_id
         if not final.exists():
             self._write_atomically(source, final, {"base_model": base_model, **provenance})
+        self._add_trained_from(final, provenance.get(TRAINED_FROM, []))  # no-op when just written here
         return AdapterRef(adapter_id=adapter_id, uri=str(final), base_model=base_model)
 
     def path(self, adapter_id: str) -> Path:
@@ -77,7 +91,29 @@ class ArtifactStore:
         return folder
 
     def provenance(self, adapter_id: str) -> dict[str, Any]:
-        return json.loads((self.path(adapter_id) / PROVENANCE_FILE).read_text())
+        """How a stored adapter was made (``provenance.json``), read from a folder checked like :meth:`path`."""
+        path = self.path(adapter_id) / PROVENANCE_FILE
+        try:
+            provenance = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(f"adapter {adapter_id[:12]} has no readable provenance in {self.root}: {exc}") from None
+        if not isinstance(provenance, dict):
+            raise ArtifactError(f"adapter {adapter_id[:12]} has no readable provenance in {self.root}: not an object")
+        return provenance
+
+    def _add_trained_from(self, folder: Path, hashes: list[str]) -> None:
+        """Record more self-edits in a stored adapter's provenance, replacing the file atomically."""
+        path = folder / PROVENANCE_FILE
+        recorded = json.loads(path.read_text())
+        known = recorded.get(TRAINED_FROM, [])
+        added = [h for h in dict.fromkeys(hashes) if h not in known]
+        if not added:
+            return
+        tmp = folder / f".{PROVENANCE_FILE}.incoming"
+        tmp.write_text(json.dumps({**recorded, TRAINED_FROM: known + added}, indent=1, sort_keys=True))
+        _fsync(tmp)
+        os.replace(tmp, path)
+        _fsync(folder)
 
     def _write_atomically(self, source: Path, final: Path, provenance: dict[str, Any]) -> None:
         tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.adapters))

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from library.lora import mixed_adapters
 from library.models import load_model
 from library.vllm_engine import require_vllm
-from protocol.artifacts import ArtifactStore
+from protocol.artifacts import TRAINED_FROM, ArtifactStore, self_edit_sha256
 from protocol.codec import STUDENT_CHANNEL
 from protocol.dispatch import Dispatcher
 from protocol.messages import (
@@ -84,6 +84,7 @@ class Student:
         for (job, settings), result in zip(jobs, trained, strict=True):
             try:
                 provenance = {
+                    TRAINED_FROM: [self_edit_sha256(job.self_edit)],  # binds the adapter to its text for the auditor
                     "self_edit_id": job.self_edit.self_edit_id,
                     "context_id": job.context.context_id,
                     "settings": settings.model_dump(),

@@ -13,7 +13,7 @@ from auditor.scoring import answer_logliks
 from library.lora import adapters_loaded
 from library.models import ModelLoadError, load_model
 from library.training import collate
-from protocol.artifacts import ArtifactError, ArtifactStore, content_id
+from protocol.artifacts import TRAINED_FROM, ArtifactError, ArtifactStore, content_id, self_edit_sha256
 from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainConfig, TrainJob
 from student.config import StudentConfig
 from student.service import Student
@@ -142,3 +142,16 @@ def test_the_vllm_backend_without_vllm_fails_in_one_line_before_loading_anything
         Student(config)
     assert "\n" not in str(e.value)
     assert not (tmp_path / "store").exists(), "nothing was loaded or created"
+
+
+def test_the_store_records_every_self_edit_an_adapter_was_trained_from(student):
+    """The auditor's binding of adapter to text: the same training data under another self-edit keeps its id."""
+    first = _job(self_edit="Quorne founded it.")
+    renamed = first.self_edit.model_copy(update={"self_edit_id": "e-again", "teacher_version": "v1"})
+    again = first.model_copy(update={"self_edit": renamed})
+    [a] = student.apply_self_edits(ApplySelfEdits(jobs=[first])).candidates
+    assert student.store.provenance(a.adapter.adapter_id)[TRAINED_FROM] == [self_edit_sha256(first.self_edit)]
+    [b] = student.apply_self_edits(ApplySelfEdits(jobs=[again])).candidates
+    assert b.adapter.adapter_id == a.adapter.adapter_id, "provenance is not part of the adapter id"
+    recorded = student.store.provenance(a.adapter.adapter_id)[TRAINED_FROM]
+    assert recorded == [self_edit_sha256(first.self_edit), self_edit_sha256(renamed)]
