@@ -10,11 +10,16 @@ canonical JSON of the entry without ``hash``. Lines are written in that same
 canonical form. A head file beside the ledger (``<name>.head.json``) holds the
 last seq, last hash and count, so that a truncated tail is detectable.
 
+A ledger has one writer: a :class:`Ledger` holds an exclusive ``fcntl.flock`` on
+the lock file beside it (``<name>.lock``) for its life, and a second one, in
+this process or another, is refused at start. Readers (:func:`read_entries`,
+:func:`verify_ledger`) take no lock and write nothing.
+
 An append writes the whole line with one ``os.write`` on an ``O_APPEND`` fd and
 fsyncs it, then replaces the head file atomically. A crash can therefore leave
-either a torn last line (repaired on open with ``repair=True``) or a head one
-entry behind (brought forward on open). An append that raises
-:class:`LedgerError` has recorded nothing.
+either a torn last line (removed by :func:`repair_ledger`, ``seal ledger
+repair``, or on open with ``repair=True``) or a head one entry behind (brought
+forward on open). An append that raises :class:`LedgerError` has recorded nothing.
 
 Check a ledger from the files alone::
 
@@ -24,10 +29,12 @@ Check a ledger from the files alone::
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
 import os
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -73,9 +80,11 @@ class VerifyReport:
 class Ledger:
     """Appends hash-chained entries to ``path`` (a ``.jsonl`` file); safe for threads of one process.
 
-    Opening checks the tail: a torn last line raises :class:`LedgerError` unless
+    Opening takes the writer lock (:class:`LedgerError` if another Ledger holds
+    it) and checks the tail: a torn last line raises :class:`LedgerError` unless
     ``repair=True``, which truncates it; a head file exactly one entry behind is
-    brought forward. Only one process should append to a ledger at a time.
+    brought forward. The lock is held until :meth:`close` (or the end of a
+    ``with`` block, or the object's collection).
     """
 
     def __init__(self, path: Path, *, repair: bool = False):
@@ -83,13 +92,34 @@ class Ledger:
         self.head_path = head_path_for(self.path)
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        head = _read_head(self.head_path)
-        self._create_if_missing(head)
-        last = self._load_tail(repair)
-        self._size = os.path.getsize(self.path)
-        self._count = last["seq"] if last else 0
-        self._last_hash = last["hash"] if last else GENESIS
-        self._reconcile_head(head, last, repair)
+        self._writer: WriterLock | None = WriterLock(self.path)
+        try:
+            head = _read_head(self.head_path)
+            self._create_if_missing(head)
+            last = self._load_tail(repair)
+            self._size = os.path.getsize(self.path)
+            self._count = last["seq"] if last else 0
+            self._last_hash = last["hash"] if last else GENESIS
+            self._reconcile_head(head, last, repair)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the writer lock; the object can no longer append. Safe to call twice."""
+        writer, self._writer = getattr(self, "_writer", None), None
+        if writer is not None:
+            writer.release()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A dropped Ledger must not keep its ledger locked, as a dropped file object does not stay open.
+        self.close()
 
     @property
     def count(self) -> int:
@@ -115,6 +145,8 @@ class Ledger:
             raise TypeError(f"record must be a dict, got {type(record).__name__}")
         check_json_value(record, "record")
         with self._lock:
+            if self._writer is None:
+                raise LedgerError(f"{self.path}: this Ledger is closed; nothing recorded")
             entry = {
                 "seq": self._count + 1,
                 "ts": _now(),
@@ -140,17 +172,7 @@ class Ledger:
     def entries(self) -> list[dict[str, Any]]:
         """Every entry, in order, as parsed dicts (not verified: use :func:`verify_ledger`)."""
         with self._lock:
-            data = self.path.read_bytes()
-        lines, torn = _split_lines(data)
-        if torn:
-            raise LedgerError(f"{self.path}: line {len(lines) + 1} is torn; reopen with repair=True")
-        out = []
-        for lineno, raw in enumerate(lines, start=1):
-            try:
-                out.append(parse_entry(raw))
-            except ValueError as exc:
-                raise LedgerError(f"{self.path}: line {lineno}: {exc}") from exc
-        return out
+            return read_entries(self.path)
 
     def find(self, **match: Any) -> list[dict[str, Any]]:
         """Entries whose record has every given key with the given value, e.g. ``find(adapter_id=h)``."""
@@ -180,7 +202,7 @@ class Ledger:
             if not repair:
                 raise LedgerError(
                     f"{self.path}: line {lineno} is torn ({torn}), as a crash mid-write leaves it; "
-                    "open with repair=True to truncate it"
+                    f"'seal ledger repair --ledger {self.path}' removes it (or open with repair=True)"
                 )
             log.warning("%s: truncating torn line %d (%d bytes: %s)", self.path, lineno, len(data) - start, torn)
             _truncate_path(self.path, start, "repairing a torn line")
@@ -239,6 +261,99 @@ class Ledger:
             os.close(fd)
 
 
+# ---------------------------------------------------------------------- reading and repair
+
+
+def read_entries(path: Path) -> list[dict[str, Any]]:
+    """Every entry of the ledger at ``path``, in order, without taking the lock or writing anything.
+
+    Not verified (use :func:`verify_ledger`); a torn or malformed line raises :class:`LedgerError`.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LedgerError(f"{path}: cannot read the ledger ({exc})") from exc
+    lines, torn = _split_lines(data)
+    if torn:
+        raise LedgerError(f"{path}: line {len(lines) + 1} is torn; 'seal ledger repair' removes it (or repair=True)")
+    out = []
+    for lineno, raw in enumerate(lines, start=1):
+        try:
+            out.append(parse_entry(raw))
+        except ValueError as exc:
+            raise LedgerError(f"{path}: line {lineno}: {exc}") from exc
+    return out
+
+
+def parsed_lines(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, entry) for every complete line that parses, skipping damaged ones; read-only.
+
+    For checks that must go on past damage, which :func:`verify_ledger` reports on its own.
+    """
+    try:
+        lines, _ = _split_lines(Path(path).read_bytes())
+    except OSError:
+        return []
+    out = []
+    for lineno, raw in enumerate(lines, start=1):
+        try:
+            out.append((lineno, parse_entry(raw)))
+        except ValueError:
+            continue
+    return out
+
+
+@dataclass
+class RepairReport:
+    """The outcome of :func:`repair_ledger`: what was changed, or the problems it refused to touch."""
+
+    done: list[str]
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def repair_ledger(path: Path) -> RepairReport:
+    """Undo what a crash mid-append leaves: remove a torn last line, bring a lagging head file forward.
+
+    Anything else (a damaged or changed entry before the last line, a missing or
+    contradicting head file) is reported in ``problems`` and nothing is changed:
+    that is tampering or corruption, for a person to look at, not for a tool to
+    paper over. Takes the writer lock, so it refuses while an auditor writes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return RepairReport([], [f"{path}: the ledger file is missing"])
+    lock = WriterLock(path)
+    try:
+        return _repair(path)
+    finally:
+        lock.release()
+
+
+def _repair(path: Path) -> RepairReport:
+    data = path.read_bytes()
+    start, torn = _last_line(data)
+    lines, _ = _split_lines(data[:start] if torn else data)
+    problems: list[str] = []
+    warnings: list[str] = []
+    _, last = _check_chain(lines, problems)
+    _check_head(head_path_for(path), len(lines), last, problems, warnings)
+    if problems:
+        return RepairReport([], problems)
+    done = []
+    if torn is not None:
+        _truncate_path(path, start, "removing a torn last line")
+        done.append(f"removed line {len(lines) + 1} ({len(data) - start} bytes, {torn}): {data[start:][:80]!r}")
+    if warnings and last is not None:
+        _write_head(head_path_for(path), len(lines), last["hash"])
+        done.append(f"brought {head_path_for(path).name} forward to {len(lines)} entries")
+    return RepairReport(done, [])
+
+
 # ---------------------------------------------------------------------- verification
 
 
@@ -260,7 +375,7 @@ def verify_ledger(path: Path) -> VerifyReport:
     if torn:
         problems.append(
             f"line {len(lines) + 1}: torn last line ({len(torn)} bytes without a trailing newline, "
-            "as a crash mid-write leaves it); Ledger(path, repair=True) truncates it"
+            "as a crash mid-write leaves it); 'seal ledger repair' removes it"
         )
     warnings: list[str] = []
     _check_head(head_path_for(path), len(lines), last, problems, warnings)
@@ -435,6 +550,42 @@ def head_path_for(path: Path) -> Path:
     return Path(path).with_suffix(".head.json")
 
 
+def lock_path_for(path: Path) -> Path:
+    """The lock file that sits beside a ledger: ``x.jsonl`` -> ``x.lock``."""
+    return Path(path).with_suffix(".lock")
+
+
+class WriterLock:
+    """An exclusive, non-blocking ``fcntl.flock`` on a ledger's lock file: one writer per ledger.
+
+    The lock file holds the holder's pid, for the refusal message. The kernel
+    drops the lock when its holder dies, so a crash never leaves it stale.
+    """
+
+    def __init__(self, ledger_path: Path):
+        self.path = lock_path_for(ledger_path)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            who = "another Ledger in this process" if holder == str(os.getpid()) else "another process"
+            raise LedgerError(
+                f"{ledger_path}: {who} (pid {holder}) holds {self.path.name}, so it is writing "
+                "this ledger; one writer per ledger: stop that one first (reading and verifying need no lock)"
+            ) from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        """Drop the lock (closing the fd releases it); safe to call twice."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
 def _read_head(head_path: Path) -> dict[str, Any] | None:
     """The head file's contents, None if it does not exist; LedgerError if it is malformed."""
     try:
@@ -455,10 +606,13 @@ def _read_head(head_path: Path) -> dict[str, Any] | None:
 def _write_head(head_path: Path, count: int, last_hash: str) -> None:
     """Replace the head file atomically: write a temporary file, fsync it, rename it over the old one."""
     data = canonical_json({"count": count, "last_seq": count, "last_hash": last_hash}) + b"\n"
-    tmp = head_path.with_name(head_path.name + ".tmp")
+    tmp: Path | None = None
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        # A name of its own: a fixed one would let two writers (or a leftover) clobber each other's head.
+        fd, name = tempfile.mkstemp(prefix=head_path.name + ".", suffix=".tmp", dir=head_path.parent)
+        tmp = Path(name)
         try:
+            os.fchmod(fd, 0o644)  # mkstemp makes it 0o600; readers such as 'seal ledger verify' need it
             view = memoryview(data)
             while view:  # a temporary file may take several writes; only the rename must be atomic
                 view = view[os.write(fd, view) :]
@@ -467,7 +621,8 @@ def _write_head(head_path: Path, count: int, last_hash: str) -> None:
             os.close(fd)
         os.replace(tmp, head_path)
     except OSError:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(head_path.parent)
 

@@ -2,13 +2,16 @@
 
 State lives in two files under ``STORE/served/``: ``history.jsonl`` (a
 hash-chained ledger of every change, written first) and ``state.json`` (the
-stack being served, replaced atomically, written second). If a crash falls
-between the two writes, the next start finds a history entry newer than the
-state, records it as aborted, and keeps serving the previous state.
+stack being served, replaced atomically, written second). If the second write
+fails, an ``aborted`` entry for that version follows at once, so history and
+state agree; if a crash falls between the two writes, the next start finds a
+history entry newer than the state, records it as aborted, and keeps serving
+the previous state. Either way the lost version number is never reused.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -42,8 +45,16 @@ class Registry:
         root.mkdir(parents=True, exist_ok=True)
         self.verify_key = verify_key
         self.history = Ledger(root / "history.jsonl")
-        self.state = self._load_state()
-        self._reconcile()
+        try:
+            self.state = self._load_state()
+            self._reconcile()
+        except BaseException:
+            self.history.close()
+            raise
+
+    def close(self) -> None:
+        """Release the history's writer lock (a restarted registry in this process needs it)."""
+        self.history.close()
 
     def promote(self, adapter_id: str, verdict: Verdict) -> ServedState:
         """Put ``adapter_id`` on top of the served stack, if its verdict is a valid accepting one."""
@@ -77,9 +88,21 @@ class Registry:
     def _change(self, action: str, stack: list[str], verdicts: dict[str, str], **extra: object) -> ServedState:
         new = ServedState(self.state.version + 1, stack, verdicts)
         self.history.append(action, {"version": new.version, "before": self.state.stack, "after": stack, **extra})
-        self._write_state(new)  # a crash before this line leaves the previous state served
+        try:
+            self._write_state(new)  # a crash before this line leaves the previous state served
+        except Exception as exc:
+            self._abort(new.version, f"state.json was not written: {exc}")
+            raise
         self.state = new
         return new
+
+    def _abort(self, lost: int, why: str) -> None:
+        """Record that version ``lost`` was never served; the state moves past its number, stack unchanged."""
+        self.history.append("aborted", {"version": lost, "kept_version": self.state.version, "why": why})
+        self.state = ServedState(lost, self.state.stack, self.state.verdicts)
+        # If this fails too, state.json still holds the kept version and the next start finds the abort recorded.
+        with contextlib.suppress(OSError):
+            self._write_state(self.state)
 
     def _load_state(self) -> ServedState:
         path = self.root / "state.json"
@@ -97,10 +120,14 @@ class Registry:
         os.replace(tmp, path)
 
     def _reconcile(self) -> None:
-        """Record a change whose history entry was written but whose state was not."""
-        changes = [e for e in self.history.entries() if e["kind"] in ("promote", "rollback")]
-        if changes and changes[-1]["record"]["version"] > self.state.version:
-            lost = changes[-1]["record"]["version"]
-            self.history.append("aborted", {"version": lost, "kept_version": self.state.version})
+        """Record a change whose history entry was written but whose state was not (once: it may be recorded)."""
+        entries = self.history.entries()
+        changes = [e for e in entries if e["kind"] in ("promote", "rollback")]
+        if not changes or changes[-1]["record"]["version"] <= self.state.version:
+            return
+        lost = changes[-1]["record"]["version"]
+        if any(e["kind"] == "aborted" and e["record"]["version"] == lost for e in entries):
             self.state = ServedState(lost, self.state.stack, self.state.verdicts)
             self._write_state(self.state)
+        else:
+            self._abort(lost, "the student stopped between history.jsonl and state.json")

@@ -7,6 +7,8 @@ import hashlib
 import itertools
 import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -20,6 +22,9 @@ from library.ledger import (
     canonical_json,
     entry_hash,
     head_path_for,
+    lock_path_for,
+    read_entries,
+    repair_ledger,
     verify_ledger,
 )
 
@@ -33,6 +38,7 @@ def path(tmp_path: Path) -> Path:
     led = Ledger(p)
     for i in range(1, N + 1):
         led.append("verdict", {"adapter_id": f"{i:064x}", "accepted": i % 2 == 0, "reward": i / 10})
+    led.close()
     return p
 
 
@@ -100,6 +106,7 @@ def test_empty_ledger(tmp_path: Path) -> None:
     assert (led.count, led.last_hash, led.entries()) == (0, GENESIS, [])
     report = verify_ledger(p)
     assert report.ok and report.entries == 0
+    led.close()  # one writer at a time
     assert Ledger(p).count == 0
 
 
@@ -357,3 +364,110 @@ def test_outside_writer_is_detected(path: Path) -> None:
         f.write(b"{}\n")
     with pytest.raises(LedgerError, match="changed outside"):
         led.append("verdict", {"x": 1})
+
+
+# ---------------------------------------------------------------------------- one writer per ledger
+
+HOLD = """
+import sys
+from pathlib import Path
+from library.ledger import Ledger
+led = Ledger(Path(sys.argv[1]))
+print("holding", flush=True)
+sys.stdin.read()  # until the test closes our stdin
+"""
+
+
+def test_a_second_writer_process_is_refused_at_start(path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path)], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "holding\n"
+        with pytest.raises(LedgerError, match=rf"{path.name}: another process \(pid {holder.pid}\) holds"):
+            Ledger(path)
+        assert read_entries(path)[-1]["seq"] == N, "readers need no lock"
+        assert verify_ledger(path).ok
+    finally:
+        holder.communicate("", timeout=30)
+    assert Ledger(path).count == N, "the kernel drops the lock with its holder"
+
+
+def test_a_second_writer_in_this_process_is_refused_until_the_first_closes(path: Path) -> None:
+    first = Ledger(path)
+    with pytest.raises(LedgerError, match="another Ledger in this process"):
+        Ledger(path)
+    first.append("note", {"by": "first"})
+    first.close()
+    with pytest.raises(LedgerError, match="closed"):
+        first.append("note", {"by": "first, after close"})
+    with Ledger(path) as second:
+        second.append("note", {"by": "second"})
+    assert [e["record"]["by"] for e in read_entries(path)[N:]] == ["first", "second"]
+    assert verify_ledger(path).ok and lock_path_for(path).name == "ledger.lock"
+
+
+def test_a_refused_open_leaves_the_lock_free(path: Path) -> None:
+    path.write_bytes(path.read_bytes() + b"torn")
+    with pytest.raises(LedgerError, match="torn"):
+        Ledger(path)
+    assert Ledger(path, repair=True).count == N
+
+
+def test_the_head_file_is_written_through_a_temporary_file_of_its_own(path: Path) -> None:
+    # The old fixed name, left behind (or being written) by someone else, must not be reused.
+    (path.parent / (head_path_for(path).name + ".tmp")).mkdir()
+    with Ledger(path) as led:
+        led.append("note", {"x": 1})
+    assert verify_ledger(path).ok and read_entries(path)[-1]["record"] == {"x": 1}
+    assert oct(head_path_for(path).stat().st_mode & 0o777) == "0o644"
+
+
+# ---------------------------------------------------------------------------- repair
+
+
+def test_repair_removes_a_torn_last_line_and_says_what(path: Path) -> None:
+    good = path.read_bytes()
+    path.write_bytes(good + b'{"hash": "cut off')
+    report = repair_ledger(path)
+    assert report.ok and path.read_bytes() == good
+    [done] = report.done
+    assert done.startswith(f"removed line {N + 1} (17 bytes, no trailing newline)") and "cut off" in done
+    assert verify_ledger(path).ok
+    assert repair_ledger(path).done == [], "a sound ledger is left alone"
+
+
+def test_repair_brings_a_lagging_head_forward(path: Path) -> None:
+    head = head_path_for(path)
+    old_head = head.read_bytes()
+    with Ledger(path) as led:
+        led.append("verdict", {"late": True})
+    head.write_bytes(old_head)  # the crash fell between the line's fsync and the head's replace
+    path.write_bytes(path.read_bytes() + b"\x00" * 40 + b"\n")  # and a second append was torn
+    report = repair_ledger(path)
+    assert report.ok and len(report.done) == 2 and "forward to 6 entries" in report.done[1]
+    report = verify_ledger(path)
+    assert report.ok and report.warnings == [] and report.entries == N + 1
+
+
+def test_repair_refuses_damage_in_the_middle_and_changes_nothing(path: Path) -> None:
+    lines = lines_of(path)
+    lines[1] = lines[1].replace(b'"reward":0.2', b'"reward":0.9')
+    write_lines(path, [*lines, b"torn"])
+    before, head_before = path.read_bytes(), head_path_for(path).read_bytes()
+    report = repair_ledger(path)
+    assert not report.ok and report.done == []
+    assert any(p.startswith("line 2: hash mismatch") for p in report.problems)
+    assert (path.read_bytes(), head_path_for(path).read_bytes()) == (before, head_before)
+
+
+def test_repair_refuses_a_truncated_tail(path: Path) -> None:
+    write_lines(path, lines_of(path)[:-1])
+    report = repair_ledger(path)
+    assert not report.ok and "tail truncated" in report.problems[0]
+
+
+def test_repair_refuses_while_a_writer_holds_the_ledger(path: Path) -> None:
+    with Ledger(path), pytest.raises(LedgerError, match="another Ledger"):
+        repair_ledger(path)

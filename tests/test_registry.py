@@ -83,9 +83,59 @@ def test_a_crash_between_the_two_writes_keeps_the_previous_state(student, monkey
     monkeypatch.setattr(registry, "_write_state", crash)
     with pytest.raises(OSError):
         registry.promote(adapter, _verdict(adapter))
+    registry.close()  # the restarted student is the history's one writer
     reopened = Registry(tmp_path / "served", AUDITOR_KEY.public_key())
     assert reopened.state.stack == []
     assert reopened.history.entries()[-1]["kind"] == "aborted"
     assert verify_ledger(reopened.history.path).ok
     reopened.promote(adapter, _verdict(adapter))
+    reopened.close()
     assert Registry(tmp_path / "served", AUDITOR_KEY.public_key()).state.stack == [adapter]
+
+
+def _history_kinds(registry: Registry) -> list[tuple[str, int]]:
+    return [(e["kind"], e["record"]["version"]) for e in registry.history.entries()]
+
+
+def test_a_failed_state_write_is_recorded_as_aborted_at_once(monkeypatch, tmp_path):
+    adapter = "ab" * 32
+    registry = Registry(tmp_path / "served", AUDITOR_KEY.public_key())
+    real_write = registry._write_state
+    calls = []
+
+    def fail_once(state):
+        calls.append(state.version)
+        if len(calls) == 1:
+            raise OSError("no space left on device")
+        real_write(state)
+
+    monkeypatch.setattr(registry, "_write_state", fail_once)
+    with pytest.raises(OSError, match="no space"):
+        registry.promote(adapter, _verdict(adapter))
+    # At the time of failure: the history says the promotion was aborted, and nothing new is served.
+    assert _history_kinds(registry) == [("promote", 1), ("aborted", 1)]
+    assert registry.history.entries()[-1]["record"]["kept_version"] == 0
+    assert registry.state.stack == [] and registry.state.version == 1
+    assert verify_ledger(registry.history.path).ok
+    registry.close()
+    # At the next start: the same story, recorded once, and the lost version number is not reused.
+    reopened = Registry(tmp_path / "served", AUDITOR_KEY.public_key())
+    assert (reopened.state.stack, reopened.state.version) == ([], 1)
+    assert _history_kinds(reopened) == [("promote", 1), ("aborted", 1)]
+    assert reopened.promote(adapter, _verdict(adapter)).version == 2
+
+
+def test_an_abort_recorded_but_not_written_to_state_is_not_recorded_twice(monkeypatch, tmp_path):
+    adapter = "cd" * 32
+    registry = Registry(tmp_path / "served", AUDITOR_KEY.public_key())
+
+    def crash(_state):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(registry, "_write_state", crash)  # the abort's own state write fails too
+    with pytest.raises(OSError):
+        registry.promote(adapter, _verdict(adapter))
+    registry.close()
+    reopened = Registry(tmp_path / "served", AUDITOR_KEY.public_key())
+    assert _history_kinds(reopened) == [("promote", 1), ("aborted", 1)]
+    assert (reopened.state.stack, reopened.state.version) == ([], 1)
