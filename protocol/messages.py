@@ -26,6 +26,8 @@ ErrorReason = Literal[
     "undecodable", "unknown_type", "protocol_version", "validation", "oversized", "unsupported", "refused", "internal"
 ]
 Metric = Literal["loglik", "f1", "exact_match"]
+# An adapter's id is the sha256 of its weights and config: requests can name nothing else (no paths).
+AdapterId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of an adapter's weights and config.")]
 
 
 class Body(BaseModel):
@@ -219,7 +221,7 @@ class AnswerQuestions(Body):
 
     type: Literal["answer_questions"] = "answer_questions"
     questions: list[str] = Field(min_length=1)
-    adapter_ids: list[str | None] = Field(min_length=1, description="None stands for the base model.")
+    adapter_ids: list[AdapterId | None] = Field(min_length=1, description="None stands for the base model.")
     max_new_tokens: int = Field(32, ge=1, le=1024)
 
 
@@ -232,7 +234,7 @@ class Promote(Body):
     """Serve ``adapter_id`` on top of the current stack; only a valid, signed, accepting verdict allows it."""
 
     type: Literal["promote"] = "promote"
-    adapter_id: str
+    adapter_id: AdapterId
     verdict: Verdict
 
 
@@ -240,7 +242,7 @@ class Rollback(Body):
     """Drop the top adapter, or all above ``to`` (an adapter id or prefix, or "base")."""
 
     type: Literal["rollback"] = "rollback"
-    to: str | None = None
+    to: str | None = Field(None, pattern=r"^(base|[0-9a-f]{1,64})$", description='An adapter id prefix, or "base".')
 
 
 class DescribeServed(Body):
@@ -261,7 +263,7 @@ class AnswerServed(Body):
 
     type: Literal["answer_served"] = "answer_served"
     questions: list[str] = Field(min_length=1)
-    shadow: str | None = None
+    shadow: AdapterId | None = None
     max_new_tokens: int = Field(32, ge=1, le=1024)
 
 

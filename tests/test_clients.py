@@ -139,6 +139,22 @@ def test_invalid_requests_are_refused_before_the_handler(student):
         student.link.call(AnswerQuestions.model_construct(questions=["hi"], adapter_ids=[None], max_new_tokens=1025))
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (AnswerQuestions.model_construct(questions=["hi"], adapter_ids=["../../served"], max_new_tokens=8), "adapter_ids.0"),
+        (Promote.model_construct(adapter_id="../../etc/passwd", verdict=VERDICT), "adapter_id"),
+        (AnswerServed.model_construct(questions=["hi"], shadow="/tmp/x", max_new_tokens=8), "shadow"),
+        (Rollback.model_construct(to="../base"), "to"),
+    ],
+    ids=["answer-questions", "promote", "shadow", "rollback"],
+)
+def test_adapter_ids_that_are_not_hex_fail_validation(student, body, field):
+    with pytest.raises(RemoteError, match="validation") as err:  # not an internal error revealing store paths
+        student.link.call(body)
+    assert err.value.reply.field.startswith(field)
+
+
 def test_auditor_methods_return_their_reply_types(auditor):
     assert len(auditor.review_self_edits([SELF_EDIT]).reviews) == 1
     assert auditor.judge_candidates("c1", [CANDIDATE_TO_JUDGE]).verdicts == [VERDICT]
