@@ -6,6 +6,7 @@ seal rollback [--to ADAPTER|base] --keys keys/
 seal status --keys keys/
 seal shadow ADAPTER --question "..." --keys keys/
 seal ledger verify --ledger runs/x/ledger.jsonl [--keys keys/]
+seal ledger repair --ledger runs/x/ledger.jsonl
 seal ledger show ADAPTER --ledger runs/x/ledger.jsonl [--registry STORE/served/history.jsonl]
 """
 
@@ -19,10 +20,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from library.ledger import Ledger, LedgerError, verify_ledger
+from library.ledger import LedgerError, read_entries, repair_ledger, verify_ledger
+from library.ledger_signatures import signature_problems
 from protocol.messages import Verdict
 from protocol.security import SecurityError, create_role_keys
-from protocol.signing import VerdictRefused, create_signing_key, load_verify_key, verify_signature
+from protocol.signing import create_signing_key, load_verify_key
 
 DEFAULT_STUDENT = "tcp://127.0.0.1:5555"
 
@@ -70,6 +72,10 @@ def add_governance_commands(sub: Any) -> None:
     verify = ledger_sub.add_parser("verify", help="Check the hash chain and every signature, offline.")
     verify.add_argument("--ledger", type=Path, required=True)
     verify.add_argument("--keys", type=Path, help="Key folder holding the auditor's public signing key.")
+    repair = ledger_sub.add_parser(
+        "repair", help="Remove a torn last line (a crash mid-append) and fix the head file; touches nothing else."
+    )
+    repair.add_argument("--ledger", type=Path, required=True)
     show = ledger_sub.add_parser("show", help="The full chain for one adapter (id or prefix).")
     show.add_argument("adapter")
     show.add_argument("--ledger", type=Path, required=True)
@@ -83,7 +89,7 @@ def run_governance(args: argparse.Namespace) -> int:
         print(f"{len(written)} key files written to {args.keys}" if written else f"keys in {args.keys} kept")
         return 0
     if args.command == "ledger":
-        return _verify(args) if args.ledger_command == "verify" else _show(args)
+        return {"verify": _verify, "repair": _repair, "show": _show}[args.ledger_command](args)
     return _talk_to_student(args)
 
 
@@ -109,7 +115,7 @@ def _talk_to_student(args: argparse.Namespace) -> int:
 
 def find_verdict(ledger: Path, adapter: str) -> Verdict:
     """The newest verdict on ``adapter`` (id or prefix) recorded in the ledger."""
-    records = [e["record"] for e in Ledger(ledger).entries() if e["kind"] == "verdict"]
+    records = [e["record"] for e in read_entries(ledger) if e["kind"] == "verdict"]
     matches = [r for r in records if r.get("adapter_id", "").startswith(adapter) and "verdict" in r]
     if not matches:
         raise LedgerError(f"no verdict on adapter {adapter!r} in {ledger}")
@@ -117,33 +123,37 @@ def find_verdict(ledger: Path, adapter: str) -> Verdict:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    """Read-only: the chain and head file, then (with --keys) every verdict's signature and its record."""
     report = verify_ledger(args.ledger)
     problems = list(report.problems)
     if args.keys is not None:
-        key = load_verify_key(args.keys)
-        for n, entry in enumerate(Ledger(args.ledger).entries(), start=1):
-            problems += _signature_problem(n, entry, key)
+        problems += signature_problems(args.ledger, load_verify_key(args.keys))
     print(f"{args.ledger}: {report.entries} entries, " + ("verified" if not problems else "NOT VERIFIED"))
     for problem in problems:
         print(f"  {problem}")
+    for warning in report.warnings:
+        print(f"  warning: {warning}")
     return 0 if not problems else 1
 
 
-def _signature_problem(line: int, entry: dict[str, Any], key: Any) -> list[str]:
-    data = entry["record"].get("verdict")
-    if entry["kind"] != "verdict" or data is None:
-        return []
-    try:
-        verify_signature(Verdict.model_validate(data), key)
-    except VerdictRefused as exc:
-        return [f"line {line}: {exc}"]
-    return []
+def _repair(args: argparse.Namespace) -> int:
+    """Undo what a crash mid-append leaves, and say exactly what was removed; refuse anything else."""
+    report = repair_ledger(args.ledger)
+    if not report.ok:
+        print(f"{args.ledger}: NOT REPAIRED, nothing changed: this is not what a crash leaves; look at it")
+    elif report.done:
+        print(f"{args.ledger}: repaired")
+    else:
+        print(f"{args.ledger}: nothing to repair")
+    for line in report.problems or report.done:
+        print(f"  {line}")
+    return 0 if report.ok else 1
 
 
 def _show(args: argparse.Namespace) -> int:
-    entries = [e for e in Ledger(args.ledger).entries() if _mentions(e["record"], args.adapter)]
+    entries = [e for e in read_entries(args.ledger) if _mentions(e["record"], args.adapter)]
     if args.registry is not None:
-        entries += [e for e in Ledger(args.registry).entries() if _mentions(e["record"], args.adapter)]
+        entries += [e for e in read_entries(args.registry) if _mentions(e["record"], args.adapter)]
     for entry in entries:
         print(json.dumps(entry, indent=2))
     return 0 if entries else 1
