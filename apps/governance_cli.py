@@ -24,7 +24,7 @@ from library.ledger import LedgerError, read_entries, repair_ledger, verify_ledg
 from library.ledger_signatures import signature_problems
 from protocol.messages import Verdict
 from protocol.security import SecurityError, create_role_keys
-from protocol.signing import create_signing_key, load_verify_key
+from protocol.signing import create_signing_key, load_verify_key, verify_signature
 
 DEFAULT_STUDENT = "tcp://127.0.0.1:5555"
 
@@ -99,7 +99,7 @@ def _talk_to_student(args: argparse.Namespace) -> int:
     client = student_client(args.student, "cli", args.timeout, keys_folder(args))
     try:
         if args.command == "promote":
-            reply = client.promote(find_verdict(args.ledger, args.adapter))
+            reply = client.promote(verified_verdict(args.ledger, args.adapter, keys_folder(args)))
         elif args.command == "rollback":
             reply = client.rollback(args.to)
         elif args.command == "status":
@@ -113,13 +113,48 @@ def _talk_to_student(args: argparse.Namespace) -> int:
     return 0
 
 
+def verified_verdict(ledger: Path, adapter: str, keys: Path | None) -> Verdict:
+    """:func:`find_verdict`, from a ledger whose hash chain verifies, signed by the auditor whose key is in ``keys``.
+
+    Checked before anything is sent, so a damaged ledger or a forged verdict is refused here, in one line.
+    """
+    if keys is None:
+        raise SecurityError("promote checks the verdict's signature: give --keys DIR holding auditor.sign.pub")
+    report = verify_ledger(ledger)
+    if not report.ok:
+        raise LedgerError(f"{ledger} does not verify: {report.problems[0]} ('seal ledger verify' lists every problem)")
+    verdict = find_verdict(ledger, adapter)
+    try:
+        key = load_verify_key(keys)
+    except (OSError, ValueError) as exc:
+        raise SecurityError(f"no usable auditor public key in {keys} ({exc}); run 'seal keys init'") from None
+    verify_signature(verdict, key)
+    return verdict
+
+
 def find_verdict(ledger: Path, adapter: str) -> Verdict:
-    """The newest verdict on ``adapter`` (id or prefix) recorded in the ledger."""
-    records = [e["record"] for e in read_entries(ledger) if e["kind"] == "verdict"]
-    matches = [r for r in records if r.get("adapter_id", "").startswith(adapter) and "verdict" in r]
+    """The newest verdict on ``adapter`` (id or unique prefix) recorded in the ledger.
+
+    The verdict itself must be about that adapter, and so must the record holding it: a record naming one
+    adapter with another's verdict would otherwise promote the other.
+    """
+    records = [e["record"] for e in read_entries(ledger) if e["kind"] == "verdict" and "verdict" in e["record"]]
+    matches = [r for r in records if _mentions_adapter(r, adapter)]
     if not matches:
         raise LedgerError(f"no verdict on adapter {adapter!r} in {ledger}")
+    mixed = next((r for r in matches if r.get("adapter_id") != r["verdict"].get("adapter_id")), None)
+    if mixed is not None:
+        named, judged = str(mixed.get("adapter_id"))[:12], str(mixed["verdict"].get("adapter_id"))[:12]
+        raise LedgerError(f"a verdict record in {ledger} names adapter {named} but holds the verdict on {judged}")
+    if len({r["adapter_id"] for r in matches}) > 1:
+        raise LedgerError(f"{adapter!r} is the prefix of more than one adapter in {ledger}; give more of the id")
     return Verdict.model_validate(matches[-1]["verdict"])
+
+
+def _mentions_adapter(record: dict[str, Any], adapter: str) -> bool:
+    """A verdict record whose own adapter id, or its verdict's, starts with ``adapter``."""
+    ids = (record.get("adapter_id"), record["verdict"].get("adapter_id"))
+    return any(isinstance(a, str) and a.startswith(adapter) for a in ids)
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -6,7 +6,8 @@ every example must cite all the verdicts this auditor wrote into its ledger for
 that very self-edit (accepted, unvetoed, mean reward as claimed and above 0), and
 ``data_sha256`` must be the hash of those self-edits' prompts and texts as the
 verdicts recorded them. A version is recorded once: asking again with the same
-artifact and data returns the first entry.
+artifact and data returns the first entry, while a version name already
+recorded with other content is refused, so a name always means one artifact.
 """
 
 from __future__ import annotations
@@ -26,19 +27,29 @@ REWARD_TOLERANCE = 1e-6
 def record_teacher_version(ledger: Ledger, request: RecordTeacherVersion) -> TeacherVersionRecorded:
     """Check the request's examples against the ledger's verdicts, then append a ``teacher_version`` entry."""
     entries = ledger.entries()
-    for earlier in entries:
-        record = earlier["record"]
-        if earlier["kind"] == "teacher_version" and (record["artifact_sha256"], record["data_sha256"]) == (
-            request.artifact_sha256,
-            request.data_sha256,
-        ):
-            return TeacherVersionRecorded(ledger_entry=earlier["hash"])
+    earlier = _earlier_entry(entries, request)
+    if earlier is not None:
+        return TeacherVersionRecorded(ledger_entry=earlier)
     verdicts = {e["hash"]: e["record"] for e in entries if e["kind"] == "verdict"}
     problem = _request_problem(request, verdicts)
     if problem:
         raise ProtocolError("refused", problem[1], problem[0])
     entry = ledger.append("teacher_version", request.model_dump(mode="json", exclude={"type"}))
     return TeacherVersionRecorded(ledger_entry=entry)
+
+
+def _earlier_entry(entries: list[dict[str, Any]], request: RecordTeacherVersion) -> str | None:
+    """The entry that already records this artifact and data, or None; a name taken by other content is refused."""
+    versions = [e for e in entries if e["kind"] == "teacher_version"]
+    content = (request.artifact_sha256, request.data_sha256)
+    for earlier in versions:
+        if (earlier["record"]["artifact_sha256"], earlier["record"]["data_sha256"]) == content:
+            return earlier["hash"]
+    clash = next((e for e in versions if e["record"]["version"] == request.version), None)
+    if clash is not None:
+        why = f"teacher version {request.version!r} is already recorded with other content (entry {clash['hash'][:12]})"
+        raise ProtocolError("refused", why, "version")
+    return None
 
 
 def _request_problem(request: RecordTeacherVersion, verdicts: dict[str, dict[str, Any]]) -> tuple[str, str] | None:
