@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auditor.config import AuditorConfig
 from auditor.decision import Decider, ModelResult, provenance_problem
+from auditor.recorded import recorded_verdicts
 from auditor.safety import load_probes, review_probes, review_text
 from auditor.scoring import score_models
 from auditor.teacher_versions import record_teacher_version
@@ -88,12 +89,13 @@ class Auditor:
         tau = self.questions.get(request.context_id)
         if tau is None:
             raise ProtocolError("validation", f"no questions held for context {request.context_id}", "context_id")
-        usable, refused = self._check_artifacts(request.candidates)
+        # A request re-sent after a crash gets the verdicts already recorded, never a second one.
+        verdicts: dict[int, Verdict] = recorded_verdicts(self.ledger, request.candidates)
+        usable, refused = self._check_artifacts([c for c in request.candidates if id(c) not in verdicts])
         adapter_ids = [c.candidate.adapter.adapter_id for c in usable]
         results = self._evaluate(request.context_id, tau, adapter_ids)
         vetoes = self._probe_vetoes(adapter_ids)
         base = results.pop(None)
-        verdicts: dict[int, Verdict] = {}
         for c in usable:
             adapter_id = c.candidate.adapter.adapter_id
             c_vetoes = review_text(c.self_edit.text, self.config.deny_patterns) + vetoes[adapter_id]
