@@ -23,7 +23,7 @@ from rich.table import Table
 from library.ledger import LedgerError, read_entries, repair_ledger, verify_ledger
 from library.ledger_signatures import signature_problems
 from protocol.messages import Verdict
-from protocol.security import SecurityError, create_role_keys
+from protocol.security import SecurityError, create_role_keys, write_role_folders
 from protocol.signing import create_signing_key, load_verify_key, verify_signature
 
 DEFAULT_STUDENT = "tcp://127.0.0.1:5555"
@@ -49,7 +49,11 @@ def keys_folder(args: argparse.Namespace) -> Path | None:
 def add_governance_commands(sub: Any) -> None:
     """Register keys, promote, rollback, status, shadow and ledger."""
     keys = sub.add_parser("keys", help="Key pairs for every role.").add_subparsers(dest="keys_command", required=True)
-    init = keys.add_parser("init", help="Create CURVE key pairs and the auditor's signing key (kept if present).")
+    init = keys.add_parser(
+        "init",
+        help="Create CURVE key pairs and the auditor's signing key (kept if present), and a folder per role "
+        "(DIR/ROLE/) holding only what that role needs, to mount or copy alone.",
+    )
     init.add_argument("--keys", type=Path, default=Path("keys"))
 
     promote = sub.add_parser("promote", help="Serve an adapter; only with the auditor's signed accepting verdict.")
@@ -86,6 +90,7 @@ def run_governance(args: argparse.Namespace) -> int:
     """Run one governance subcommand; returns the exit code."""
     if args.command == "keys":
         written = create_role_keys(args.keys) + ([args.keys / "auditor.sign"] if create_signing_key(args.keys) else [])
+        written += write_role_folders(args.keys)  # after both, as it copies from them
         print(f"{len(written)} key files written to {args.keys}" if written else f"keys in {args.keys} kept")
         return 0
     if args.command == "ledger":

@@ -2,7 +2,10 @@
 
 A key folder (made by ``seal keys init``) holds, per role, a CURVE key pair
 (``ROLE.key`` public, ``ROLE.key_secret`` secret, in pyzmq's certificate
-format), plus the auditor's Ed25519 signing key (see :mod:`protocol.signing`).
+format), plus the auditor's Ed25519 signing key (see :mod:`protocol.signing`),
+and a subfolder per role, ``ROLE/``, holding only the files that role needs
+(:func:`role_key_files`): a deployment mounts that subfolder alone, so no role
+holds another's secret key.
 A server accepts only the public keys of the roles allowed to call it; a
 client must know the server's public key. Plain TCP needs ``--insecure``
 and is refused on anything but loopback.
@@ -21,6 +24,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from protocol.messages import Role
+from protocol.signing import SIGNING_KEY, VERIFY_KEY
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,40 @@ def create_role_keys(folder: Path) -> list[Path]:
             written += [Path(public), Path(secret)]
     for path in folder.glob("*.key_secret"):
         path.chmod(0o600)
+    return written
+
+
+# The verdict-signing files each role needs: the auditor signs, the student (before it serves) and the CLI
+# (before it sends a promotion, and in `seal ledger verify`) check.
+SIGNING_FILES: dict[Role, tuple[str, ...]] = {"auditor": (SIGNING_KEY,), "student": (VERIFY_KEY,), "cli": (VERIFY_KEY,)}
+
+
+def role_key_files(role: Role) -> list[str]:
+    """The key-folder files ``role`` needs: its own secret key, the public keys of the roles it calls or that
+    call it, and its verdict-signing file, if any."""
+    calls = [server for server, callers in ALLOWED_CALLERS.items() if role in callers]
+    peers = sorted({*ALLOWED_CALLERS.get(role, ()), *calls})
+    return [f"{role}.key_secret", *(f"{peer}.key" for peer in peers), *SIGNING_FILES.get(role, ())]
+
+
+def write_role_folders(folder: Path) -> list[Path]:
+    """Copy into ``folder/ROLE/`` the files each role needs (:func:`role_key_files`); returns those written.
+
+    A copy is written when it is missing or differs from the folder's own file, so the role folders follow
+    the keys kept at the top level. Secret files keep their owner-only mode.
+    """
+    written = []
+    for role in ROLES:
+        target = folder / role
+        target.mkdir(mode=0o700, exist_ok=True)
+        for name in role_key_files(role):
+            source, copy = folder / name, target / name
+            data = source.read_bytes()
+            if copy.is_file() and copy.read_bytes() == data:
+                continue
+            copy.write_bytes(data)
+            copy.chmod(source.stat().st_mode & 0o777)
+            written.append(copy)
     return written
 
 
