@@ -5,15 +5,20 @@ Layout: ``ROOT/adapters/<sha256>/`` holds ``adapter_model.safetensors`` and
 (how it was made; not part of the id, so recording more there never changes
 an adapter id). An adapter appears in the store complete or not at all: it is
 written into a temporary folder beside its final place, fsynced, and renamed.
+That folder (``.incoming-*``) is removed when the write fails, and, should its
+writer die, by the next opening of the store: a writer holds a ``flock`` on its
+folder, so an unlocked one that is not brand new is abandoned.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +65,35 @@ def content_id(folder: Path) -> str:
     return digest.hexdigest()
 
 
+INCOMING_PREFIX = ".incoming-"
+ABANDONED_AFTER_S = 60.0
+"""An unlocked scratch folder younger than this may be one whose writer has made it and not yet locked it."""
+
+
+def abandoned(folder: Path, grace_s: float = ABANDONED_AFTER_S) -> bool:
+    """Whether no process holds ``folder``'s flock and it is older than ``grace_s``: its writer is gone."""
+    try:
+        if time.time() - folder.stat().st_mtime < grace_s:
+            return False
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def lock_folder(folder: Path) -> int:
+    """Hold an exclusive flock on ``folder`` until the returned fd is closed (or the process dies)."""
+    fd = os.open(folder, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
 class ArtifactStore:
     """Adapters on a local (or shared network) file system, keyed by content hash."""
 
@@ -67,6 +101,13 @@ class ArtifactStore:
         self.root = Path(root)
         self.adapters = self.root / "adapters"
         self.adapters.mkdir(parents=True, exist_ok=True)
+        self._remove_abandoned_incoming()
+
+    def _remove_abandoned_incoming(self) -> None:
+        """Half-written adapters of writers that died (16 MB or more each); in-progress ones are locked."""
+        for folder in self.adapters.glob(INCOMING_PREFIX + "*"):
+            if abandoned(folder):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def put_adapter(self, source: Path, base_model: str, provenance: dict[str, Any]) -> AdapterRef:
         """Copy a saved peft adapter folder into the store, atomically; returns its reference.
@@ -116,7 +157,8 @@ class ArtifactStore:
         _fsync(folder)
 
     def _write_atomically(self, source: Path, final: Path, provenance: dict[str, Any]) -> None:
-        tmp = Path(tempfile.mkdtemp(prefix=".incoming-", dir=self.adapters))
+        tmp = Path(tempfile.mkdtemp(prefix=INCOMING_PREFIX, dir=self.adapters))
+        lock = lock_folder(tmp)
         try:
             for name in HASHED_FILES:
                 shutil.copyfile(source / name, tmp / name)
@@ -129,6 +171,11 @@ class ArtifactStore:
             if final.is_dir():  # another writer stored the same content first
                 return
             raise ArtifactError(f"could not store adapter in {self.root}: {exc}") from exc
+        except BaseException:  # interrupted, or any other failure: the half-written folder must not stay
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        finally:
+            os.close(lock)
         _fsync(self.adapters)
 
 

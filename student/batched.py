@@ -18,6 +18,7 @@ trainings (the tests' reference) up to floating-point summation order (with drop
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,7 @@ from safetensors.torch import save_file
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from library.lora import finish_adapter_config
+from library.scratch import scratch_folder
 from library.stacked_lora import (
     LoRAWeights,
     Routing,
@@ -89,7 +91,9 @@ def train_adapters(
     """Train one fresh LoRA adapter per ``(job, settings)``, all together, and save each in peft format.
 
     Equivalent to training each job alone with peft; ``model`` is left as it was. ``seconds`` of
-    each result is its share of the wall time, by tokens trained.
+    each result is its share of the wall time, by tokens trained. Each adapter is saved in a folder
+    of this process's :func:`library.scratch.scratch_folder`, which the caller removes once stored;
+    if saving fails, none is left behind.
     """
     started = time.perf_counter()
     runs = [_prepare(model, tokenizer, slot, job, settings) for slot, (job, settings) in enumerate(jobs)]
@@ -100,7 +104,15 @@ def train_adapters(
         fit(groups, [steps], lambda step: _train_step(model, routing, runs, step, tokenizer.pad_token_id, max_tokens))
     seconds = time.perf_counter() - started
     total_tokens = sum(run.tokens_trained() for run in runs) or 1
-    return [_save(run, base_model, seconds * run.tokens_trained() / total_tokens) for run in runs]
+    saved: list[TrainedAdapter] = []
+    try:
+        for run in runs:
+            saved.append(_save(run, base_model, seconds * run.tokens_trained() / total_tokens))
+    except BaseException:
+        for result in saved:
+            shutil.rmtree(result.folder, ignore_errors=True)
+        raise
+    return saved
 
 
 def plan_micro_batches(
@@ -214,14 +226,18 @@ def _frozen_in_train_mode(model: PreTrainedModel) -> Iterator[None]:
 
 
 def _save(run: _Run, base_model: str, seconds: float) -> TrainedAdapter:
-    """Write the run's adapter as peft's ``save_pretrained`` would (weights and config) in a temporary folder."""
-    folder = Path(tempfile.mkdtemp(prefix="seal-adapter-"))
-    save_file(peft_state_dict(run.weights), folder / "adapter_model.safetensors", metadata={"format": "pt"})
-    config = lora_config(run.settings, base_model)
-    targets = run.settings.target_modules
-    config.target_modules = set(run.modules) if targets == "all-linear" else set(targets)  # what peft records
-    config.inference_mode = True
-    config.save_pretrained(folder)
-    finish_adapter_config(folder, base_model)
+    """Write the run's adapter as peft's ``save_pretrained`` would (weights and config) in a scratch folder."""
+    folder = Path(tempfile.mkdtemp(prefix="adapter-", dir=scratch_folder()))
+    try:
+        save_file(peft_state_dict(run.weights), folder / "adapter_model.safetensors", metadata={"format": "pt"})
+        config = lora_config(run.settings, base_model)
+        targets = run.settings.target_modules
+        config.target_modules = set(run.modules) if targets == "all-linear" else set(targets)  # what peft records
+        config.inference_mode = True
+        config.save_pretrained(folder)
+        finish_adapter_config(folder, base_model)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     losses = epoch_means(run.schedule, run.step_losses)
     return TrainedAdapter(folder, run.settings, len(run.sequences), len(run.schedule), losses, seconds)

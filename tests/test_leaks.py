@@ -1,0 +1,114 @@
+"""Killed or failed trainings leave no half-written adapters: not in the store, not in the temp dir."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from library import scratch
+from library.models import load_model
+from protocol import artifacts
+from protocol.artifacts import ArtifactStore, lock_folder
+from protocol.messages import TrainConfig
+from student import batched
+from student.batched import train_adapters
+from tests.test_student import _job
+
+ROOT = Path(__file__).resolve().parents[1]
+LONG_AGO = 1_000_000_000  # 2001: well past any grace period
+
+
+def _aged(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "adapter_model.safetensors").write_bytes(b"\0" * 1024)
+    os.utime(folder, (LONG_AGO, LONG_AGO))
+    return folder
+
+
+def test_opening_the_store_removes_abandoned_incoming_folders_only(tmp_path):
+    adapters = tmp_path / "store" / "adapters"
+    dead = _aged(adapters / ".incoming-dead")
+    busy = _aged(adapters / ".incoming-busy")
+    fresh = adapters / ".incoming-fresh"
+    fresh.mkdir()
+    lock = lock_folder(busy)  # a writer in another process, still copying
+    try:
+        ArtifactStore(tmp_path / "store")
+    finally:
+        os.close(lock)
+    assert not dead.exists()
+    assert busy.is_dir() and fresh.is_dir(), "a locked or brand-new folder may be a write under way"
+
+
+def test_an_interrupted_put_leaves_no_incoming_folder(tmp_path, monkeypatch):
+    source = tmp_path / "adapter"
+    source.mkdir()
+    for name in artifacts.HASHED_FILES:
+        (source / name).write_bytes(name.encode())
+    store = ArtifactStore(tmp_path / "store")
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(artifacts, "_fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.put_adapter(source, "tiny", {})
+    assert list(store.adapters.iterdir()) == []
+
+
+KILLED = """
+from library.scratch import scratch_folder
+folder = scratch_folder()
+(folder / "adapter-x").mkdir()
+print(folder, flush=True)
+input()
+"""
+
+
+def test_the_scratch_folder_of_a_killed_process_is_removed_by_the_next(tmp_path):
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    folder = Path(child.stdout.readline().strip())
+    assert folder.parent == Path(tempfile.gettempdir()) and folder.name.startswith(scratch.SCRATCH_PREFIX)
+    assert folder not in scratch.sweep(folder.parent), "its process still holds it"
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    assert (folder / "adapter-x").is_dir(), "SIGKILL runs no cleanup"
+    os.utime(folder, (LONG_AGO, LONG_AGO))
+    legacy = _aged(tmp_path / "seal-adapter-old")
+    assert folder in scratch.sweep(folder.parent)
+    assert scratch.sweep(tmp_path) == [legacy]
+    assert not folder.exists() and not legacy.exists()
+    mine = scratch.scratch_folder()
+    os.utime(mine, (LONG_AGO, LONG_AGO))
+    assert mine not in scratch.sweep(mine.parent) and mine.is_dir(), "this process's own folder stays"
+
+
+def test_a_failed_save_leaves_no_adapter_folder(tiny_model_dir, monkeypatch):
+    model, tokenizer = load_model(tiny_model_dir)
+    settings = TrainConfig(rank=2, alpha=4, epochs=1)
+    jobs = [(_job(self_edit=f"Fact {n}."), settings) for n in range(3)]
+    real_save_file, calls = batched.save_file, []
+
+    def disk_full_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError("No space left on device")
+        real_save_file(*args, **kwargs)
+
+    monkeypatch.setattr(batched, "save_file", disk_full_on_the_second)
+    with pytest.raises(OSError, match="No space"):
+        train_adapters(model, tokenizer, jobs, tiny_model_dir)
+    assert list(scratch.scratch_folder().iterdir()) == []
+    monkeypatch.undo()
+    [result] = train_adapters(model, tokenizer, jobs[:1], tiny_model_dir)
+    assert result.folder.parent == scratch.scratch_folder()
+    shutil.rmtree(result.folder)
