@@ -23,7 +23,15 @@ from pydantic import BaseModel, ConfigDict, Field
 Role = Literal["teacher", "student", "auditor", "cli"]
 SelfEditFormat = Literal["implications", "rewrite", "self_qa", "passage_only", "recorded"]
 ErrorReason = Literal[
-    "undecodable", "unknown_type", "protocol_version", "validation", "oversized", "unsupported", "refused", "internal"
+    "undecodable",
+    "unknown_type",
+    "protocol_version",
+    "validation",
+    "oversized",
+    "unsupported",
+    "forbidden",
+    "refused",
+    "internal",
 ]
 Metric = Literal["loglik", "f1", "exact_match"]
 # An adapter's id is the sha256 of its weights and config: requests can name nothing else (no paths).

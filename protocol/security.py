@@ -7,14 +7,17 @@ and a subfolder per role, ``ROLE/``, holding only the files that role needs
 (:func:`role_key_files`): a deployment mounts that subfolder alone, so no role
 holds another's secret key.
 A server accepts only the public keys of the roles allowed to call it; a
-client must know the server's public key. Plain TCP needs ``--insecure``
-and is refused on anything but loopback.
+client must know the server's public key. The ZAP handler also names each
+connection's role (its User-Id, read from the key that connected), which the
+server checks against :mod:`protocol.authorisation`. Plain TCP needs
+``--insecure`` and is refused on anything but loopback.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,18 +25,17 @@ from urllib.parse import urlparse
 import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
+from zmq.utils import z85
 
+from protocol.authorisation import PERMISSIONS
 from protocol.messages import Role
 from protocol.signing import SIGNING_KEY, VERIFY_KEY
 
 log = logging.getLogger(__name__)
 
 ROLES: tuple[Role, ...] = ("teacher", "student", "auditor", "cli")
-# The roles allowed to call each server role.
-ALLOWED_CALLERS: dict[Role, tuple[Role, ...]] = {
-    "student": ("teacher", "auditor", "cli"),
-    "auditor": ("teacher", "cli"),
-}
+# The roles allowed to call each server role: those with permissions on its channel.
+ALLOWED_CALLERS: dict[Role, tuple[Role, ...]] = {server: tuple(callers) for server, callers in PERMISSIONS.items()}  # type: ignore[misc]
 
 
 class SecurityError(Exception):
@@ -48,10 +50,10 @@ class KeyPair:
 
 @dataclass(frozen=True)
 class CurveServer:
-    """A server's own key pair and the public keys it lets in."""
+    """A server's own key pair and the public keys it lets in, each with the role it authenticates."""
 
     keys: KeyPair
-    allowed: frozenset[bytes]
+    callers: Mapping[bytes, Role]  # z85-encoded public key -> role
 
 
 @dataclass(frozen=True)
@@ -132,8 +134,9 @@ def _load_certificate(path: Path, missing: str) -> tuple[bytes, bytes | None]:
 
 
 def server_security(folder: Path, role: Role) -> CurveServer:
-    allowed = frozenset(load_public(folder, caller) for caller in ALLOWED_CALLERS[role])
-    return CurveServer(load_keys(folder, role), allowed)
+    """The server's keys and its allowed callers' public keys, each bound to the caller's role."""
+    callers = {load_public(folder, caller): caller for caller in ALLOWED_CALLERS[role]}
+    return CurveServer(load_keys(folder, role), callers)
 
 
 def client_security(folder: Path, role: Role, server_role: Role) -> CurveClient:
@@ -155,7 +158,7 @@ def apply_curve(sock: zmq.Socket, security: CurveServer | CurveClient | None) ->
 class _AllowList:
     """ZAP credentials callback: a client is let in only if its public key is listed."""
 
-    def __init__(self, allowed: frozenset[bytes]):
+    def __init__(self, allowed: Mapping[bytes, Role]):
         self.allowed = allowed  # z85-encoded, as pyzmq hands keys to the callback
 
     def callback(self, domain: str, key: bytes) -> bool:
@@ -165,11 +168,26 @@ class _AllowList:
         return ok
 
 
+class _RoleAuthenticator(ThreadAuthenticator):
+    """A ZAP handler whose User-Id for each connection is the role its public key belongs to."""
+
+    def __init__(self, ctx: zmq.Context, callers: Mapping[bytes, Role]):
+        super().__init__(ctx)
+        self.callers = callers
+
+    def curve_user_id(self, client_public_key: bytes) -> str:
+        """The caller's role; only called for a key the allow list let in."""
+        return self.callers[z85.encode(client_public_key)]
+
+
 def start_authenticator(ctx: zmq.Context, security: CurveServer) -> ThreadAuthenticator:
-    """Run the ZAP handler that checks every connecting client's key; stop it when the server stops."""
-    auth = ThreadAuthenticator(ctx)
+    """Run the ZAP handler that checks every connecting client's key and names its role; stop it with the server.
+
+    A server reads the role from any received frame: ``frame.get("User-Id")`` (received with ``copy=False``).
+    """
+    auth = _RoleAuthenticator(ctx, security.callers)
     auth.start()
-    auth.configure_curve_callback(domain="*", credentials_provider=_AllowList(security.allowed))
+    auth.configure_curve_callback(domain="*", credentials_provider=_AllowList(security.callers))
     return auth
 
 

@@ -8,8 +8,9 @@ import pytest
 import zmq.auth
 
 from apps.processes import free_tcp_ports
-from protocol.codec import STUDENT_CHANNEL
-from protocol.messages import AnswerQuestions, Answers, ModelAnswers, Pong
+from protocol.authorisation import PERMISSIONS
+from protocol.codec import AUDITOR_CHANNEL, STUDENT_CHANNEL
+from protocol.messages import AnswerQuestions, Answers, ApplySelfEdits, Body, ModelAnswers, Pong, Promote, Rollback
 from protocol.security import (
     CurveClient,
     KeyPair,
@@ -19,7 +20,8 @@ from protocol.security import (
     create_role_keys,
     server_security,
 )
-from protocol.transport import Client, PeerUnavailable, Server
+from protocol.transport import Client, PeerUnavailable, RemoteError, Server
+from tests.examples import CONTEXT, SELF_EDIT, VERDICT
 
 
 def _echo(body):
@@ -40,17 +42,17 @@ def secure_server(tmp_path):
     thread.join(timeout=5)
 
 
-def _ask(endpoint: str, security: CurveClient | None) -> Answers:
-    client = Client(endpoint, STUDENT_CHANNEL, "teacher", timeout_s=1.0, retries=0, security=security)
+def _ask(endpoint: str, security: CurveClient | None, sender: str = "auditor", body: Body | None = None) -> Answers:
+    client = Client(endpoint, STUDENT_CHANNEL, sender, timeout_s=1.0, retries=0, security=security)  # type: ignore[arg-type]
     try:
-        return client.call(AnswerQuestions(questions=["hi"], adapter_ids=[None]))
+        return client.call(body or AnswerQuestions(questions=["hi"], adapter_ids=[None]))
     finally:
         client.close()
 
 
 def test_known_role_connects(secure_server):
     endpoint, keys = secure_server
-    assert _ask(endpoint, client_security(keys, "teacher", "student")).results[0].answers == ["HI"]
+    assert _ask(endpoint, client_security(keys, "auditor", "student")).results[0].answers == ["HI"]
 
 
 def test_client_without_an_allowed_key_cannot_connect(secure_server, tmp_path):
@@ -99,3 +101,34 @@ def test_insecure_mode_is_allowed_on_loopback(endpoint, caplog):
 def test_missing_keys_name_the_fix(tmp_path):
     with pytest.raises(SecurityError, match="seal keys init"):
         server_security(tmp_path, "student")
+
+
+@pytest.mark.parametrize(
+    ("role", "body"),
+    [
+        ("teacher", Promote(adapter_id=VERDICT.adapter_id, verdict=VERDICT)),
+        ("auditor", Rollback(to="base")),
+        ("teacher", AnswerQuestions(questions=["hi"], adapter_ids=[None])),
+        ("cli", ApplySelfEdits(jobs=[{"context": CONTEXT, "self_edit": SELF_EDIT}])),
+    ],
+    ids=["teacher-promotes", "auditor-rolls-back", "teacher-answers", "cli-trains"],
+)
+def test_a_key_may_send_only_its_roles_requests(secure_server, role, body):
+    endpoint, keys = secure_server
+    with pytest.raises(RemoteError) as err:
+        _ask(endpoint, client_security(keys, role, "student"), sender=role, body=body)
+    assert (err.value.reply.reason, err.value.reply.field) == ("forbidden", "type")
+
+
+def test_a_header_sender_other_than_the_keys_role_is_forbidden(secure_server):
+    endpoint, keys = secure_server
+    with pytest.raises(RemoteError) as err:  # the auditor's key claiming to be the CLI, to roll back
+        _ask(endpoint, client_security(keys, "auditor", "student"), sender="cli", body=Rollback())
+    assert (err.value.reply.reason, err.value.reply.field) == ("forbidden", "header.sender")
+    assert _ask(endpoint, client_security(keys, "auditor", "student")).results[0].answers == ["HI"]
+
+
+@pytest.mark.parametrize("channel", [STUDENT_CHANNEL, AUDITOR_CHANNEL], ids=lambda c: c.name)
+def test_every_request_of_a_channel_is_some_roles_to_send(channel):
+    granted = set().union(*PERMISSIONS[channel.name].values())
+    assert granted == channel.type_tags("request") - {"ping"}

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
+import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import zmq
 
 from apps.processes import free_tcp_ports
-from protocol.codec import STUDENT_CHANNEL, decode
+from protocol.codec import STUDENT_CHANNEL, decode, encode, make_envelope
 from protocol.messages import AnswerQuestions, Answers, ErrorReply, ModelAnswers, Ping
-from protocol.transport import Client, PeerUnavailable, RemoteError, Server, open_socket
+from protocol.transport import Client, Heartbeat, PeerUnavailable, RemoteError, Server, open_socket
 from tests.test_codec import _frames
 
 
@@ -24,6 +27,8 @@ def _echo_server(endpoint: str, max_bytes: int) -> None:
         calls["n"] += 1
         if body.questions[0] == "boom":
             raise RuntimeError("handler exploded")
+        if body.questions[0] == "unencodable":
+            return Answers(results=[ModelAnswers(adapter_id=None, answers=["\ud800"])])
         if body.questions[0].startswith("sleep:"):
             time.sleep(float(body.questions[0].split(":")[1]))
         answers = [q.upper() for q in body.questions] + [f"calls={calls['n']}"]
@@ -35,7 +40,7 @@ def _echo_server(endpoint: str, max_bytes: int) -> None:
 @pytest.fixture
 def server_endpoint():
     endpoint = f"tcp://127.0.0.1:{free_tcp_ports(1)[0]}"
-    proc = mp.get_context("spawn").Process(target=_echo_server, args=(endpoint, 4096), daemon=True)
+    proc = mp.get_context("spawn").Process(target=_echo_server, args=(endpoint, 16384), daemon=True)
     proc.start()
     client = Client(endpoint, STUDENT_CHANNEL, "teacher", timeout_s=1.0, retries=30)
     client.call(Ping())  # wait until it is up
@@ -58,8 +63,8 @@ def test_request_reply_between_processes(server_endpoint):
     assert reply.results[0].answers[0] == "WHO?"
 
 
-def _raw_exchange(endpoint: str, frames: list[bytes]):
-    sock = open_socket(zmq.Context.instance(), zmq.REQ, endpoint, bind=False)
+def _raw_exchange(endpoint: str, frames: list[bytes], routing_id: bytes | None = None):
+    sock = open_socket(zmq.Context.instance(), zmq.REQ, endpoint, bind=False, routing_id=routing_id)
     try:
         sock.send_multipart(frames)
         assert sock.poll(5000), "server did not answer bad input"
@@ -79,7 +84,7 @@ def _raw_exchange(endpoint: str, frames: list[bytes]):
             "validation",
             "questions",
         ),
-        ([b"{}", b"x" * 5000], "oversized", None),
+        ([b"{}", b"x" * 9000, b"x" * 9000], "oversized", None),  # each frame under the limit, the message over
     ],
     ids=["undecodable", "unknown-type", "version", "validation", "oversized"],
 )
@@ -94,6 +99,13 @@ def test_bad_input_gets_typed_error_and_server_keeps_serving(server_endpoint, fr
 def test_handler_exception_is_an_error_reply(server_endpoint):
     with pytest.raises(RemoteError, match="handler exploded") as err:
         _ask(server_endpoint[0], "boom")
+    assert err.value.reply.reason == "internal"
+    assert _ask(server_endpoint[0], "after").results[0].answers[0] == "AFTER"
+
+
+def test_a_reply_that_cannot_be_encoded_is_an_internal_error(server_endpoint):
+    with pytest.raises(RemoteError, match="could not be encoded") as err:
+        _ask(server_endpoint[0], "unencodable")
     assert err.value.reply.reason == "internal"
     assert _ask(server_endpoint[0], "after").results[0].answers[0] == "AFTER"
 
@@ -137,3 +149,92 @@ def test_peer_dying_mid_request_is_peer_unavailable(server_endpoint):
     proc.kill()  # the server dies while it works on the request
     caller.join(timeout=10)
     assert isinstance(outcome.get("error"), PeerUnavailable)
+
+
+_QUESTION = {"type": "answer_questions", "questions": ["x"], "adapter_ids": [None]}
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        _frames({"type": "answer_questions", "id": "\ud800"}, _QUESTION),  # echoed as the reply's correlation id
+        _frames({"type": "answer_questions"}, _QUESTION | {"questions": ["\ud800"]}),  # echoed in the answers
+        [_frames()[0], b"[" * 1000 + b"]" * 1000],
+        [_frames()[0], b'{"type": "ping", "n": ' + b"9" * 4301 + b"}"],
+    ],
+    ids=["surrogate-in-header", "surrogate-in-body", "deep", "long-int"],
+)
+def test_a_hostile_frame_never_stops_the_server(server_endpoint, frames):
+    reply = _raw_exchange(server_endpoint[0], frames)
+    assert isinstance(reply.body, ErrorReply)
+    assert reply.body.reason == "undecodable"
+    assert _ask(server_endpoint[0], "still there?").results[0].answers[0] == "STILL THERE?"
+
+
+def _question_frames(question: str, msg_id: str) -> list[bytes]:
+    return encode(make_envelope(AnswerQuestions(questions=[question], adapter_ids=[None]), "teacher", msg_id=msg_id))
+
+
+def test_a_reused_message_id_never_gets_another_requests_reply(server_endpoint):
+    endpoint = server_endpoint[0]
+
+    def answers(question: str, client: bytes) -> list[str]:
+        return _raw_exchange(endpoint, _question_frames(question, "same-id"), routing_id=client).body.results[0].answers
+
+    assert answers("first", b"one") == ["FIRST", "calls=1"]
+    assert answers("second", b"one") == ["SECOND", "calls=2"]  # same client and id, another body
+    assert answers("first", b"two") == ["FIRST", "calls=3"]  # another client, same id and body
+    assert answers("first", b"one") == ["FIRST", "calls=1"]  # a retry: from the cache, not run again
+
+
+def _peak_rss_bytes(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) * 1024
+
+
+def test_a_frame_over_max_bytes_is_cut_off_before_it_is_buffered(server_endpoint):
+    endpoint, proc = server_endpoint
+    before = _peak_rss_bytes(proc.pid)
+    sock = open_socket(zmq.Context.instance(), zmq.REQ, endpoint, bind=False)
+    try:
+        sock.send_multipart([_frames()[0], b"x" * (64 << 20)])
+        assert not sock.poll(2000), "a 64 MiB frame was read whole and answered"
+    finally:
+        sock.close(linger=0)
+    assert _peak_rss_bytes(proc.pid) - before < 16 << 20
+    assert _ask(endpoint, "still there?").results[0].answers[0] == "STILL THERE?"
+
+
+def _call_in_thread(endpoint: str, question: str, **kwargs) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+
+    def call() -> None:
+        try:
+            outcome["reply"] = _ask(endpoint, question, **kwargs)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    return thread, outcome
+
+
+FAST_HEARTBEAT = Heartbeat(interval_s=0.2, timeout_s=1.0)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "frozen"])
+def test_a_dead_peer_is_reported_within_seconds_despite_a_long_timeout(server_endpoint, sig):
+    endpoint, proc = server_endpoint
+    caller, outcome = _call_in_thread(endpoint, "sleep:30", timeout_s=60.0, retries=1, heartbeat=FAST_HEARTBEAT)
+    time.sleep(0.5)
+    started = time.monotonic()
+    os.kill(proc.pid, sig)  # SIGSTOP: the host is up, the process answers nothing, not even heartbeats
+    caller.join(timeout=15)
+    assert isinstance(outcome.get("error"), PeerUnavailable)
+    assert endpoint in str(outcome["error"])
+    assert time.monotonic() - started < 5
+
+
+def test_a_handler_slower_than_the_heartbeat_timeout_still_answers(server_endpoint):
+    reply = _ask(server_endpoint[0], "sleep:2", timeout_s=10.0, retries=0, heartbeat=Heartbeat(0.2, 0.5))
+    assert reply.results[0].answers == ["SLEEP:2", "calls=1"]
