@@ -1,5 +1,7 @@
 """ReST^EM's M-step: the kept self-edits become the next teacher version, recorded by the auditor.
 
+The same M-step serves both domains: a kept self-edit is a (prompt, completion) pair and the example the
+auditor checks (:class:`Kept`), and the recorder is whatever auditor holds the verdicts (:class:`VersionRecorder`).
 A local teacher (``backend.version_kind == "lora"``) gets a fresh LoRA on its base model, fine-tuned on
 the kept (prompt -> self-edit) pairs; an API teacher's kept self-edits join its exemplar bank. Either
 way the auditor is asked to record the version with the exact data it was made from and the verdicts
@@ -11,11 +13,11 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
+from library.model_specs import DTypeName
 from protocol.artifacts import pairs_sha256
-from protocol.clients import AuditorClient
-from protocol.messages import Context, RecordTeacherVersion, SelfEdit, VersionExample
+from protocol.messages import Context, RecordTeacherVersion, SelfEdit, TeacherVersionRecorded, VersionExample
 from teacher.backends import LoRATeacher, TeacherBackend
 from teacher.exemplars import Exemplar, ExemplarBank
 from teacher.sft import SFTConfig, train_teacher_adapter
@@ -29,21 +31,68 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Kept:
-    """A context's best self-edit in a round, with its mean reward and the verdicts behind it."""
+    """A self-edit kept to teach the teacher, in either domain.
 
-    context: Context
-    self_edit: SelfEdit
-    reward: float
-    verdict_entries: list[str]
+    ``prompt`` and ``completion`` are the M-step's training pair (the completion as the teacher is fine-tuned
+    to write it); ``example`` is what the auditor checks against its ledger (``context_id``: the context or
+    the ARC task). ``context`` and ``self_edit`` are the knowledge domain's, which an API teacher's exemplar
+    bank shows; the few-shot domain has neither.
+    """
+
+    prompt: str
+    completion: str
+    example: VersionExample
     adapter_id: str  # the first of its candidates, as the exemplar bank cites one
+    context: Context | None = None
+    self_edit: SelfEdit | None = None
 
-    def example(self) -> VersionExample:
-        return VersionExample(
-            context_id=self.context.context_id,
-            self_edit_id=self.self_edit.self_edit_id,
-            reward=self.reward,
-            verdict_entries=self.verdict_entries,
+    @classmethod
+    def of_self_edit(
+        cls, context: Context, self_edit: SelfEdit, reward: float, verdict_entries: list[str], adapter_id: str
+    ) -> Kept:
+        """A knowledge self-edit kept with its mean reward and the ledger entries of its verdicts."""
+        example = VersionExample(
+            context_id=context.context_id,
+            self_edit_id=self_edit.self_edit_id,
+            reward=reward,
+            verdict_entries=verdict_entries,
         )
+        return cls(self_edit.prompt, self_edit.text, example, adapter_id, context, self_edit)
+
+    @property
+    def reward(self) -> float:
+        """The mean reward over its verdicts."""
+        return self.example.reward
+
+    @property
+    def verdict_entries(self) -> list[str]:
+        """The ledger entries of every verdict on it."""
+        return self.example.verdict_entries
+
+    def pair(self) -> tuple[str, str]:
+        """The (prompt, completion) pair the teacher is fine-tuned on."""
+        return (self.prompt, self.completion)
+
+
+class VersionRecorder(Protocol):
+    """Who checks and records a teacher version: the auditor's typed client, or an in-process auditor."""
+
+    def record_teacher_version(self, request: RecordTeacherVersion, timeout_s: float) -> TeacherVersionRecorded: ...
+
+
+@dataclass(frozen=True)
+class MStepConfig:
+    """How the M-step trains a local teacher, and how long it waits for the auditor's record."""
+
+    sft: SFTConfig
+    device: str = "auto"
+    dtype: DTypeName = "auto"
+    record_timeout_s: float = 1800.0
+
+    @classmethod
+    def of(cls, config: TeacherConfig) -> MStepConfig:
+        """The knowledge teacher's settings (``--restem.sft.*``, its device, the judge timeout)."""
+        return cls(config.restem.sft, config.device, config.dtype, config.judge_timeout_s)
 
 
 def train_lora_version(
@@ -53,11 +102,11 @@ def train_lora_version(
     book: VersionBook,
     settings: SFTConfig,
     device: str = "auto",
-    dtype: str = "auto",
+    dtype: DTypeName = "auto",
 ) -> tuple[TeacherVersion, RecordTeacherVersion]:
     """The M-step for a local teacher: a LoRA on its base model, stored by content hash."""
     model, tokenizer, base_model = backend.training_copy(device, dtype)
-    pairs = [(k.self_edit.prompt, k.self_edit.text) for k in kept]
+    pairs = [k.pair() for k in kept]
     result = train_teacher_adapter(model, tokenizer, pairs, base_model, settings)
     try:
         ref = book.store.put_adapter(result.folder, base_model, {"round": round_index, "pairs": pairs})
@@ -97,22 +146,24 @@ def record_request(
         kind=version.kind,
         teacher_model=backend.model_id,
         artifact_sha256=version.artifact_sha256,
-        data_sha256=pairs_sha256([(k.self_edit.prompt, k.self_edit.text) for k in kept]),
-        examples=[k.example() for k in kept],
+        data_sha256=pairs_sha256([k.pair() for k in kept]),
+        examples=[k.example for k in kept],
         settings=settings,
         losses=list(version.losses),
     )
 
 
 def record(
-    auditor: AuditorClient, version: TeacherVersion, request: RecordTeacherVersion, timeout_s: float
+    recorder: VersionRecorder, version: TeacherVersion, request: RecordTeacherVersion, timeout_s: float
 ) -> TeacherVersion:
     """Have the auditor check and record the version; returns it with its ledger entry."""
-    reply = auditor.record_teacher_version(request, timeout_s)
+    reply = recorder.record_teacher_version(request, timeout_s)
     return TeacherVersion(**{**asdict(version), "ledger_entry": reply.ledger_entry})
 
 
 def _exemplar_of(kept: Kept) -> Exemplar:
+    if kept.context is None or kept.self_edit is None:
+        raise ValueError("an exemplar bank is made of knowledge self-edits: this kept example has no context")
     return Exemplar(
         context_id=kept.context.context_id,
         title=kept.context.title,
@@ -131,13 +182,13 @@ def finish_record(
     made: TeacherVersion,
     kept: list[Kept],
     book: VersionBook,
-    auditor: AuditorClient,
-    config: TeacherConfig,
+    recorder: VersionRecorder,
+    config: MStepConfig,
 ) -> TeacherVersion:
     """Have the auditor record a version booked by an interrupted run (the same request it would have sent)."""
     bank = book.bank(made)
-    settings = config.restem.sft.model_dump(mode="json") if bank is None else bank_settings(bank)
-    version = record(auditor, made, record_request(made, backend, kept, settings), config.judge_timeout_s)
+    settings = config.sft.model_dump(mode="json") if bank is None else bank_settings(bank)
+    version = record(recorder, made, record_request(made, backend, kept, settings), config.record_timeout_s)
     book.replace(version)
     return version
 
@@ -148,8 +199,8 @@ def make_version(
     round_index: int,
     book: VersionBook,
     previous: TeacherVersion,
-    auditor: AuditorClient,
-    config: TeacherConfig,
+    recorder: VersionRecorder,
+    config: MStepConfig,
 ) -> TeacherVersion:
     """Make, record and book the next version; with nothing kept, the teacher stays as it was."""
     if not kept:
@@ -160,12 +211,12 @@ def make_version(
     if backend.version_kind == "lora":
         lora_teacher = cast(LoRATeacher, backend)
         version, request = train_lora_version(
-            lora_teacher, kept, round_index, book, config.restem.sft, config.device, config.dtype
+            lora_teacher, kept, round_index, book, config.sft, config.device, config.dtype
         )
     else:
         version, request = build_exemplar_version(backend, kept, round_index, book, book.bank(previous))
     book.add(version)  # booked before the auditor records it: a crash in between is finished on resume
-    version = record(auditor, version, request, config.judge_timeout_s)
+    version = record(recorder, version, request, config.record_timeout_s)
     book.replace(version)
     log.info(
         "round %d: teacher %s from %d kept self-edits (ledger %s)",

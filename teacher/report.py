@@ -54,13 +54,14 @@ def rounds_table(summaries: list[RoundSummary], wall_seconds: float | None = Non
     for name in ["round", "sampled by", "contexts", "candidates", "mean reward", "mean best reward", "kept", "made"]:
         table.add_column(name, justify="left" if name in ("sampled by", "made") else "right")
     for s in summaries:
-        rewards = [v.reward for o in s.outcomes for v in o.verdicts]
-        best = [max(v.reward for v in o.verdicts) for o in s.outcomes if o.verdicts]
+        per_task = [[v.reward for sample in t.samples for v in sample.verdicts] for t in s.tasks]
+        rewards = [reward for task in per_task for reward in task]
+        best = [max(task) for task in per_task if task]
         made = f"{s.made.version} ({s.made.kind}, {s.made.examples} examples)"
         table.add_row(
             str(s.round),
             s.sampled_by,
-            str(len(s.outcomes)),
+            str(len(s.tasks)),
             str(len(rewards)),
             f"{_mean(rewards):+.3f}",
             f"{_mean(best):+.3f}",

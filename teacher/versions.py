@@ -98,5 +98,3 @@ def serve(backend: TeacherBackend, version: TeacherVersion, book: VersionBook) -
         lora_teacher.serve_base()
     else:
         lora_teacher.serve_version(path)
-
-

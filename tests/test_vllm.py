@@ -258,7 +258,8 @@ def test_restem_m_step_makes_a_version_the_vllm_teacher_serves(vllm_model_dir, v
     teacher.serve_base()
     before = teacher.sample([prompt], 1, greedy)[0][0]
     edit = SELF_EDIT_FOR_VLLM.model_copy(update={"prompt": prompt, "text": target})
-    kept = [Kept(Context(context_id="c1", text="Ostrevane lies on a river."), edit, 0.5, ["ab" * 32], "cd" * 32)]
+    context = Context(context_id="c1", text="Ostrevane lies on a river.")
+    kept = [Kept.of_self_edit(context, edit, 0.5, ["ab" * 32], "cd" * 32)]
     settings = SFTConfig(rank=8, alpha=16, learning_rate=1e-2, epochs=12, batch_size=1)
     book = VersionBook(tmp_path)
     version, request = train_lora_version(teacher, kept, 0, book, settings)
