@@ -4,8 +4,11 @@ Command: ``seal bench fewshot --out bench/results/fewshot`` (the paper's curated
 
 On the evaluation tasks it reports: in-context only; test-time training (TTT) with self-edits from
 the untrained teacher; TTT with self-edits after ReST^EM; TTT with a fixed hand-chosen configuration
-(the oracle row). ReST^EM samples ``n`` self-edits per training task, keeps those whose adapter
-solved the task, and fine-tunes the teacher on them (:mod:`teacher.sft`), for ``restem_rounds``.
+(the oracle row). ReST^EM (:mod:`apps.fewshot_restem`, run by the one driver
+:func:`teacher.restem.run_rounds`) samples ``n`` self-edits per training task, keeps those whose
+adapter solved the task, and fine-tunes the teacher on them, for ``restem_rounds``: every grade is a
+verdict in ``ledger.jsonl``, and every version (v1, v2, ...) is recorded there by the auditor and
+booked in ``teacher/versions.json``.
 The roles keep their data apart even in one process: the teacher and the student get tasks without
 answers (:func:`library.arc.load_tasks`), and only the graders hold the answer grids.
 Every result is appended to ``records.jsonl`` (``restem.jsonl`` for ReST^EM) as soon as it exists,
@@ -15,26 +18,30 @@ so a rerun with the same ``--out`` resumes where the last one stopped.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from apps.fewshot_report import summarise, write_report
+from apps.fewshot_restem import FewShotDomain, FewShotSampling
+from auditor.arc_auditor import ArcAuditor
 from auditor.arc_grading import ArcGrader
 from library.arc import load_solutions, load_tasks
 from library.jsonl import JsonlLog
+from library.ledger import Ledger
 from library.models import DEFAULT_MODEL, load_model
-from library.teaching import Judged, teaching_problem
 from protocol.artifacts import ArtifactStore
 from protocol.fewshot import ArcTask, FewShotProposal, FewShotSelfEdit
 from protocol.messages import SamplingConfig
 from student.fewshot import FewShotStudent
 from student.fewshot_config import FewShotStudentConfig
 from teacher.backends import TransformersTeacher
-from teacher.fewshot import completion_text, propose_fewshot
-from teacher.sft import SFTConfig, train_teacher_adapter
+from teacher.fewshot import propose_fewshot
+from teacher.m_step import MStepConfig
+from teacher.restem import run_rounds
+from teacher.sft import SFTConfig
+from teacher.versions import VersionBook, serve
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +91,7 @@ class _Bench:
     records: JsonlLog
     restem: JsonlLog
     notes: dict[str, str] = field(default_factory=dict)
+    served: str = "v0"  # the teacher version the rows' self-edits are sampled with
 
 
 def run_fewshot_bench(opts: FewShotBenchConfig) -> int:
@@ -105,7 +113,9 @@ def run_fewshot_bench(opts: FewShotBenchConfig) -> int:
     _run_row(bench, "in_context", eval_tasks, eval_grader, fixed=None)
     _run_row(bench, "oracle", eval_tasks, eval_grader, fixed=ORACLE)
     _run_row(bench, "ttt_untrained", eval_tasks, eval_grader, teacher_seed=opts.sampling.seed)
-    if _restem(bench, train_tasks, train_grader):
+    with Ledger(opts.out_dir / "ledger.jsonl") as ledger:  # the one writer of this run's ledger
+        trained = _restem(bench, train_tasks, ArcAuditor(train_grader, ledger, opts.model))
+    if trained:
         _run_row(bench, "ttt_restem", eval_tasks, eval_grader, teacher_seed=opts.sampling.seed)
     rows = summarise(bench.records.records, [t.task_id for t in eval_tasks], bench.notes)
     extra = {
@@ -150,8 +160,7 @@ def _run_row(
     proposals: dict[str, FewShotProposal] = {}
     if teacher_seed is not None and fitting:
         sampling = bench.opts.sampling.model_copy(update={"seed": teacher_seed})
-        version = bench.teacher.lora_name or "v0"
-        found = propose_fewshot(bench.teacher, fitting, 1, sampling, version, bench.opts.max_attempts)
+        found = propose_fewshot(bench.teacher, fitting, 1, sampling, bench.served, bench.opts.max_attempts)
         proposals = {task.task_id: row_proposals[0] for task, row_proposals in zip(fitting, found, strict=True)}
     for task in fitting:
         proposal = proposals.get(task.task_id)
@@ -181,55 +190,23 @@ def _attempt(
 # --------------------------------------------------------------------------- ReST^EM
 
 
-def _restem(bench: _Bench, tasks: list[ArcTask], grader: ArcGrader) -> bool:
-    """Run (or resume) the ReST^EM rounds; True when a trained teacher version now samples."""
-    if bench.opts.restem_rounds == 0:
+def _restem(bench: _Bench, tasks: list[ArcTask], auditor: ArcAuditor) -> bool:
+    """Run (or resume) the ReST^EM rounds (:mod:`apps.fewshot_restem`); True when a trained version now samples."""
+    opts = bench.opts
+    if opts.restem_rounds == 0:
         bench.notes["ttt_restem"] = "not run: --restem-rounds 0"
         return False
     fitting = [t for t in tasks if bench.student.too_long(t) is None]
-    trained = False
-    for round_index in range(1, bench.opts.restem_rounds + 1):
-        pairs = _restem_samples(bench, round_index, fitting, grader)
-        folder = bench.opts.out_dir / f"teacher-round{round_index}"
-        if not pairs and not (folder / "adapter_config.json").exists():
-            log.info("ReST^EM round %d kept no self-edit; the teacher is unchanged", round_index)
-            continue
-        if not (folder / "adapter_config.json").exists():
-            bench.teacher.serve_base()  # every version is trained from the base, on its round's data
-            result = train_teacher_adapter(
-                bench.teacher.base_model, bench.teacher.tokenizer, pairs, bench.teacher.model_id, bench.opts.sft
-            )
-            shutil.move(str(result.folder), folder)
-        bench.teacher.serve_version(folder)
-        trained = True
-    if not trained:
+    book = VersionBook(opts.out_dir)
+    sampling = FewShotSampling(opts.n, opts.sampling, opts.max_attempts)
+    domain = FewShotDomain(bench.teacher, bench.student, auditor, bench.restem, fitting, sampling)
+    m_step = MStepConfig(opts.sft, opts.device)
+    run_rounds(domain, bench.teacher, book, auditor, opts.restem_rounds, 0.0, m_step)
+    last = book.made_in(opts.restem_rounds - 1)
+    if last is None or last.kind != "lora":  # every round kept nothing: the teacher is still v0
         kept = "no sampled self-edit solved its training task"
         bench.notes["ttt_restem"] = f"not run: ReST^EM kept nothing ({kept}), so the teacher is the untrained one"
-    return trained
-
-
-def _restem_samples(bench: _Bench, round_index: int, tasks: list[ArcTask], grader: ArcGrader) -> list[tuple[str, str]]:
-    """The round's E-step (resumed per task): ``n`` self-edits per task, each tried; the kept SFT pairs."""
-    pairs = []
-    for task in tasks:
-        record = bench.restem.find(round=round_index, task_id=task.task_id)
-        if record is None:
-            sampling = bench.opts.sampling.model_copy(update={"seed": bench.opts.sampling.seed + 1000 * round_index})
-            version = bench.teacher.lora_name or "v0"
-            proposals = propose_fewshot(bench.teacher, [task], bench.opts.n, sampling, version, bench.opts.max_attempts)
-            samples = [
-                {"proposal": p.model_dump()} | _attempt(bench.student, grader, task, p.self_edit, needs_edit=True)
-                for p in proposals[0]
-            ]
-            record = {"round": round_index, "task_id": task.task_id, "samples": samples}
-            bench.restem.append(record)
-        for sample in record["samples"]:
-            if teaching_problem([_judged(sample)]) is None:
-                edit = FewShotSelfEdit.model_validate(sample["proposal"]["self_edit"])
-                pairs.append((sample["proposal"]["prompt"], completion_text(edit)))
-    return pairs
-
-
-def _judged(sample: dict[str, Any]) -> Judged:
-    """A graded sample as the teaching rule reads it: solving its task is the one accepting verdict, reward 1."""
-    return Judged(accepted=sample["solved"], vetoed=False, reward=float(sample["solved"]))
+        return False
+    serve(bench.teacher, last, book)
+    bench.served = last.version
+    return True

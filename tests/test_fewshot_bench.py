@@ -13,7 +13,9 @@ import torch
 from apps import fewshot_bench
 from apps.cli import main
 from apps.fewshot_bench import ORACLE, FewShotBenchConfig, run_fewshot_bench
+from auditor.arc_grading import ArcGrader
 from library.jsonl import JsonlLog, read_jsonl
+from library.ledger import verify_ledger
 from library.models import load_model
 from library.training import IGNORE_INDEX
 from protocol.artifacts import ArtifactStore
@@ -123,31 +125,42 @@ def test_bench_runs_every_row_resumes_and_trains_the_teacher_on_kept_self_edits(
         sampling=SamplingConfig(max_new_tokens=8),
     )
     monkeypatch.setattr(fewshot_bench.TransformersTeacher, "complete", _valid_json)
-    solved_during_restem = {"count": 0}
-    real_attempt = fewshot_bench._attempt
-
-    def attempt_solving_training_tasks(student, grader, task, edit, needs_edit):
-        result = real_attempt(student, grader, task, edit, needs_edit)
-        if grader is not None and task.task_id == "t1" and not any(Path(out).glob("teacher-round1")):
-            solved_during_restem["count"] += 1
-            result["solved"] = True  # as if the adapter solved it: ReST^EM keeps it
-        return result
-
-    monkeypatch.setattr(fewshot_bench, "_attempt", attempt_solving_training_tasks)
+    solve_t1_until_v1(monkeypatch, out)
     assert run_fewshot_bench(opts) == 0
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert {(r["row"], r["task_id"]) for r in records} == {
         (row, t) for row in ("in_context", "oracle", "ttt_untrained", "ttt_restem") for t in ("t1", "big")
     }
     assert all(r["skipped"] for r in records if r["task_id"] == "big")
-    assert (out / "teacher-round1" / "adapter_config.json").exists()
+    [version] = json.loads((out / "teacher" / "versions.json").read_text())
+    assert version["version"] == "v1" and version["kind"] == "lora" and version["ledger_entry"]
+    assert (ArtifactStore(out / "teacher" / "store").path(version["artifact_sha256"]) / "adapter_config.json").exists()
+    restem_row = [r for r in records if r["row"] == "ttt_restem" and r.get("proposal")]
+    assert {r["proposal"]["teacher_version"] for r in restem_row} == {"v1"}, "the ReST^EM row samples with v1"
+    report = verify_ledger(out / "ledger.jsonl")
+    assert report.ok and report.entries == 2  # t1's one verdict, then v1
     summary = json.loads((out / "summary.json").read_text())
     assert [r["row"] for r in summary["rows"]] == ["in_context", "ttt_untrained", "ttt_restem", "oracle"]
     assert "| TTT, self-edits after ReST^EM |" in (out / "results.md").read_text()
     assert (out / "solved.png").stat().st_size > 0
 
     monkeypatch.setattr(fewshot_bench, "_attempt", _must_not_run)  # everything is recorded: a rerun only reports
+    monkeypatch.setattr(FewShotStudent, "solve", _must_not_run)
     assert run_fewshot_bench(opts) == 0
+    assert verify_ledger(out / "ledger.jsonl").entries == 2, "a finished run adds nothing to the ledger"
+
+
+def solve_t1_until_v1(monkeypatch, out: Path) -> None:
+    """Grade t1 as solved until the teacher has a version: as if the untrained teacher's self-edit solved it."""
+    real_grade = ArcGrader.grade
+
+    def grade(self, prediction):
+        result = real_grade(self, prediction)
+        if prediction.task_id == "t1" and not (out / "teacher" / "versions.json").exists():
+            return result.model_copy(update={"solved": True, "correct": [True] * len(result.correct)})
+        return result
+
+    monkeypatch.setattr(ArcGrader, "grade", grade)
 
 
 def test_bench_without_kept_self_edits_marks_the_restem_row_not_run(tiny_model_dir, data, tmp_path, monkeypatch):
@@ -160,6 +173,10 @@ def test_bench_without_kept_self_edits_marks_the_restem_row_not_run(tiny_model_d
     table = (out / "results.md").read_text()
     assert "not run: ReST^EM kept nothing" in table
     assert len((out / "records.jsonl").read_text().splitlines()) == 3  # three rows for the one evaluation task
+    [version] = json.loads((out / "teacher" / "versions.json").read_text())
+    assert version["version"] == "v1" and version["kind"] == "base", "nothing kept: v1 is the untrained teacher"
+    report = verify_ledger(out / "ledger.jsonl")
+    assert report.ok and report.entries == 1  # the one graded sample, unsolved; no teacher_version
 
 
 def test_bench_records_survive_a_torn_last_line_and_the_cut_result_is_made_again(tmp_path, monkeypatch, caplog):
