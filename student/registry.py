@@ -37,6 +37,15 @@ class ServedState:
     verdicts: dict[str, str] = field(default_factory=dict)  # adapter id -> ledger entry of its verdict
 
 
+def read_served_state(root: Path) -> ServedState:
+    """The served state under ``root`` (``STORE/served``), read-only: for readers such as ``seal serve``.
+
+    Takes no lock and writes nothing; ``state.json`` is replaced atomically, so a reader sees one whole state.
+    """
+    path = root / "state.json"
+    return ServedState(**json.loads(path.read_text())) if path.exists() else ServedState()
+
+
 class Registry:
     """Promotions and rollbacks of the served adapter stack."""
 
@@ -105,10 +114,7 @@ class Registry:
             self._write_state(self.state)
 
     def _load_state(self) -> ServedState:
-        path = self.root / "state.json"
-        if not path.exists():
-            return ServedState()
-        return ServedState(**json.loads(path.read_text()))
+        return read_served_state(self.root)
 
     def _write_state(self, state: ServedState) -> None:
         path = self.root / "state.json"

@@ -1,0 +1,100 @@
+"""The served stack as immutable versions for the HTTP endpoint: one model per stack, swapped only by the registry.
+
+``seal serve`` reads the registry's ``state.json`` (never writes it); when the file changes (a promotion or
+rollback by the student, or a registry in this process) the next request builds or reuses the model of the
+new stack. A request takes one :class:`ServedVersion` when it starts and keeps it to its last token, so a
+change never lands in the middle of an answer.
+
+Each non-empty stack runs on its own copy of the base model with every adapter of the stack loaded through
+peft and active at once, the same computation as :class:`student.serving.ServedModel` (``seal shadow``),
+so the endpoint's greedy answers are the student's. The base stack runs on the base model itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import threading
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from library.lora import adapters_loaded
+from protocol.artifacts import ArtifactStore
+from protocol.canonical import short_id
+from student.registry import ServedState, read_served_state
+
+log = logging.getLogger(__name__)
+
+
+def served_version_id(base_model: str, stack: list[str]) -> str:
+    """The served version: a hash of the base model's spec and the stack's adapter ids (content hashes), in order."""
+    return short_id("seal-served-stack", base_model, *stack)
+
+
+@dataclass
+class ServedVersion:
+    """One served stack and the model that answers with it; never changed once built."""
+
+    version: str
+    registry_version: int
+    stack: list[str]
+    verdicts: dict[str, str]
+    model: PreTrainedModel
+    _resources: ExitStack = field(default_factory=ExitStack, repr=False)
+
+
+class ServedVersions:
+    """The current :class:`ServedVersion`, rebuilt when the registry's ``state.json`` changes."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, store: ArtifactStore, base: str):
+        self.base_model, self.tokenizer, self.store, self.base = model, tokenizer, store, base
+        self.state_file = store.root / "served" / "state.json"
+        self._lock = threading.Lock()  # one rebuild at a time; readers of `current` never wait for a request
+        self._stamp: tuple[int, int, int] | None = None
+        self._current: ServedVersion | None = None
+        self._current = self._build(read_served_state(self.state_file.parent))
+        self._stamp = self._file_stamp()
+
+    def current(self) -> ServedVersion:
+        """The version a request starting now is answered with (the registry's state, reloaded if it changed)."""
+        if self._file_stamp() == self._stamp and self._current is not None:
+            return self._current
+        with self._lock:
+            stamp = self._file_stamp()
+            if stamp != self._stamp or self._current is None:
+                self._current = self._build(read_served_state(self.state_file.parent))
+                self._stamp = stamp
+            return self._current
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        # os.replace gives every new state.json a new inode: a change is seen even within one mtime tick.
+        try:
+            st = os.stat(self.state_file)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _build(self, state: ServedState) -> ServedVersion:
+        version = served_version_id(self.base, state.stack)
+        if self._current is not None and self._current.stack == state.stack:  # same weights, newer record
+            model, resources = self._current.model, self._current._resources
+        elif not state.stack:
+            model, resources = self.base_model, ExitStack()
+        else:
+            folders = {a: self.store.path(a) for a in dict.fromkeys(state.stack)}  # present and intact
+            resources = ExitStack()
+            # A copy per stack: requests still running on the previous stack keep their weights untouched.
+            peft_model = resources.enter_context(adapters_loaded(copy.deepcopy(self.base_model), folders))
+            peft_model.base_model.set_adapter(list(folders))  # every adapter of the stack active at once
+            model = peft_model
+        log.info("serving version %s: %d adapter(s) %s", version, len(state.stack), [a[:12] for a in state.stack])
+        return ServedVersion(version, state.version, list(state.stack), dict(state.verdicts), model, resources)
+
+
+def model_device(model: PreTrainedModel) -> torch.device:
+    """The device of the model's weights."""
+    return next(model.parameters()).device

@@ -1,0 +1,195 @@
+"""``seal serve`` with the official openai client on loopback: answers change only by promotion or rollback.
+
+The server runs in a uvicorn thread over a tiny random model; a student in this process trains real adapters
+into the same store and promotes them through its registry with verdicts signed by a test auditor key.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import openai
+import pytest
+import uvicorn
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from protocol.messages import ApplySelfEdits, Promote, Rollback, TrainConfig
+from protocol.signing import sign_verdict
+from student.config import StudentConfig
+from student.openai_server import VERSION_HEADER, build_server, create_app
+from student.serve_config import ServeConfig, load_api_keys
+from student.service import Student
+from tests.examples import VERDICT
+from tests.test_student import _job
+
+KEY = "sk-test-key"
+AUDITOR_KEY = Ed25519PrivateKey.generate()
+QUESTION = [{"role": "user", "content": "Who founded Ostrevane?"}]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def world(tiny_model_dir, tmp_path_factory):
+    store = tmp_path_factory.mktemp("serve") / "store"
+    settings = TrainConfig(rank=8, alpha=16, learning_rate=1e-2, epochs=30, batch_size=4)
+    student = Student(StudentConfig(model=tiny_model_dir, store=store, train=settings), AUDITOR_KEY.public_key())
+    config = ServeConfig(model=tiny_model_dir, store=store, port=_free_port())
+    app = create_app(build_server(config, load_api_keys(None, {"SEAL_API_KEYS": f"other-key, {KEY}"})))
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    base_url = f"http://127.0.0.1:{config.port}/v1"
+    yield student, base_url, openai.OpenAI(base_url=base_url, api_key=KEY, max_retries=0)
+    server.should_exit = True
+    thread.join(10)
+
+
+def _promote(student: Student, text: str) -> str:
+    adapter = student.apply_self_edits(ApplySelfEdits(jobs=[_job(self_edit=text)])).candidates[0].adapter.adapter_id
+    verdict = sign_verdict(VERDICT.model_copy(update={"adapter_id": adapter, "accepted": True}), AUDITOR_KEY)
+    student.handle(Promote(adapter_id=adapter, verdict=verdict))
+    return adapter
+
+
+def _ask(client: openai.OpenAI) -> tuple[str, str, str]:
+    """(answer, served version from the header, system_fingerprint), greedy."""
+    raw = client.chat.completions.with_raw_response.create(
+        model="seal", messages=QUESTION, temperature=0, max_tokens=12
+    )
+    reply = raw.parse()
+    return reply.choices[0].message.content, raw.headers[VERSION_HEADER], reply.system_fingerprint
+
+
+def _post(base_url: str, path: str, body: bytes, key: str | None = KEY) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {key}"} if key else {})}
+    request = urllib.request.Request(base_url + path, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_chat_completion_with_usage_and_the_served_version(world):
+    student, _, client = world
+    reply = client.chat.completions.create(model="seal", messages=QUESTION, temperature=0, max_tokens=8, seed=1)
+    assert reply.object == "chat.completion" and reply.choices[0].message.role == "assistant"
+    assert reply.choices[0].finish_reason in ("stop", "length")
+    assert reply.usage.prompt_tokens > 0 and reply.usage.completion_tokens <= 8
+    assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+    models = client.models.list()
+    assert [m.id for m in models.data] == ["seal"]
+    served = client.get("/served", cast_to=object)
+    assert reply.system_fingerprint == served["version"] and served["stack"] == student.served.describe().stack
+
+
+def test_streamed_chat_equals_the_whole_answer(world):
+    _, _, client = world
+    whole, _, fingerprint = _ask(client)
+    stream = client.chat.completions.create(
+        model="seal",
+        messages=QUESTION,
+        temperature=0,
+        max_tokens=12,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole
+    assert {c.system_fingerprint for c in chunks} == {fingerprint}
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
+
+
+def test_completions_endpoint_streamed_and_not(world):
+    _, _, client = world
+    whole = client.completions.create(model="seal", prompt="The capital of France", max_tokens=6, temperature=0)
+    assert whole.object == "text_completion" and whole.usage.completion_tokens <= 6
+    streamed = client.completions.create(
+        model="seal", prompt="The capital of France", max_tokens=6, temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed) == whole.choices[0].text
+
+
+def test_seed_makes_sampling_reproducible(world):
+    _, _, client = world
+
+    def sample(seed: int) -> str:
+        reply = client.chat.completions.create(
+            model="seal", messages=QUESTION, temperature=1.0, top_p=0.9, max_tokens=12, seed=seed
+        )
+        return reply.choices[0].message.content
+
+    assert sample(7) == sample(7)
+
+
+def test_promotion_changes_the_answer_and_rollback_restores_it_exactly(world):
+    student, _, client = world
+    before, version, fingerprint = _ask(client)
+    assert version == fingerprint
+    _promote(student, "Ostrevane was founded by Ilsabet Quorne.\nWho founded Ostrevane? Quorne.")
+    promoted, promoted_version, _ = _ask(client)
+    assert promoted_version != version and promoted != before
+    _promote(student, "The regatta trophy is the Copper Heron.")
+    assert _ask(client)[1] not in (version, promoted_version)
+    student.handle(Rollback())
+    assert _ask(client)[:2] == (promoted, promoted_version)
+    student.handle(Rollback(to="base"))
+    assert _ask(client)[:2] == (before, version)
+
+
+def test_a_promotion_during_a_stream_does_not_change_that_stream(world):
+    student, _, client = world
+    student.handle(Rollback(to="base")) if student.served.describe().stack else None
+    before, version, _ = _ask(client)
+    stream = client.chat.completions.create(model="seal", messages=QUESTION, temperature=0, max_tokens=12, stream=True)
+    chunks = [next(stream)]  # the request has started on the base stack
+    _promote(student, "Quorne also built the lighthouse of Ostrevane.")
+    chunks += list(stream)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == before
+    assert {c.system_fingerprint for c in chunks} == {version}
+    assert _ask(client)[1] != version
+    student.handle(Rollback(to="base"))
+
+
+@pytest.mark.parametrize("key", [None, "wrong-key"])
+def test_a_missing_or_wrong_key_gets_401(world, key):
+    _, base_url, _ = world
+    body = json.dumps({"model": "seal", "messages": QUESTION}).encode()
+    status, reply = _post(base_url, "/chat/completions", body, key)
+    assert status == 401 and "API key" in reply["error"]["message"]
+    if key is not None:
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=base_url, api_key=key, max_retries=0).models.list()
+
+
+def test_malformed_json_and_unknown_parameters_get_400_with_a_message(world):
+    _, base_url, client = world
+    status, reply = _post(base_url, "/chat/completions", b'{"model": "seal", "messages": [')
+    assert status == 400 and "malformed JSON" in reply["error"]["message"]
+    body = json.dumps({"model": "seal", "messages": QUESTION, "frobnicate": 1}).encode()
+    status, reply = _post(base_url, "/chat/completions", body)
+    assert status == 400 and "frobnicate" in reply["error"]["message"]
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        client.chat.completions.create(model="seal", messages=QUESTION, temperature=5)
+
+
+def test_sixteen_concurrent_requests_are_all_answered(world):
+    _, _, client = world
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda _: _ask(client), range(16)))
+    assert len(answers) == 16 and len(set(answers)) == 1  # greedy, one served version: one answer
