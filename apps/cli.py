@@ -7,6 +7,8 @@ seal teacher --student tcp://student:5555 --auditor tcp://auditor:5556
 seal train-teacher --data squad.json --rounds 2 --k 5   # ReST^EM, three processes on loopback
 seal ledger verify --ledger runs/demo/ledger.jsonl
 seal bench fewshot --out bench/results/fewshot   # ARC: in-context, TTT, ReST^EM, oracle
+seal serve --run-dir runs/demo-<time>       # OpenAI-compatible endpoint over the served (audited) stack
+seal ask --run-dir runs/demo-<time> "Who founded Ostrevane?"
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from apps.cli_config import (
     validate_config,
 )
 from apps.governance_cli import add_governance_commands, add_security_args, keys_folder, run_governance
+from apps.serve_cli import add_serve_commands, run_serve_command
 from auditor.config import AuditorConfig
 from library.model_specs import DTYPE_CHOICES
 from protocol.messages import Metric
@@ -91,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_teacher(sub)
     add_governance_commands(sub)
     add_bench_commands(sub)
+    add_serve_commands(sub)
 
     models = sub.add_parser("models", help="Prepare a model (convert the embedded default once).")
     models.add_argument("spec", nargs="?", default=None, help="Model spec (default: the embedded SmolLM2).")
@@ -161,8 +165,8 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         return _demo(args)
     elif args.command == "train-teacher":
         return _train_teacher(args)
-    elif args.command == "bench":
-        return run_bench(args)
+    elif args.command in ("bench", "serve", "ask"):  # the applications that run the product's code
+        return {"bench": run_bench, "serve": run_serve_command, "ask": run_serve_command}[args.command](args)
     elif args.command in ("keys", "promote", "rollback", "status", "shadow", "ledger"):
         return run_governance(args)
     elif args.command == "models":

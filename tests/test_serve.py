@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -19,6 +21,8 @@ import pytest
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from apps.cli import main
+from library.qa_format import ANSWER_INSTRUCTION
 from protocol.messages import ApplySelfEdits, Promote, Rollback, TrainConfig
 from protocol.signing import sign_verdict
 from student.config import StudentConfig
@@ -193,3 +197,43 @@ def test_sixteen_concurrent_requests_are_all_answered(world):
     with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(lambda _: _ask(client), range(16)))
     assert len(answers) == 16 and len(set(answers)) == 1  # greedy, one served version: one answer
+
+
+def test_seal_serve_on_a_run_folder_then_seal_ask(world, tiny_model_dir, tmp_path, capsys):
+    """The newcomer's path: `seal serve --run-dir RUN` (a process; it makes the key file), then `seal ask`."""
+    student = world[0]
+    run_dir = tmp_path / "run"
+    (run_dir / "config").mkdir(parents=True)
+    store = student.config.store
+    (run_dir / "config" / "student.yaml").write_text(f"model: {tiny_model_dir}\nstore: {store}\ndevice: cpu\n")
+    port = _free_port()
+    command = [sys.executable, "-m", "apps.cli", "serve", "--run-dir", str(run_dir), "--port", str(port)]
+    process = subprocess.Popen([*command, "--threads", "1"], stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                urllib.request.urlopen(url + "/health", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert process.poll() is None, process.stderr.read()
+        question = "Who founded Ostrevane?"
+        assert main(["ask", "--run-dir", str(run_dir), "--base-url", url + "/v1", "--max-tokens", "12", question]) == 0
+        out = capsys.readouterr()
+        key = (run_dir / "keys" / "api.keys").read_text().strip()
+        assert key not in out.out + out.err, "the key is never printed"
+        direct = openai.OpenAI(base_url=url + "/v1", api_key=key).chat.completions.create(
+            model="seal",
+            temperature=0,
+            max_tokens=12,
+            messages=[{"role": "system", "content": ANSWER_INSTRUCTION}, {"role": "user", "content": question}],
+        )
+        assert out.out.strip() == direct.choices[0].message.content.strip()
+        assert direct.system_fingerprint in out.err
+    finally:
+        process.terminate()
+        process.wait(10)
+    assert main(["ask", "--base-url", url + "/v1", "--api-keys-file", str(run_dir / "keys" / "api.keys"), "q"]) == 2
+    assert "start `seal serve`" in capsys.readouterr().err
