@@ -13,6 +13,8 @@ from apps.cli import build_parser, main
 from apps.cli_config import build_config
 from protocol.security import ALLOWED_CALLERS, client_security, server_security
 from protocol.signing import SIGNING_KEY, VERIFY_KEY, load_signing_key, load_verify_key
+from student.config import StudentConfig
+from student.serve_config import ServeConfig
 from teacher.backend_spec import parse_spec
 from teacher.config import TeacherConfig
 
@@ -34,7 +36,7 @@ ROLE_OF_SERVICE = {"teacher": "teacher", "student": "student", "auditor": "audit
 
 
 def test_every_role_is_a_service_running_its_subcommand(services):
-    assert set(services) == set(ROLE_OF_SERVICE) | {"vllm"}
+    assert set(services) == set(ROLE_OF_SERVICE) | {"vllm", "serve"}
     for name, role in ROLE_OF_SERVICE.items():
         assert _args(services[name]).command == role
 
@@ -157,3 +159,18 @@ def test_keys_init_gives_each_role_a_folder_with_only_what_it_needs(tmp_path):
     before = {p: p.read_bytes() for p in keys.rglob("*") if p.is_file()}
     assert main(["keys", "init", "--keys", str(keys)]) == 0
     assert {p: p.read_bytes() for p in keys.rglob("*") if p.is_file()} == before, "keys init keeps what is there"
+
+
+def test_serve_reads_the_students_store_and_model_read_only_on_published_loopback(services):
+    serve, student = services["serve"], services["student"]
+    args, student_args = _args(serve), _args(student)
+    assert args.command == "serve"
+    config = build_config(ServeConfig, args)
+    assert config.model == build_config(StudentConfig, student_args).model, "the adapters' base model"
+    store = str(config.store)
+    assert store == str(vars(student_args)["cfg:store"])
+    assert _volume_of(serve, store) == (_volume_of(student, store)[0], True), "the student's store, read-only"
+    assert str(config.port) in [str(p) for p in serve["expose"]]
+    assert all(p.startswith("127.0.0.1:") for p in serve["ports"]), "published on the host's loopback only"
+    keys = str(config.api_keys_file.parent)
+    assert _volume_of(serve, keys)[1] and _volume_of(serve, keys)[0].endswith("/serve")
