@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from library.ledger import Ledger
+from library.ledger import Ledger, read_entries
 from protocol.messages import Verdict
 from protocol.signing import VerdictRefused, check_verdict
 
@@ -47,71 +48,85 @@ def read_served_state(root: Path) -> ServedState:
 
 
 class Registry:
-    """Promotions and rollbacks of the served adapter stack."""
+    """Promotions and rollbacks of the served adapter stack.
+
+    The history is written under its ledger's writer lock, taken for each change only: several registries
+    (two students on one store, a restarted one, ``seal serve`` reading) may share a store, and each change
+    starts from the state on disk, so none is lost and none is applied on a stale stack.
+    """
 
     def __init__(self, root: Path, verify_key: Ed25519PublicKey | None):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.verify_key = verify_key
-        self.history = Ledger(root / "history.jsonl")
-        try:
-            self.state = self._load_state()
-            self._reconcile()
-        except BaseException:
-            self.history.close()
-            raise
+        self.history_path = root / "history.jsonl"
+        with self._writing():  # finish what a crash between the two writes left (see _reconcile)
+            pass
 
-    def close(self) -> None:
-        """Release the history's writer lock (a restarted registry in this process needs it)."""
-        self.history.close()
+    @property
+    def state(self) -> ServedState:
+        """The served state as it is on disk now."""
+        return self._load_state()
+
+    def history_entries(self) -> list[dict[str, object]]:
+        """Every history entry, read without the writer lock."""
+        return read_entries(self.history_path)
 
     def promote(self, adapter_id: str, verdict: Verdict) -> ServedState:
         """Put ``adapter_id`` on top of the served stack, if its verdict is a valid accepting one."""
         if self.verify_key is None:
             raise VerdictRefused("the student holds no auditor key (start it with --keys); nothing can be promoted")
         check_verdict(verdict, self.verify_key, adapter_id)
-        if self.state.stack and self.state.stack[-1] == adapter_id:
-            return self.state
-        stack = [*self.state.stack, adapter_id]
-        verdicts = {**self.state.verdicts, adapter_id: verdict.ledger_entry}
-        return self._change("promote", stack, verdicts, verdict=verdict.model_dump(mode="json"))
+        with self._writing() as (history, state):
+            if state.stack and state.stack[-1] == adapter_id:
+                return state
+            stack = [*state.stack, adapter_id]
+            verdicts = {**state.verdicts, adapter_id: verdict.ledger_entry}
+            return self._change(history, state, "promote", stack, verdicts, verdict=verdict.model_dump(mode="json"))
 
     def rollback(self, to: str | None = None) -> ServedState:
         """Drop the top adapter, or every adapter above ``to`` (``"base"``: all of them)."""
-        stack = self.state.stack
-        if not stack:
-            raise RegistryError("nothing to roll back: the base model is served")
-        if to is None:
-            keep = len(stack) - 1
-        elif to == "base":
-            keep = 0
-        else:
-            matches = [i for i, a in enumerate(stack) if a.startswith(to)]
-            if len(matches) != 1:
-                raise RegistryError(f"{to!r} names {len(matches)} adapters in the served stack, not one")
-            keep = matches[0] + 1
-        new_stack = stack[:keep]
-        verdicts = {a: self.state.verdicts[a] for a in new_stack if a in self.state.verdicts}
-        return self._change("rollback", new_stack, verdicts)
+        with self._writing() as (history, state):
+            keep = _kept_depth(state.stack, to)
+            new_stack = state.stack[:keep]
+            verdicts = {a: state.verdicts[a] for a in new_stack if a in state.verdicts}
+            return self._change(history, state, "rollback", new_stack, verdicts)
 
-    def _change(self, action: str, stack: list[str], verdicts: dict[str, str], **extra: object) -> ServedState:
-        new = ServedState(self.state.version + 1, stack, verdicts)
-        self.history.append(action, {"version": new.version, "before": self.state.stack, "after": stack, **extra})
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[tuple[Ledger, ServedState]]:
+        """The history's writer lock for one change, and the state it starts from (reconciled first)."""
+        history = Ledger(self.history_path)
+        try:
+            yield history, self._reconcile(history, self._load_state())
+        finally:
+            history.close()
+
+    def _change(
+        self,
+        history: Ledger,
+        state: ServedState,
+        action: str,
+        stack: list[str],
+        verdicts: dict[str, str],
+        **extra: object,
+    ) -> ServedState:
+        new = ServedState(state.version + 1, stack, verdicts)
+        history.append(action, {"version": new.version, "before": state.stack, "after": stack, **extra})
         try:
             self._write_state(new)  # a crash before this line leaves the previous state served
         except Exception as exc:
-            self._abort(new.version, f"state.json was not written: {exc}")
+            self._abort(history, state, new.version, f"state.json was not written: {exc}")
             raise
-        self.state = new
         return new
 
-    def _abort(self, lost: int, why: str) -> None:
+    def _abort(self, history: Ledger, state: ServedState, lost: int, why: str) -> ServedState:
         """Record that version ``lost`` was never served; the state moves past its number, stack unchanged."""
-        self.history.append("aborted", {"version": lost, "kept_version": self.state.version, "why": why})
-        self.state = ServedState(lost, self.state.stack, self.state.verdicts)
-        # If this fails too, state.json still holds the kept version and the next start finds the abort recorded.
+        history.append("aborted", {"version": lost, "kept_version": state.version, "why": why})
+        moved = ServedState(lost, state.stack, state.verdicts)
+        # If this fails too, state.json still holds the kept version and the next change finds the abort recorded.
         with contextlib.suppress(OSError):
-            self._write_state(self.state)
+            self._write_state(moved)
+        return moved
 
     def _load_state(self) -> ServedState:
         return read_served_state(self.root)
@@ -125,15 +140,29 @@ class Registry:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
 
-    def _reconcile(self) -> None:
+    def _reconcile(self, history: Ledger, state: ServedState) -> ServedState:
         """Record a change whose history entry was written but whose state was not (once: it may be recorded)."""
-        entries = self.history.entries()
+        entries = history.entries()
         changes = [e for e in entries if e["kind"] in ("promote", "rollback")]
-        if not changes or changes[-1]["record"]["version"] <= self.state.version:
-            return
+        if not changes or changes[-1]["record"]["version"] <= state.version:
+            return state
         lost = changes[-1]["record"]["version"]
         if any(e["kind"] == "aborted" and e["record"]["version"] == lost for e in entries):
-            self.state = ServedState(lost, self.state.stack, self.state.verdicts)
-            self._write_state(self.state)
-        else:
-            self._abort(lost, "the student stopped between history.jsonl and state.json")
+            moved = ServedState(lost, state.stack, state.verdicts)
+            self._write_state(moved)
+            return moved
+        return self._abort(history, state, lost, "the student stopped between history.jsonl and state.json")
+
+
+def _kept_depth(stack: list[str], to: str | None) -> int:
+    """How many adapters a rollback to ``to`` keeps (None: all but the top one; "base": none)."""
+    if not stack:
+        raise RegistryError("nothing to roll back: the base model is served")
+    if to is None:
+        return len(stack) - 1
+    if to == "base":
+        return 0
+    matches = [i for i, a in enumerate(stack) if a.startswith(to)]
+    if len(matches) != 1:
+        raise RegistryError(f"{to!r} names {len(matches)} adapters in the served stack, not one")
+    return matches[0] + 1

@@ -52,7 +52,7 @@ def test_promote_then_rollback_restores_the_served_answers_exactly(student):
     assert _served(student) == promoted
     assert student.handle(Rollback(to="base")).stack == []
     assert _served(student) == before
-    assert verify_ledger(student.served.registry.history.path).ok
+    assert verify_ledger(student.served.registry.history_path).ok
 
 
 @pytest.mark.parametrize("attack", ["unsigned", "other-key", "other-adapter", "rejecting", "altered"])
@@ -83,18 +83,16 @@ def test_a_crash_between_the_two_writes_keeps_the_previous_state(student, monkey
     monkeypatch.setattr(registry, "_write_state", crash)
     with pytest.raises(OSError):
         registry.promote(adapter, _verdict(adapter))
-    registry.close()  # the restarted student is the history's one writer
     reopened = Registry(tmp_path / "served", AUDITOR_KEY.public_key())
     assert reopened.state.stack == []
-    assert reopened.history.entries()[-1]["kind"] == "aborted"
-    assert verify_ledger(reopened.history.path).ok
+    assert reopened.history_entries()[-1]["kind"] == "aborted"
+    assert verify_ledger(reopened.history_path).ok
     reopened.promote(adapter, _verdict(adapter))
-    reopened.close()
     assert Registry(tmp_path / "served", AUDITOR_KEY.public_key()).state.stack == [adapter]
 
 
 def _history_kinds(registry: Registry) -> list[tuple[str, int]]:
-    return [(e["kind"], e["record"]["version"]) for e in registry.history.entries()]
+    return [(e["kind"], e["record"]["version"]) for e in registry.history_entries()]
 
 
 def test_a_failed_state_write_is_recorded_as_aborted_at_once(monkeypatch, tmp_path):
@@ -114,10 +112,9 @@ def test_a_failed_state_write_is_recorded_as_aborted_at_once(monkeypatch, tmp_pa
         registry.promote(adapter, _verdict(adapter))
     # At the time of failure: the history says the promotion was aborted, and nothing new is served.
     assert _history_kinds(registry) == [("promote", 1), ("aborted", 1)]
-    assert registry.history.entries()[-1]["record"]["kept_version"] == 0
+    assert registry.history_entries()[-1]["record"]["kept_version"] == 0
     assert registry.state.stack == [] and registry.state.version == 1
-    assert verify_ledger(registry.history.path).ok
-    registry.close()
+    assert verify_ledger(registry.history_path).ok
     # At the next start: the same story, recorded once, and the lost version number is not reused.
     reopened = Registry(tmp_path / "served", AUDITOR_KEY.public_key())
     assert (reopened.state.stack, reopened.state.version) == ([], 1)
@@ -135,7 +132,6 @@ def test_an_abort_recorded_but_not_written_to_state_is_not_recorded_twice(monkey
     monkeypatch.setattr(registry, "_write_state", crash)  # the abort's own state write fails too
     with pytest.raises(OSError):
         registry.promote(adapter, _verdict(adapter))
-    registry.close()
     reopened = Registry(tmp_path / "served", AUDITOR_KEY.public_key())
     assert _history_kinds(reopened) == [("promote", 1), ("aborted", 1)]
     assert (reopened.state.stack, reopened.state.version) == ([], 1)
