@@ -125,12 +125,16 @@ def test_retry_after_timeout_does_not_run_the_request_twice(server_endpoint):
 
 def test_ping_answered_while_busy(server_endpoint):
     endpoint = server_endpoint[0]
-    slow = mp.get_context("spawn").Process(target=_ask, args=(endpoint, "sleep:2"), kwargs={"timeout_s": 5})
+    slow = threading.Thread(target=_ask, args=(endpoint, "sleep:3"), kwargs={"timeout_s": 10})
     slow.start()
-    time.sleep(0.5)
-    pong = Client(endpoint, STUDENT_CHANNEL, "cli").ping(timeout_s=1.0)
+    pinger = Client(endpoint, STUDENT_CHANNEL, "cli")
+    pongs = []
+    while slow.is_alive() and not any(p.busy for p in pongs):  # until the slow request is under way
+        pongs.append(pinger.ping(timeout_s=1.0))
+        time.sleep(0.05)
     slow.join()
-    assert pong.busy
+    pinger.close()
+    assert any(p.busy for p in pongs)
 
 
 def test_peer_dying_mid_request_is_peer_unavailable(server_endpoint):
