@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedTokenizerBase
 
+from protocol.artifacts import ArtifactError
 from student.sampling import Generation, Sampler, SamplingParams
 from student.serve_config import ServeConfig
 from student.served_versions import ServedVersion, ServedVersions
@@ -97,13 +98,21 @@ class OpenAIServer:
         given = key.strip().encode()
         return scheme.lower() == "bearer" and any(hmac.compare_digest(given, k) for k in self.keys)
 
+    def _served(self) -> ServedVersion:
+        """The current served version; a stack that cannot be loaded is a 503 (the previous one is not served)."""
+        try:
+            return self.versions.current()
+        except (ArtifactError, OSError, ValueError) as exc:
+            log.error("the registry's served stack cannot be loaded: %s", exc)
+            raise HTTPException(503, f"the served stack cannot be loaded: {exc}") from None
+
     def models(self) -> JSONResponse:
-        served = self.versions.current()
+        served = self._served()
         card = {"id": self.config.served_model_name, "object": "model", "created": self.started, "owned_by": "seal"}
         return self._json({"object": "list", "data": [card]}, served)
 
     def served(self) -> JSONResponse:
-        served = self.versions.current()
+        served = self._served()
         body = {
             "version": served.version,
             "registry_version": served.registry_version,
@@ -114,7 +123,7 @@ class OpenAIServer:
         return self._json(body, served)
 
     def chat(self, request: ChatRequest) -> Any:
-        served = self.versions.current()  # this request's stack, to its last token
+        served = self._served()  # this request's stack, to its last token
         messages = [{"role": m.role, "content": m.text()} for m in request.messages]
         prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         max_tokens = request.max_completion_tokens or request.max_tokens
@@ -129,7 +138,7 @@ class OpenAIServer:
         return self._json({**body, "system_fingerprint": served.version, "usage": _usage(generation)}, served)
 
     def completion(self, request: CompletionRequest) -> Any:
-        served = self.versions.current()
+        served = self._served()
         prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
         if len(prompts) != 1:
             raise HTTPException(400, "prompt: one prompt per request (send several requests)")
@@ -233,7 +242,8 @@ def create_app(server: OpenAIServer) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
-        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        kinds = {404: "not_found_error", 503: "server_error"}
+        kind = kinds.get(exc.status_code, "invalid_request_error")
         return _error(exc.status_code, str(exc.detail), kind)
 
     app.get("/health")(lambda: {"status": "ok"})

@@ -7,6 +7,7 @@ into the same store and promotes them through its registry with verdicts signed 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -158,7 +159,8 @@ def test_promotion_changes_the_answer_and_rollback_restores_it_exactly(world):
 
 def test_a_promotion_during_a_stream_does_not_change_that_stream(world):
     student, _, client = world
-    student.handle(Rollback(to="base")) if student.served.describe().stack else None
+    if student.served.describe().stack:
+        student.handle(Rollback(to="base"))
     before, version, _ = _ask(client)
     stream = client.chat.completions.create(model="seal", messages=QUESTION, temperature=0, max_tokens=12, stream=True)
     chunks = [next(stream)]  # the request has started on the base stack
@@ -190,6 +192,23 @@ def test_malformed_json_and_unknown_parameters_get_400_with_a_message(world):
     assert status == 400 and "frobnicate" in reply["error"]["message"]
     with pytest.raises(openai.BadRequestError, match="temperature"):
         client.chat.completions.create(model="seal", messages=QUESTION, temperature=5)
+
+
+def test_a_stack_that_cannot_be_loaded_is_a_503_never_the_previous_stack(world):
+    student, _, client = world
+    state_file = student.config.store / "served" / "state.json"
+    kept = state_file.read_text()
+    state = json.loads(kept)
+    tmp = state_file.with_suffix(".tmp-test")
+    tmp.write_text(json.dumps({**state, "version": state["version"] + 1, "stack": ["ab" * 32]}))
+    os.replace(tmp, state_file)  # as the registry writes it
+    try:
+        with pytest.raises(openai.InternalServerError, match="cannot be loaded"):
+            _ask(client)
+    finally:
+        tmp.write_text(kept)
+        os.replace(tmp, state_file)
+    assert _ask(client)[0]
 
 
 def test_sixteen_concurrent_requests_are_all_answered(world):
