@@ -16,6 +16,7 @@ beside a plain request's latency; the same for the rollback that follows.
 from __future__ import annotations
 
 import argparse
+import math
 import secrets
 import shlex
 import socket
@@ -84,7 +85,7 @@ def load_row(client: openai.OpenAI, clients: int, requests: int, max_tokens: int
         "rps": len(results) / wall,
         "tokens_s": sum(r[2] for r in results) / wall,
         "ttft_p50": statistics.median(ttft),
-        "ttft_p90": ttft[int(0.9 * (len(ttft) - 1))],
+        "ttft_p90": ttft[math.ceil(0.9 * len(ttft)) - 1],  # nearest rank
         "latency_p50": statistics.median(r[1] for r in results),
     }
 

@@ -19,10 +19,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
+import torch
 import uvicorn
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from apps.cli import main
+from library.combined_lora import combine_stack
+from library.lora import adapters_loaded
 from library.qa_format import ANSWER_INSTRUCTION
 from protocol.messages import ApplySelfEdits, Promote, Rollback, TrainConfig
 from protocol.signing import sign_verdict
@@ -63,8 +66,12 @@ def world(tiny_model_dir, tmp_path_factory):
     thread.join(10)
 
 
+def _train(student: Student, text: str) -> str:
+    return student.apply_self_edits(ApplySelfEdits(jobs=[_job(self_edit=text)])).candidates[0].adapter.adapter_id
+
+
 def _promote(student: Student, text: str) -> str:
-    adapter = student.apply_self_edits(ApplySelfEdits(jobs=[_job(self_edit=text)])).candidates[0].adapter.adapter_id
+    adapter = _train(student, text)
     verdict = sign_verdict(VERDICT.model_copy(update={"adapter_id": adapter, "accepted": True}), AUDITOR_KEY)
     student.handle(Promote(adapter_id=adapter, verdict=verdict))
     return adapter
@@ -256,3 +263,22 @@ def test_seal_serve_on_a_run_folder_then_seal_ask(world, tiny_model_dir, tmp_pat
         process.wait(10)
     assert main(["ask", "--base-url", url + "/v1", "--api-keys-file", str(run_dir / "keys" / "api.keys"), "q"]) == 2
     assert "start `seal serve`" in capsys.readouterr().err
+
+
+def test_a_stack_combines_exactly_into_one_lora_of_summed_rank(world, tmp_path):
+    """What a one-adapter-per-request engine (vLLM) serves: the same outputs as peft with the whole stack active."""
+    student = world[0]
+    ids = [_train(student, "Ostrevane was founded by Ilsabet Quorne."), _train(student, "The trophy is a heron.")]
+    folders = {a: student.store.path(a) for a in ids}
+    combined = combine_stack(list(folders.values()), tmp_path / "combined")
+    inputs = student.tokenizer(["Who founded Ostrevane?"], return_tensors="pt")
+    with torch.no_grad():
+        with adapters_loaded(student.model, folders) as stacked:
+            stacked.base_model.set_adapter(ids)
+            expected = stacked(**inputs).logits
+        with adapters_loaded(student.model, {"combined": combined}) as one:
+            got = one(**inputs).logits
+        base = student.model(**inputs).logits
+    assert json.loads((combined / "adapter_config.json").read_text())["r"] == 2 * student.config.train.rank
+    assert not torch.allclose(expected, base, atol=1e-3), "the stack changes the outputs"
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
