@@ -178,6 +178,9 @@ class Client:
     ctx: zmq.Context = field(default_factory=zmq.Context.instance)
     _sock: zmq.Socket | None = field(default=None, init=False, repr=False)
     _monitor: zmq.Socket | None = field(default=None, init=False, repr=False)
+    # Whether the open socket has completed its handshake: the monitor reports it once, so it is kept
+    # across calls on the same socket (reset when a new one is opened).
+    _connected: bool = field(default=False, init=False, repr=False)
     # One identity for every socket of this client, so that the server knows a retry from a new socket.
     _routing_id: bytes = field(default_factory=lambda: uuid.uuid4().bytes, init=False, repr=False)
 
@@ -238,6 +241,7 @@ class Client:
                 monitor=True,
             )
             self._monitor = self._sock.get_monitor_socket()  # attached by open_socket before connecting
+            self._connected = False
         return self._sock, self._monitor
 
     def _await_reply(self, sock: zmq.Socket, monitor: zmq.Socket, timeout_s: float) -> Envelope | str:
@@ -248,15 +252,15 @@ class Client:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
-        started, connected = time.monotonic(), False
+        started = time.monotonic()
         while (left := started + timeout_s - time.monotonic()) > 0:
             ready = dict(poller.poll(int(min(left, self.heartbeat.interval_s) * 1000)))
             if sock in ready:
                 return decode(sock.recv_multipart(), self.channel, "reply", self.max_bytes)
-            connected, lost = _connection_events(monitor, connected)
+            self._connected, lost = _connection_events(monitor, self._connected)
             if lost:
                 return f"lost the connection (closed, or no heartbeat within {self.heartbeat.timeout_s:g}s)"
-            if not connected and time.monotonic() - started > self.heartbeat.timeout_s:
+            if not self._connected and time.monotonic() - started > self.heartbeat.timeout_s:
                 return f"could not be reached within {self.heartbeat.timeout_s:g}s (the heartbeat timeout)"
         return f"did not answer within {timeout_s:.0f}s"
 

@@ -242,3 +242,16 @@ def test_a_dead_peer_is_reported_within_seconds_despite_a_long_timeout(server_en
 def test_a_handler_slower_than_the_heartbeat_timeout_still_answers(server_endpoint):
     reply = _ask(server_endpoint[0], "sleep:2", timeout_s=10.0, retries=0, heartbeat=Heartbeat(0.2, 0.5))
     assert reply.results[0].answers == ["SLEEP:2", "calls=1"]
+
+
+def test_a_kept_socket_waits_for_a_slow_reply_on_every_call(server_endpoint):
+    """The handshake is reported once per socket: a second call on it must not count as never connected."""
+    client = Client(
+        server_endpoint[0], STUDENT_CHANNEL, "teacher", timeout_s=10.0, retries=0, heartbeat=Heartbeat(0.2, 0.5)
+    )
+    try:
+        for n in (1, 2):
+            reply = client.call(AnswerQuestions(questions=["sleep:1"], adapter_ids=[None]))
+            assert reply.results[0].answers == ["SLEEP:1", f"calls={n}"]
+    finally:
+        client.close()
