@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from apps.cli_config import add_config_arguments, add_threads_argument, apply_threads, build_config, validate_config
+from protocol.signing import VERIFY_KEY
 from student.serve_config import ServeConfig, ServeError
 
 RUN_KEYS_FILE = Path("keys") / "api.keys"
@@ -59,6 +60,8 @@ def _serve(args: argparse.Namespace) -> int:
     config = build_config(ServeConfig, args)
     if args.run_dir is not None:
         config = _from_run_dir(config, args)
+        if config.verify_keys is None and (args.run_dir / "keys" / VERIFY_KEY).exists():
+            config.verify_keys = args.run_dir / "keys"  # the run's auditor: check every served verdict
         if config.api_keys_file is None:
             config.api_keys_file = args.run_dir / RUN_KEYS_FILE
             create_api_key_file(config.api_keys_file)
@@ -98,8 +101,10 @@ def _ask(args: argparse.Namespace) -> int:
         raise ServeError(f"{exc.status_code}: {exc.message}") from None
     reply = raw.parse()
     print(reply.choices[0].message.content)
-    print(f"(served version {reply.system_fingerprint}; GET {args.base_url}/served lists its adapters and verdicts)",
-          file=sys.stderr)
+    print(
+        f"(served version {reply.system_fingerprint}; GET {args.base_url}/served lists its adapters and verdicts)",
+        file=sys.stderr,
+    )
     return 0
 
 

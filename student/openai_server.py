@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedTokenizerBase
 
 from protocol.artifacts import ArtifactError
+from protocol.signing import VerdictRefused, load_verify_key
 from student.sampling import Generation, Sampler, SamplingParams
 from student.serve_config import ServeConfig
 from student.served_versions import ServedVersion, ServedVersions
@@ -102,7 +103,7 @@ class OpenAIServer:
         """The current served version; a stack that cannot be loaded is a 503 (the previous one is not served)."""
         try:
             return self.versions.current()
-        except (ArtifactError, OSError, ValueError) as exc:
+        except (ArtifactError, VerdictRefused, OSError, ValueError) as exc:
             log.error("the registry's served stack cannot be loaded: %s", exc)
             raise HTTPException(503, f"the served stack cannot be loaded: {exc}") from None
 
@@ -260,7 +261,8 @@ def build_server(config: ServeConfig, keys: frozenset[str]) -> OpenAIServer:
     from protocol.artifacts import ArtifactStore
 
     model, tokenizer = load_model(config.model, config.device, config.dtype)
-    versions = ServedVersions(model, tokenizer, ArtifactStore(config.store), config.model)
+    verify_key = load_verify_key(config.verify_keys) if config.verify_keys else None
+    versions = ServedVersions(model, tokenizer, ArtifactStore(config.store), config.model, verify_key)
     return OpenAIServer(config, versions, tokenizer, keys)
 
 

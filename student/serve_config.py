@@ -33,6 +33,11 @@ class ServeConfig(BaseModel):
     api_keys_file: Path | None = Field(
         None, description=f"File of accepted bearer keys, one a line (also ${API_KEYS_ENV}); required unless set."
     )
+    verify_keys: Path | None = Field(
+        None,
+        description="Key folder with the auditor's public key (auditor.sign.pub): serve a stack only when the "
+        "registry history holds each adapter's signed accepting verdict (else 503).",
+    )
     default_max_tokens: int = Field(256, ge=1, description="Completion tokens when a request sets no max_tokens.")
     max_tokens_limit: int = Field(2048, ge=1, description="The most completion tokens one request may ask for.")
 

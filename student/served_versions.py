@@ -18,13 +18,18 @@ import os
 import threading
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from library.ledger import read_entries
 from library.lora import adapters_loaded
 from protocol.artifacts import ArtifactStore
 from protocol.canonical import short_id
+from protocol.messages import Verdict
+from protocol.signing import VerdictRefused, check_verdict
 from student.registry import ServedState, read_served_state
 
 log = logging.getLogger(__name__)
@@ -50,8 +55,16 @@ class ServedVersion:
 class ServedVersions:
     """The current :class:`ServedVersion`, rebuilt when the registry's ``state.json`` changes."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, store: ArtifactStore, base: str):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        store: ArtifactStore,
+        base: str,
+        verify_key: Ed25519PublicKey | None = None,
+    ):
         self.base_model, self.tokenizer, self.store, self.base = model, tokenizer, store, base
+        self.verify_key = verify_key
         self.state_file = store.root / "served" / "state.json"
         self._lock = threading.Lock()  # one rebuild at a time; readers of `current` never wait for a request
         self._stamp: tuple[int, int, int] | None = None
@@ -80,6 +93,8 @@ class ServedVersions:
 
     def _build(self, state: ServedState) -> ServedVersion:
         version = served_version_id(self.base, state.stack)
+        if self.verify_key is not None:
+            check_stack_verdicts(self.state_file.parent / "history.jsonl", state.stack, self.verify_key)
         if self._current is not None and self._current.stack == state.stack:  # same weights, newer record
             model, resources = self._current.model, self._current._resources
         elif not state.stack:
@@ -98,3 +113,20 @@ class ServedVersions:
 def model_device(model: PreTrainedModel) -> torch.device:
     """The device of the model's weights."""
     return next(model.parameters()).device
+
+
+def check_stack_verdicts(history: Path, stack: list[str], key: Ed25519PublicKey) -> None:
+    """Raise VerdictRefused unless every adapter of ``stack`` was promoted with its signed accepting verdict.
+
+    The registry checked each verdict when it promoted; checking again here, against the registry's own
+    history, means an edited ``state.json`` cannot put an unaudited adapter in front of callers.
+    """
+    promoted: dict[str, dict] = {}
+    for entry in read_entries(history) if history.exists() else []:
+        record = entry["record"]
+        if entry["kind"] == "promote" and record.get("verdict") and record.get("after"):
+            promoted[record["after"][-1]] = record["verdict"]
+    for adapter in stack:
+        if adapter not in promoted:
+            raise VerdictRefused(f"adapter {adapter[:12]} is served but the registry history has no promotion of it")
+        check_verdict(Verdict.model_validate(promoted[adapter]), key, adapter)

@@ -28,7 +28,7 @@ from library.combined_lora import combine_stack
 from library.lora import adapters_loaded
 from library.qa_format import ANSWER_INSTRUCTION
 from protocol.messages import ApplySelfEdits, Promote, Rollback, TrainConfig
-from protocol.signing import sign_verdict
+from protocol.signing import VERIFY_KEY, public_hex, sign_verdict
 from student.config import StudentConfig
 from student.openai_server import VERSION_HEADER, build_server, create_app
 from student.serve_config import ServeConfig, load_api_keys
@@ -52,7 +52,9 @@ def world(tiny_model_dir, tmp_path_factory):
     store = tmp_path_factory.mktemp("serve") / "store"
     settings = TrainConfig(rank=8, alpha=16, learning_rate=1e-2, epochs=30, batch_size=4)
     student = Student(StudentConfig(model=tiny_model_dir, store=store, train=settings), AUDITOR_KEY.public_key())
-    config = ServeConfig(model=tiny_model_dir, store=store, port=_free_port())
+    keys = tmp_path_factory.mktemp("serve-keys")
+    (keys / VERIFY_KEY).write_text(public_hex(AUDITOR_KEY.public_key()))
+    config = ServeConfig(model=tiny_model_dir, store=store, port=_free_port(), verify_keys=keys)
     app = create_app(build_server(config, load_api_keys(None, {"SEAL_API_KEYS": f"other-key, {KEY}"})))
     server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -201,13 +203,16 @@ def test_malformed_json_and_unknown_parameters_get_400_with_a_message(world):
         client.chat.completions.create(model="seal", messages=QUESTION, temperature=5)
 
 
-def test_a_stack_that_cannot_be_loaded_is_a_503_never_the_previous_stack(world):
+@pytest.mark.parametrize("case", ["missing", "never-promoted"])
+def test_a_stack_that_cannot_be_loaded_is_a_503_never_the_previous_stack(world, case):
+    """An adapter missing from the store, or put in state.json by hand without an audited promotion."""
     student, _, client = world
+    adapter = "ab" * 32 if case == "missing" else _train(student, "An adapter nobody promoted.")
     state_file = student.config.store / "served" / "state.json"
     kept = state_file.read_text()
     state = json.loads(kept)
     tmp = state_file.with_suffix(".tmp-test")
-    tmp.write_text(json.dumps({**state, "version": state["version"] + 1, "stack": ["ab" * 32]}))
+    tmp.write_text(json.dumps({**state, "version": state["version"] + 1, "stack": [adapter]}))
     os.replace(tmp, state_file)  # as the registry writes it
     try:
         with pytest.raises(openai.InternalServerError, match="cannot be loaded"):
