@@ -34,8 +34,11 @@ self-edits gave the same training data, hence the same weights and id."""
 
 
 def self_edit_sha256(self_edit: SelfEdit) -> str:
-    """Hash of a self-edit over its canonical JSON: the student records it in provenance, the auditor signs it."""
-    return sha256_hex(canonical_json(self_edit.model_dump(mode="json")))
+    """Hash of a self-edit over its canonical JSON: the student records it in provenance, the auditor signs it.
+
+    Non-ASCII is escaped here, as in every verdict signed so far (see :func:`canonical_json`).
+    """
+    return sha256_hex(canonical_json(self_edit.model_dump(mode="json"), ascii_only=True))
 
 
 def pairs_sha256(pairs: list[tuple[str, str]]) -> str:

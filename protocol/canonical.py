@@ -16,13 +16,15 @@ SHORT_ID_HEX = 16
 """Hex digits in a short id: 64 bits, ample for ids that only need to be unique within one run or store."""
 
 
-def canonical_json(value: Any) -> str:
+def canonical_json(value: Any, ascii_only: bool = False) -> str:
     """``value`` as canonical JSON: sorted keys, no spaces, non-ASCII kept as is, NaN and infinities refused.
 
     Encode it as UTF-8 to hash or sign it. Raises ``ValueError`` for NaN/Infinity (not JSON: another reader
-    could not reproduce the hash) and ``TypeError`` for values JSON cannot hold.
+    could not reproduce the hash) and ``TypeError`` for values JSON cannot hold. ``ascii_only`` escapes
+    non-ASCII characters (``\\u00e9``): only the self-edit hash uses it, as it always has, so that verdicts
+    signed before this module existed still verify.
     """
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=ascii_only, allow_nan=False)
 
 
 def sha256_hex(data: str | bytes) -> str:

@@ -70,3 +70,16 @@ def test_unsigned_and_rejecting_verdicts_are_refused(keys):
     rejecting = sign_verdict(VERDICT.model_copy(update={"accepted": False, "reason": "too small"}), private)
     with pytest.raises(VerdictRefused, match="rejected"):
         check_verdict(rejecting, public, ADAPTER)
+
+
+def test_the_self_edit_hash_is_the_one_verdicts_were_signed_with():
+    """Verdicts signed before canonical JSON was shared hashed the self-edit with non-ASCII escaped: so must we."""
+    import hashlib
+    import json
+
+    from protocol.artifacts import self_edit_sha256
+    from tests.examples import SELF_EDIT
+
+    edit = SELF_EDIT.model_copy(update={"text": "Café — “Regatta”"})
+    earlier = json.dumps(edit.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    assert self_edit_sha256(edit) == hashlib.sha256(earlier.encode()).hexdigest()
