@@ -4,6 +4,7 @@ Run from the repository root (needs the ``bench`` extra: ``pip install -e '.[ben
 
     python -m bench.inner_loop               # K = 1, 2, 5, 10; 1 passage; 10 epochs (the paper's)
     python -m bench.inner_loop --quick       # K = 1, 2, 5; 2 epochs: a few minutes on 2 CPU cores
+    python -m bench.inner_loop --shape bench/shapes/qwen2.5-7b.json --device cuda --data FILE  # random 7B weights
 
 A candidate is *fully judged* when it is trained, has answered τ and the retention questions,
 and its gold-answer and retention likelihoods are scored. The batched path is the product:
@@ -14,6 +15,10 @@ fresh peft LoRA trained by TRL's ``SFTTrainer`` on the same sequences with the s
 hyperparameters and number of optimizer steps, then plain ``generate`` per question set and a
 plain forward for the likelihoods. The base model's answers and likelihoods are computed once,
 before timing, on both sides; the auditor's safety probes are switched off (the baseline has none).
+
+On CUDA the matmul reference is the device's own bf16 (or the run's dtype) rate, timed between
+``torch.cuda.synchronize`` calls in the same run, and memory is the peak the CUDA allocator held
+(``torch.cuda.max_memory_allocated``) over each side's timed run, all models in this process included.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +85,7 @@ class Phase:
     train_flops: float = 0.0
     peak_rss_gib: float = 0.0
     rss_rise_gib: float = 0.0
+    peak_gpu_gib: float = 0.0
     load: list[float] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
     cpu_s: float = 0.0  # process CPU time: robust to other processes' load when torch runs one thread
@@ -104,15 +110,51 @@ class Phase:
 # --------------------------------------------------------------------------- measuring
 
 
-def matmul_gflops(size: int = 2048, seconds: float = 2.0, dtype: torch.dtype = torch.float32) -> float:
-    """This machine's matmul rate in ``dtype`` now (GFLOP/s), from repeated ``size``-square products."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+def matmul_gflops(
+    size: int | None = None, seconds: float = 2.0, dtype: torch.dtype = torch.float32, device: str = "cpu"
+) -> float:
+    """This device's matmul rate in ``dtype`` now (GFLOP/s), from repeated ``size``-square products.
+
+    ``size`` defaults to 2048 on a CPU and 8192 on CUDA (what it takes to keep a large GPU's tensor
+    cores busy). On CUDA the products are queued in rounds and the clock is read after
+    ``torch.cuda.synchronize``, so it times the kernels, not their launches.
+    """
+    cuda = torch.device(device).type == "cuda"
+    size = size or (8192 if cuda else 2048)
+    a = torch.randn(size, size, dtype=dtype, device=device)
+    b = torch.randn(size, size, dtype=dtype, device=device)
+    per_round = 10 if cuda else 1
+    _sync(device)
     a @ b  # warm-up
+    _sync(device)
     runs, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        a @ b
-        runs += 1
+    while time.perf_counter() - started < seconds or runs == 0:
+        for _ in range(per_round):
+            a @ b
+        _sync(device)
+        runs += per_round
     return 2 * size**3 * runs / (time.perf_counter() - started) / 1e9
+
+
+def _sync(device: str | torch.device) -> None:
+    """Wait for the device's queued work (a no-op on a CPU), so a clock read after it is honest."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def peak_gpu(phase: Phase) -> Iterator[None]:
+    """Record the CUDA allocator's peak over the block (GiB; 0 without CUDA)."""
+    if not torch.cuda.is_available():
+        yield
+        return
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    try:
+        yield
+    finally:
+        torch.cuda.synchronize()
+        phase.peak_gpu_gib = torch.cuda.max_memory_allocated() / 2**30
 
 
 @contextmanager
@@ -121,7 +163,8 @@ def peak_rss(phase: Phase) -> Iterator[None]:
 
     Linux: writing 5 to /proc/self/clear_refs resets the high-water mark VmHWM to the current RSS.
     """
-    Path("/proc/self/clear_refs").write_text("5")
+    with suppress(OSError):  # a sandboxed kernel (gVisor) may refuse it: the peak is then the process's so far
+        Path("/proc/self/clear_refs").write_text("5")
     idle = _status_kib("VmRSS")
     try:
         yield
@@ -200,6 +243,7 @@ def load_workloads(data: Path, contexts: int, k_max: int) -> list[Workload]:
 def plain_answers(model: Any, tokenizer: Any, questions: list[str], max_new_tokens: int) -> list[str]:
     """One left-padded ``generate`` call for a question set."""
     batch = tokenizer([question_prompt(tokenizer, q) for q in questions], return_tensors="pt", padding=True)
+    batch = batch.to(model.device)
     out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     return [clean_answer(t) for t in tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], True)]
 
@@ -216,6 +260,7 @@ def plain_logliks(model: Any, tokenizer: Any, pairs: list[tuple[str, str]]) -> l
     mask = torch.zeros_like(ids)
     for i, row in enumerate(rows):
         ids[i, : len(row)], mask[i, : len(row)] = torch.tensor(row), 1
+    ids, mask = ids.to(model.device), mask.to(model.device)
     logprobs = F.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)  # (B, T, V)
     return [logprobs[i, b - 1 : e - 1].gather(-1, ids[i, b:e, None]).mean().item() for i, (b, e) in enumerate(spans)]
 
@@ -265,12 +310,14 @@ def baseline_candidate(
         )
         trainer.remove_callback(PrinterCallback)  # it prints the metrics dict even with logging off
         trainer.train()
+    _sync(model.device)
     trained = time.perf_counter()
     peft_model = trainer.model.eval()
     plain_answers(peft_model, tokenizer, [q.question for q in work.tau], ANSWER_TOKENS)
     plain_answers(peft_model, tokenizer, [q.question for q in retention], ANSWER_TOKENS)
     plain_logliks(peft_model, tokenizer, [(q.question, a) for q in work.tau for a in q.answers])
     plain_logliks(peft_model, tokenizer, [(q.question, a) for q, a in zip(retention, base_retention, strict=True)])
+    _sync(model.device)
     judged, cpu = time.perf_counter(), time.process_time() - cpu
     steps = trainer.state.global_step
     peft_model.unload()
@@ -303,16 +350,17 @@ def run_baseline(
 
 
 def product_roles(
-    spec: str, dtype: DTypeName, data: Path, contexts: int, settings: TrainConfig, root: Path
+    spec: str, dtype: DTypeName, data: Path, contexts: int, settings: TrainConfig, root: Path, device: str = "auto"
 ) -> tuple[Student, Auditor]:
     """A student and an auditor in this process, sharing a store; no safety probes."""
     (root / "probes.json").write_text("[]")
-    student = Student(StudentConfig(model=spec, dtype=dtype, store=root / "store", train=settings))
+    student = Student(StudentConfig(model=spec, device=device, dtype=dtype, store=root / "store", train=settings))
     auditor = Auditor(
         AuditorConfig(
             data=data,
             limit=contexts,
             model=spec,
+            device=device,
             dtype=dtype,
             store=root / "store",
             ledger=root / "ledger.jsonl",
@@ -329,7 +377,7 @@ def run_batched(student: Student, auditor: Auditor, workloads: list[Workload], k
     phase = Phase(load=list(os.getloadavg()))
     settings = student.config.train
     per_token = train_flops_per_token(student.model, settings)
-    with peak_rss(phase):
+    with peak_rss(phase), peak_gpu(phase):
         for work in workloads:
             started, cpu = time.perf_counter(), time.process_time()
             trained = student.apply_self_edits(ApplySelfEdits(jobs=work.jobs[:k])).candidates
@@ -348,7 +396,9 @@ def run_batched(student: Student, auditor: Auditor, workloads: list[Workload], k
     return phase
 
 
-def warm_up(student: Student, auditor: Auditor, model: Any, tokenizer: Any, workloads: list[Workload]) -> None:
+def warm_up(
+    student: Student, auditor: Auditor, model: Any, tokenizer: Any, workloads: list[Workload], baseline: bool = True
+) -> None:
     """First calls pay one-off costs (imports, kernel set-up): 1-epoch candidates each way, untimed.
 
     The product judges one per passage through ``Auditor.judge``, as a run does: the base model's answers
@@ -360,6 +410,8 @@ def warm_up(student: Student, auditor: Auditor, model: Any, tokenizer: Any, work
         trained = student.apply_self_edits(ApplySelfEdits(jobs=[job])).candidates
         items = [CandidateToJudge(self_edit=job.self_edit, candidate=trained[0])]
         auditor.judge(JudgeCandidates(context_id=w.context.context_id, candidates=items))
+    if not baseline:
+        return
     work = workloads[0]
     job = work.jobs[0].model_copy(update={"settings": short})
     retention = [q.question for q in load_retention()]
@@ -385,12 +437,18 @@ COLUMNS = [
     ("baseline train FLOP/s % of matmul", "baseline_flops_pct"),
     ("seal peak RSS GiB", "seal_peak_rss_gib"),
     ("baseline peak RSS GiB", "baseline_peak_rss_gib"),
+    ("seal peak GPU GiB", "seal_peak_gpu_gib"),
+    ("baseline peak GPU GiB", "baseline_peak_gpu_gib"),
 ]
 
 
-def report(args: argparse.Namespace, command: str, rows: list[dict[str, Any]], machine: dict[str, Any]) -> None:
-    """Print the table and save it (markdown and JSON) with the command that produced it."""
-    table = Table(title=f"Inner loop, {args.model} in {machine['dtype']}: candidates fully judged per hour")
+def report(
+    args: argparse.Namespace, command: str, rows: list[dict[str, Any]], machine: dict[str, Any], show: bool = True
+) -> None:
+    """Save the table (markdown and JSON) with the command that produced it; print it if ``show``."""
+    model = f"a random {args.shape.stem} shape" if args.shape else args.model
+    where = f" on {machine.get('gpu', machine['device'])}"
+    table = Table(title=f"Inner loop, {model} in {machine['dtype']}{where}: candidates fully judged per hour")
     for header, _ in COLUMNS:
         table.add_column(header, justify="right")
     lines = ["| " + " | ".join(h for h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -398,44 +456,50 @@ def report(args: argparse.Namespace, command: str, rows: list[dict[str, Any]], m
         cells = [_fmt(row[key]) for _, key in COLUMNS]
         table.add_row(*cells)
         lines.append("| " + " | ".join(cells) + " |")
-    console.print(table)
+    if show:
+        console.print(table)
     notes = [f"- {key}: {json.dumps(value)}" for key, value in machine.items()]
     notes.append("- cand/h: wall clock; cand/CPU-h: process CPU time, which with --threads 1 does not depend on load")
     stem = args.out / (args.name or ("inner_loop_quick" if args.quick else "inner_loop"))
     args.out.mkdir(parents=True, exist_ok=True)
-    stem.with_suffix(".md").write_text(f"`{command}`\n\n" + "\n".join([*lines, "", *notes]) + "\n")
-    stem.with_suffix(".json").write_text(json.dumps({"command": command, "rows": rows, "machine": machine}, indent=2))
-    console.print(f"saved {stem}.md and {stem}.json")
+    # Suffixes appended, not swapped: a name such as inner_loop_qwen2.5-7b has a dot of its own.
+    stem.parent.joinpath(f"{stem.name}.md").write_text(f"`{command}`\n\n" + "\n".join([*lines, "", *notes]) + "\n")
+    saved = {"command": command, "rows": rows, "machine": machine}
+    stem.parent.joinpath(f"{stem.name}.json").write_text(json.dumps(saved, indent=2))
+    if show:
+        console.print(f"saved {stem}.md and {stem}.json")
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "n/a"
     return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
-def result_row(k: int, seal: Phase, base: Phase, matmul_gflops_peak: float) -> dict[str, Any]:
-    """One K's comparison; FLOP/s as a share of the machine's measured matmul rate in the run's dtype."""
-    return {
+def result_row(k: int, seal: Phase, base: Phase | None, matmul_gflops_peak: float) -> dict[str, Any]:
+    """One K's comparison; FLOP/s as a share of the machine's measured matmul rate in the run's dtype.
+
+    Without a baseline (``--baseline-k 0``) its columns are None.
+    """
+    row = {
         "k": k,
         "seal_per_hour": seal.per_hour,
-        "baseline_per_hour": base.per_hour,
-        "ratio": seal.per_hour / base.per_hour,
         "seal_per_cpu_hour": seal.per_cpu_hour,
-        "baseline_per_cpu_hour": base.per_cpu_hour,
-        "cpu_ratio": seal.per_cpu_hour / base.per_cpu_hour,
         "seal_train_s": seal.train_s,
         "seal_judge_s": seal.judge_s,
-        "baseline_train_s": base.train_s,
-        "baseline_judge_s": base.judge_s,
         "seal_flops_pct": 100 * seal.train_flops / seal.train_s / (matmul_gflops_peak * 1e9),
-        "baseline_flops_pct": 100 * base.train_flops / base.train_s / (matmul_gflops_peak * 1e9),
         "seal_rss_rise_gib": seal.rss_rise_gib,
-        "baseline_rss_rise_gib": base.rss_rise_gib,
         "seal_peak_rss_gib": seal.peak_rss_gib,
-        "baseline_peak_rss_gib": base.peak_rss_gib,
+        "seal_peak_gpu_gib": seal.peak_gpu_gib,
         "seal_steps": seal.steps,
-        "baseline_steps": base.steps,
         "seal_load_before_after": seal.load,
     }
+    keys = ["per_hour", "per_cpu_hour", "train_s", "judge_s", "rss_rise_gib", "peak_rss_gib", "peak_gpu_gib", "steps"]
+    row |= {f"baseline_{key}": getattr(base, key) if base else None for key in keys}
+    row["baseline_flops_pct"] = 100 * base.train_flops / base.train_s / (matmul_gflops_peak * 1e9) if base else None
+    row["ratio"] = seal.per_hour / base.per_hour if base else None
+    row["cpu_ratio"] = seal.per_cpu_hour / base.per_cpu_hour if base else None
+    return row
 
 
 # --------------------------------------------------------------------------- main
@@ -446,12 +510,21 @@ ANSWER_TOKENS = 24  # the auditor's default answer length
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Base model: the embedded default, a folder or hub id.")
+    parser.add_argument(
+        "--shape", type=Path, default=None, help="A shape file (bench/shapes/*.json): random weights of that size."
+    )
+    parser.add_argument("--shape-dir", type=Path, default=None, help="Where --shape builds its model folder.")
+    parser.add_argument("--tokenizer", default=None, help="With --shape: a saved tokenizer (default: train one).")
     parser.add_argument("--data", type=Path, required=True, help="SQuAD-format file with recorded self-edits.")
     parser.add_argument("--contexts", type=int, default=1, help="Passages to use (the first N of --data).")
     parser.add_argument("--ks", default=None, help="Comma-separated candidates per passage (default 1,2,5,10).")
+    parser.add_argument(
+        "--baseline-k", type=int, default=None, help="Baseline candidates per passage (default the largest K; 0: none)."
+    )
     parser.add_argument("--epochs", type=int, default=None, help="Training epochs per candidate (default 10).")
     parser.add_argument("--quick", action="store_true", help="K = 1, 2, 5 and 2 epochs: a few minutes.")
     parser.add_argument("--name", default=None, help="Results file name, without suffix (default inner_loop[_quick]).")
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu' or 'cuda'.")
     parser.add_argument(
         "--dtype", default="auto", choices=DTYPE_CHOICES, help="Weights' dtype, both sides (default: the device's)."
     )
@@ -461,57 +534,140 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.ks = [int(k) for k in (args.ks or ("1,2,5" if args.quick else "1,2,5,10")).split(",")]
     args.epochs = args.epochs or (2 if args.quick else 10)
+    args.baseline_k = max(args.ks) if args.baseline_k is None else args.baseline_k
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Warm up, run the baseline, then the batched path for each K, in this process; print and save the table."""
+    """Warm up, run the baseline, then the batched path for each K, in this process; print and save the table.
+
+    The table is saved after each K, so a run stopped by a time limit keeps the Ks it finished. A K
+    that runs out of GPU memory ends the run there (``machine["out_of_memory_at_k"]``).
+    """
     args = parse_args(argv)
     command = "python -m bench.inner_loop " + shlex.join(sys.argv[1:] if argv is None else argv)
     console.print(f"[bold]$ {command}")
     _quiet_libraries()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.shape:
+        args.model = str(_shape_folder(args))
     settings = TrainConfig(epochs=args.epochs)
     machine: dict[str, Any] = {"load_at_start": list(os.getloadavg()), "cpu_count": os.cpu_count()}
-    machine |= {"torch_threads": torch.get_num_threads(), "settings": settings.model_dump()}
-    model, tokenizer = load_model(args.model, dtype=args.dtype)  # the baseline's own copy
-    machine["dtype"] = str(model.dtype).removeprefix("torch.")
-    machine["matmul_gflops_start"] = matmul_gflops(seconds=args.matmul_seconds, dtype=model.dtype)
+    machine |= {"torch_threads": torch.get_num_threads(), "settings": settings.model_dump(), "contexts": args.contexts}
+    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)  # the baseline's own copy
+    machine |= _describe_device(model, args)
     rate = machine["matmul_gflops_start"]
-    console.log(f"load {machine['load_at_start']}, {machine['dtype']} matmul {rate:.1f} GFLOP/s")
+    console.log(f"load {machine['load_at_start']}, {machine['dtype']} matmul {rate:.1f} GFLOP/s on {model.device}")
     workloads = load_workloads(args.data, args.contexts, max(args.ks))
     with tempfile.TemporaryDirectory() as root:
-        student, auditor = product_roles(args.model, args.dtype, args.data, args.contexts, settings, Path(root))
-        warm_up(student, auditor, model, tokenizer, workloads)
+        student, auditor = product_roles(
+            args.model, args.dtype, args.data, args.contexts, settings, Path(root), args.device
+        )
+        warm_up(student, auditor, model, tokenizer, workloads, args.baseline_k > 0)
         # weights, gradients and AdamW's two moments, fp32: what each extra candidate adds besides activations
         machine["adapter_and_optimizer_mib_per_candidate"] = 16 * lora_parameters(model, settings) / 2**20
-        base_phase = Phase(load=list(os.getloadavg()))
-        with peak_rss(base_phase):
-            baseline = run_baseline(model, tokenizer, workloads, settings, max(args.ks))
-        machine["baseline_load_before_after"] = base_phase.load + list(os.getloadavg())
-        phases = [
-            (k, run_batched(student, auditor, workloads, k), _baseline_subset(baseline, k, base_phase)) for k in args.ks
-        ]
-    machine["matmul_gflops_end"] = matmul_gflops(seconds=args.matmul_seconds, dtype=model.dtype)
+        machine["tokens_trained_per_candidate"] = [tokens_trained(tokenizer, j, settings) for j in workloads[0].jobs]
+        baseline, base_phase = _timed_baseline(model, tokenizer, workloads, settings, args.baseline_k, machine)
+        rows = []
+        for k in args.ks:
+            seal = _batched_or_none(student, auditor, workloads, k, machine)
+            if seal is None:
+                break
+            base = _baseline_subset(baseline, k, base_phase) if args.baseline_k else None
+            rows.append(result_row(k, seal, base, machine["matmul_gflops_start"]))
+            report(args, command, rows, machine, show=False)  # kept if a time limit stops the run
+    machine["matmul_gflops_end"] = matmul_gflops(seconds=args.matmul_seconds, dtype=model.dtype, device=model.device)
     machine["load_at_end"] = list(os.getloadavg())
     peak = max(machine["matmul_gflops_start"], machine["matmul_gflops_end"])
-    report(args, command, [result_row(k, seal, base, peak) for k, seal, base in phases], machine)
+    report(args, command, [_rescored(row, machine["matmul_gflops_start"], peak) for row in rows], machine)
+
+
+def _shape_folder(args: argparse.Namespace) -> Path:
+    """The model folder of ``--shape``, built once (on the GPU when the run is on one)."""
+    from bench.model_shapes import build_model_folder
+
+    folder = args.shape_dir or Path(tempfile.gettempdir()) / "seal-shapes" / args.shape.stem
+    device = "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
+    started = time.perf_counter()
+    build_model_folder(args.shape, folder, args.tokenizer, args.data, device)
+    console.log(f"model folder of {args.shape.name}: {folder} ({time.perf_counter() - started:.1f} s)")
+    return folder
+
+
+def _describe_device(model: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The run's dtype, device and the device's matmul rate in that dtype, measured now."""
+    described: dict[str, Any] = {"dtype": str(model.dtype).removeprefix("torch."), "device": str(model.device)}
+    described["attention"] = model.config._attn_implementation  # sdpa on CUDA; eager for bf16 on a CPU
+    if model.device.type == "cuda":
+        described["gpu"] = torch.cuda.get_device_name(model.device)
+        described["gpu_memory_gib"] = torch.cuda.get_device_properties(model.device).total_memory / 2**30
+    if args.shape:
+        described["shape"] = str(args.shape)
+    described["parameters"] = sum(p.numel() for p in model.parameters())
+    rate = matmul_gflops(seconds=args.matmul_seconds, dtype=model.dtype, device=model.device)
+    described["matmul_gflops_start"] = rate
+    return described
+
+
+def _timed_baseline(
+    model: Any, tokenizer: Any, workloads: list[Workload], settings: TrainConfig, k: int, machine: dict[str, Any]
+) -> tuple[list[list[Phase]], Phase]:
+    """The baseline's first ``k`` candidates per passage, with the whole run's memory peaks."""
+    base_phase = Phase(load=list(os.getloadavg()))
+    if k == 0:
+        return [], base_phase
+    with peak_rss(base_phase), peak_gpu(base_phase):
+        baseline = run_baseline(model, tokenizer, workloads, settings, k)
+    machine["baseline_load_before_after"] = base_phase.load + list(os.getloadavg())
+    return baseline, base_phase
+
+
+def _batched_or_none(
+    student: Student, auditor: Auditor, workloads: list[Workload], k: int, machine: dict[str, Any]
+) -> Phase | None:
+    """The batched run at K, or None (noted in ``machine``) if it ran out of GPU memory."""
+    try:
+        phase = run_batched(student, auditor, workloads, k)
+    except torch.cuda.OutOfMemoryError as exc:
+        machine["out_of_memory_at_k"] = k
+        console.log(f"K={k}: out of GPU memory ({str(exc).splitlines()[0]}); larger K are not run")
+        gc.collect()
+        torch.cuda.empty_cache()
+        return None
+    console.log(f"K={k}: train {phase.train_s:.1f}s, judge {phase.judge_s:.1f}s, {phase.per_hour:.0f} candidates/h")
+    return phase
+
+
+def _rescored(row: dict[str, Any], rate: float, peak: float) -> dict[str, Any]:
+    """``row``'s FLOP/s shares against the higher of the start and end matmul rates."""
+    scored = dict(row)
+    for key in ("seal_flops_pct", "baseline_flops_pct"):
+        if scored[key] is not None:
+            scored[key] *= rate / peak
+    return scored
 
 
 def _quiet_libraries() -> None:
     """No per-candidate progress bars or info lines from datasets, transformers and TRL."""
-    import datasets
     import transformers
 
-    datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+    try:
+        import datasets
+    except ImportError:  # no baseline: --baseline-k 0 runs without TRL and datasets
+        return
+    datasets.disable_progress_bars()
 
 
 def _baseline_subset(baseline: list[list[Phase]], k: int, whole: Phase) -> Phase:
-    """The baseline over the same candidates as a batched run with K per passage (memory: the whole run's)."""
-    subset = Phase(peak_rss_gib=whole.peak_rss_gib, rss_rise_gib=whole.rss_rise_gib)
+    """The baseline over the same candidates as a batched run with K per passage (memory: the whole run's).
+
+    With fewer baseline candidates than K (``--baseline-k``), those it has: one by one, its rate per
+    candidate does not depend on K.
+    """
+    subset = Phase(peak_rss_gib=whole.peak_rss_gib, rss_rise_gib=whole.rss_rise_gib, peak_gpu_gib=whole.peak_gpu_gib)
     for row in baseline:
         for phase in row[:k]:
             subset.add(phase)
