@@ -21,8 +21,8 @@ PERMISSIONS: dict[str, dict[Role, frozenset[str]]] = {
         "cli": frozenset({"promote", "rollback", "describe_served", "answer_served"}),
     },
     "auditor": {
+        # The CLI asks nothing of the auditor: a CLI key must not be able to append verdicts to its ledger.
         "teacher": frozenset({"review_self_edits", "judge_candidates", "record_teacher_version"}),
-        "cli": frozenset({"review_self_edits", "judge_candidates", "record_teacher_version"}),
     },
 }
 
