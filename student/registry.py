@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -20,9 +21,11 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from library.ledger import Ledger, read_entries
+from library.ledger import Ledger, LedgerError, read_entries
 from protocol.messages import Verdict
 from protocol.signing import VerdictRefused, check_verdict
+
+log = logging.getLogger(__name__)
 
 
 class RegistryError(Exception):
@@ -95,7 +98,14 @@ class Registry:
     @contextlib.contextmanager
     def _writing(self) -> Iterator[tuple[Ledger, ServedState]]:
         """The history's writer lock for one change, and the state it starts from (reconciled first)."""
-        history = Ledger(self.history_path)
+        try:
+            history = Ledger(self.history_path)
+        except LedgerError as exc:  # another writer holds it (or the history is damaged): refuse, the stack unchanged
+            log.warning("served stack not changed: %s", exc)
+            raise RegistryError(
+                "the served stack is being changed by another process, or its history is damaged "
+                "(see the student's log); nothing was changed"
+            ) from None
         try:
             yield history, self._reconcile(history, self._load_state())
         finally:

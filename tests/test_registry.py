@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from library.ledger import verify_ledger
+from library.ledger import Ledger, verify_ledger
 from protocol.codec import ProtocolError
 from protocol.messages import AnswerServed, ApplySelfEdits, DescribeServed, Promote, Rollback, TrainConfig
 from protocol.signing import sign_verdict
 from student.config import StudentConfig
-from student.registry import Registry
+from student.registry import Registry, RegistryError
 from student.service import Student
 from tests.examples import VERDICT
 from tests.test_student import QUESTION, _job
@@ -135,3 +135,13 @@ def test_an_abort_recorded_but_not_written_to_state_is_not_recorded_twice(monkey
     reopened = Registry(tmp_path / "served", AUDITOR_KEY.public_key())
     assert _history_kinds(reopened) == [("promote", 1), ("aborted", 1)]
     assert (reopened.state.stack, reopened.state.version) == ([], 1)
+
+
+def test_a_change_while_another_writer_holds_the_history_is_refused_not_an_internal_error(tmp_path):
+    adapter = "ef" * 32
+    registry = Registry(tmp_path / "served", AUDITOR_KEY.public_key())
+    with Ledger(registry.history_path), pytest.raises(RegistryError, match="another process") as refused:
+        registry.promote(adapter, _verdict(adapter))
+    assert str(tmp_path) not in str(refused.value), "no store path reaches the caller"
+    assert registry.state.stack == [] and registry.history_entries() == []
+    assert registry.promote(adapter, _verdict(adapter)).stack == [adapter]
