@@ -349,6 +349,9 @@ def run_baseline(
 # --------------------------------------------------------------------------- the batched path: the product
 
 
+WARM_UP_SEED = 10_000  # the warm-up's candidates are none of a timed phase's (seeds 1, 2, 5, ...)
+
+
 def product_roles(
     spec: str, dtype: DTypeName, data: Path, contexts: int, settings: TrainConfig, root: Path, device: str = "auto"
 ) -> tuple[Student, Auditor]:
@@ -379,21 +382,29 @@ def run_batched(student: Student, auditor: Auditor, workloads: list[Workload], k
     per_token = train_flops_per_token(student.model, settings)
     with peak_rss(phase), peak_gpu(phase):
         for work in workloads:
+            jobs = phase_jobs(work.jobs[:k], settings, k)
             started, cpu = time.perf_counter(), time.process_time()
-            trained = student.apply_self_edits(ApplySelfEdits(jobs=work.jobs[:k])).candidates
+            trained = student.apply_self_edits(ApplySelfEdits(jobs=jobs)).candidates
             mid = time.perf_counter()
-            items = [
-                CandidateToJudge(self_edit=j.self_edit, candidate=c)
-                for j, c in zip(work.jobs[:k], trained, strict=True)
-            ]
+            items = [CandidateToJudge(self_edit=j.self_edit, candidate=c) for j, c in zip(jobs, trained, strict=True)]
             auditor.judge(JudgeCandidates(context_id=work.context.context_id, candidates=items))
-            flops = sum(tokens_trained(student.tokenizer, j, settings) for j in work.jobs[:k]) * per_token
+            flops = sum(tokens_trained(student.tokenizer, j, settings) for j in jobs) * per_token
             cpu = time.process_time() - cpu
             phase.add(
                 Phase(k, mid - started, time.perf_counter() - mid, flops, cpu_s=cpu, steps=[c.steps for c in trained])
             )
     phase.load += list(os.getloadavg())
     return phase
+
+
+def phase_jobs(jobs: list[TrainJob], settings: TrainConfig, phase_seed: int) -> list[TrainJob]:
+    """The jobs with a seed of this phase's own: the auditor judges a candidate once (a repeated one gets its
+    recorded verdict back), so a phase repeating an earlier phase's adapters would time cached verdicts."""
+    unique = (settings if j.settings is None else j.settings for j in jobs)
+    return [
+        j.model_copy(update={"settings": s.model_copy(update={"seed": s.seed + phase_seed})})
+        for j, s in zip(jobs, unique, strict=True)
+    ]
 
 
 def warm_up(
@@ -406,7 +417,7 @@ def warm_up(
     """
     short = TrainConfig(epochs=1)
     for w in workloads:
-        job = w.jobs[0].model_copy(update={"settings": short})
+        [job] = phase_jobs([w.jobs[0]], short, WARM_UP_SEED)
         trained = student.apply_self_edits(ApplySelfEdits(jobs=[job])).candidates
         items = [CandidateToJudge(self_edit=job.self_edit, candidate=trained[0])]
         auditor.judge(JudgeCandidates(context_id=w.context.context_id, candidates=items))
