@@ -287,3 +287,22 @@ def test_a_stack_combines_exactly_into_one_lora_of_summed_rank(world, tmp_path):
     assert json.loads((combined / "adapter_config.json").read_text())["r"] == 2 * student.config.train.rank
     assert not torch.allclose(expected, base, atol=1e-3), "the stack changes the outputs"
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_concurrent_requests_of_different_lengths_get_their_own_answers(world):
+    """Batched together (left-padded), each prompt gets the answer it gets alone; a stop string cuts it."""
+    _, _, client = world
+    prompts = ["The capital of France", "Numbers: 0 1 2", "A student reads the passage, writes implications, and"]
+
+    def complete(prompt: str, stop: list[str] | None = None) -> str:
+        reply = client.completions.create(model="seal", prompt=prompt, max_tokens=10, temperature=0, stop=stop)
+        return reply.choices[0].text
+
+    alone = [complete(p) for p in prompts]
+    with ThreadPoolExecutor(len(prompts) * 2) as pool:
+        together = list(pool.map(complete, prompts * 2))
+    assert together == alone * 2
+    text = alone[0]
+    assert len(text) >= 3
+    stop = text[1:3]
+    assert complete(prompts[0], [stop]) == text[: text.index(stop)]
