@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import PreTrainedModel
 
+from library.scratch import scratch_folder
 from library.stacked_lora import LoRAWeights, Routing, row_segments, stacked_layers
 
 BASE_ADAPTER = "__base__"
@@ -142,8 +144,15 @@ def finish_adapter_config(folder: Path, base_model: str) -> None:
 
 
 def save_portable(peft_model: PeftModel, base_model: str, prefix: str) -> Path:
-    """Save ``peft_model``'s adapter into a new temporary folder, with a portable config (see below)."""
-    folder = Path(tempfile.mkdtemp(prefix=prefix))
-    peft_model.save_pretrained(folder)
-    finish_adapter_config(folder, base_model)
+    """Save ``peft_model``'s adapter into a new folder of this process's scratch folder, with a portable config.
+
+    The caller removes it once stored; a crash leaves it in the scratch folder, which the next process sweeps.
+    """
+    folder = Path(tempfile.mkdtemp(prefix=prefix, dir=scratch_folder()))
+    try:
+        peft_model.save_pretrained(folder)
+        finish_adapter_config(folder, base_model)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return folder

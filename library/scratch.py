@@ -19,7 +19,7 @@ from pathlib import Path
 from protocol.artifacts import abandoned, lock_folder
 
 SCRATCH_PREFIX = "seal-scratch-"
-LEGACY_PREFIX = "seal-adapter-"
+LEGACY_PREFIXES = ("seal-adapter-", "seal-teacher-", "seal-arc-adapter-")
 """Where trained adapters went before there were scratch folders: straight into the temp dir."""
 
 _guard = threading.Lock()
@@ -44,7 +44,14 @@ def scratch_folder() -> Path:
 def sweep(parent: Path) -> list[Path]:
     """Remove the scratch folders under ``parent`` whose process is gone; returns them."""
     removed = []
-    for folder in [*parent.glob(SCRATCH_PREFIX + "*"), *parent.glob(LEGACY_PREFIX + "*")]:
+    for prefix in (SCRATCH_PREFIX, *LEGACY_PREFIXES):
+        removed += _sweep_prefix(parent, prefix)
+    return removed
+
+
+def _sweep_prefix(parent: Path, prefix: str) -> list[Path]:
+    removed = []
+    for folder in parent.glob(prefix + "*"):
         if folder.is_dir() and abandoned(folder):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
 from peft import PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from library.arc import task_prompt, text_to_grid
-from library.lora import finish_adapter_config, lora_config
+from library.lora import lora_config, save_portable
 from library.training import IGNORE_INDEX, ModelBatch, fit_causal_lm
 from protocol.artifacts import ArtifactStore
 from protocol.fewshot import ArcPrediction, ArcTask, FewShotSelfEdit, Grid
@@ -105,10 +103,8 @@ class FewShotStudent:
         """Keep the test-time adapter as a content-addressed artifact (when the student has a store)."""
         if self.store is None:
             return None
-        folder = Path(tempfile.mkdtemp(prefix="seal-arc-adapter-"))
+        folder = save_portable(model, self.base_model, "arc-adapter-")
         try:
-            model.save_pretrained(folder)
-            finish_adapter_config(folder, self.base_model)
             provenance = {"task_id": task.task_id, "self_edit": edit.model_dump(), "losses": losses}
             return self.store.put_adapter(folder, self.base_model, provenance).adapter_id
         finally:

@@ -63,7 +63,7 @@ def train_teacher_adapter(
     peft_model = get_peft_model(model, config)
     try:
         run = fit_causal_lm(peft_model, settings.learning_rate, _batches(examples, settings, tokenizer.pad_token_id))
-        folder = save_portable(peft_model, base_model, "seal-teacher-")
+        folder = save_portable(peft_model, base_model, "teacher-")
     finally:
         peft_model.unload()
     return SFTResult(folder, run.losses, run.steps, time.perf_counter() - started)

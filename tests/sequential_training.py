@@ -35,7 +35,7 @@ def train_adapter(
         # The batches of student.training.training_schedule, which the batched trainer follows.
         epochs = shuffled_batches(len(sequences), settings.epochs, settings.batch_size, settings.seed)
         run = fit_causal_lm(peft_model, settings.learning_rate, collated(epochs, sequences, tokenizer.pad_token_id))
-        folder = save_portable(peft_model, base_model, "seal-adapter-")
+        folder = save_portable(peft_model, base_model, "adapter-")
     finally:
         peft_model.unload()  # drop the LoRA layers: the base model is shared by every job
     return TrainedAdapter(folder, settings, len(sequences), run.steps, run.losses, time.perf_counter() - started)

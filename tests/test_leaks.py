@@ -112,3 +112,19 @@ def test_a_failed_save_leaves_no_adapter_folder(tiny_model_dir, monkeypatch):
     [result] = train_adapters(model, tokenizer, jobs[:1], tiny_model_dir)
     assert result.folder.parent == scratch.scratch_folder()
     shutil.rmtree(result.folder)
+
+
+def test_the_teachers_and_few_shot_adapters_are_saved_in_the_scratch_folder_too(tiny_model_dir):
+    """Every adapter the product saves before storing it waits in this process's scratch folder, never loose in /tmp."""
+    from peft import get_peft_model
+
+    from library.lora import lora_config, save_portable
+
+    model, _ = load_model(tiny_model_dir)
+    peft_model = get_peft_model(model, lora_config(2, 4, "all-linear", tiny_model_dir))
+    folder = save_portable(peft_model, tiny_model_dir, "teacher-")
+    try:
+        assert folder.parent == scratch.scratch_folder() and (folder / "adapter_config.json").exists()
+    finally:
+        shutil.rmtree(folder)
+    assert not list(Path(tempfile.gettempdir()).glob("seal-teacher-*")), "nothing saved loose in the temp dir"
