@@ -143,8 +143,8 @@ def find_verdict(ledger: Path, adapter: str) -> Verdict:
     The verdict itself must be about that adapter, and so must the record holding it: a record naming one
     adapter with another's verdict would otherwise promote the other.
     """
-    records = [e["record"] for e in read_entries(ledger) if e["kind"] == "verdict" and "verdict" in e["record"]]
-    matches = [r for r in records if _mentions_adapter(r, adapter)]
+    entries = [e for e in read_entries(ledger) if e["kind"] == "verdict" and "verdict" in e["record"]]
+    matches = [e["record"] for e in entries if _mentions_adapter(e["record"], adapter)]
     if not matches:
         raise LedgerError(f"no verdict on adapter {adapter!r} in {ledger}")
     mixed = next((r for r in matches if r.get("adapter_id") != r["verdict"].get("adapter_id")), None)
@@ -153,7 +153,10 @@ def find_verdict(ledger: Path, adapter: str) -> Verdict:
         raise LedgerError(f"a verdict record in {ledger} names adapter {named} but holds the verdict on {judged}")
     if len({r["adapter_id"] for r in matches}) > 1:
         raise LedgerError(f"{adapter!r} is the prefix of more than one adapter in {ledger}; give more of the id")
-    return Verdict.model_validate(matches[-1]["verdict"])
+    # The signed verdict in a record cannot hold its own entry's hash: point it at that entry here, so the
+    # registry's served stack names the ledger entry behind each promotion (the signature does not cover it).
+    entry = next(e for e in reversed(entries) if e["record"] is matches[-1])
+    return Verdict.model_validate(matches[-1]["verdict"]).model_copy(update={"ledger_entry": entry["hash"]})
 
 
 def _mentions_adapter(record: dict[str, Any], adapter: str) -> bool:

@@ -74,6 +74,6 @@ def _self_edit_problems(record: dict[str, Any], verdict: Verdict) -> list[str]:
     edit = record.get("self_edit")
     if not isinstance(edit, dict):
         return ["the record has no self-edit, but the verdict signed one"]
-    if sha256_hex(canonical_json(edit)) != verdict.self_edit_sha256:
+    if sha256_hex(canonical_json(edit, ascii_only=True)) != verdict.self_edit_sha256:  # as self_edit_sha256 hashes
         return ["the recorded self-edit is not the one the verdict signed (its sha256 differs)"]
     return []
