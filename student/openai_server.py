@@ -132,9 +132,12 @@ class OpenAIServer:
         ids = _ids("chatcmpl")
         if request.stream:
             return self._stream(served, generation, _chat_chunks(ids, request, served, generation))
-        text = generation.text()
-        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": None}
-        choice["finish_reason"] = generation.finish_reason
+        text = generation.text()  # first: the finish reason is known once the text is
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "finish_reason": generation.finish_reason,
+        }
         body = {**ids, "object": "chat.completion", "model": request.model, "choices": [choice]}
         return self._json({**body, "system_fingerprint": served.version, "usage": _usage(generation)}, served)
 
@@ -147,8 +150,8 @@ class OpenAIServer:
         ids = _ids("cmpl")
         if request.stream:
             return self._stream(served, generation, _completion_chunks(ids, request, served, generation))
-        choice = {"index": 0, "text": generation.text(), "logprobs": None, "finish_reason": None}
-        choice["finish_reason"] = generation.finish_reason
+        text = generation.text()  # first: the finish reason is known once the text is
+        choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": generation.finish_reason}
         body = {**ids, "object": "text_completion", "model": request.model, "choices": [choice]}
         return self._json({**body, "system_fingerprint": served.version, "usage": _usage(generation)}, served)
 
@@ -171,6 +174,13 @@ class OpenAIServer:
             stop=stop,
         )
         prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        context = _context_length(self.tokenizer, served)
+        if context is not None and len(prompt_ids) + params.max_tokens > context:
+            raise HTTPException(
+                400,
+                f"the prompt ({len(prompt_ids)} tokens) plus max_tokens ({params.max_tokens}) exceed the "
+                f"model's context of {context} tokens",
+            )
         return self.sampler.generate(served.model, prompt_ids, params)
 
     def _stream(self, served: ServedVersion, generation: Generation, chunks: Iterator[dict]) -> StreamingResponse:
@@ -185,6 +195,13 @@ class OpenAIServer:
 
     def _json(self, body: dict, served: ServedVersion) -> JSONResponse:
         return JSONResponse(body, headers=_headers(served))
+
+
+def _context_length(tokenizer: PreTrainedTokenizerBase, served: ServedVersion) -> int | None:
+    """The model's longest sequence (its config's positions, else the tokenizer's limit), if it says."""
+    positions = getattr(getattr(served.model, "config", None), "max_position_embeddings", None)
+    limit = tokenizer.model_max_length if tokenizer.model_max_length < 10**8 else None  # "no limit" is huge
+    return positions if isinstance(positions, int) else limit
 
 
 def _headers(served: ServedVersion) -> dict[str, str]:
@@ -262,7 +279,7 @@ def build_server(config: ServeConfig, keys: frozenset[str]) -> OpenAIServer:
 
     model, tokenizer = load_model(config.model, config.device, config.dtype)
     verify_key = load_verify_key(config.verify_keys) if config.verify_keys else None
-    versions = ServedVersions(model, tokenizer, ArtifactStore(config.store), config.model, verify_key)
+    versions = ServedVersions(model, tokenizer, ArtifactStore(config.store, writer=False), config.model, verify_key)
     return OpenAIServer(config, versions, tokenizer, keys)
 
 

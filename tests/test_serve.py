@@ -201,6 +201,10 @@ def test_malformed_json_and_unknown_parameters_get_400_with_a_message(world):
     assert status == 400 and "frobnicate" in reply["error"]["message"]
     with pytest.raises(openai.BadRequestError, match="temperature"):
         client.chat.completions.create(model="seal", messages=QUESTION, temperature=5)
+    with pytest.raises(openai.BadRequestError, match="context"):
+        client.completions.create(model="seal", prompt="word " * 600, max_tokens=8)
+    with pytest.raises(openai.NotFoundError, match="not served"):
+        client.chat.completions.create(model="gpt-4o", messages=QUESTION)
 
 
 @pytest.mark.parametrize("case", ["missing", "never-promoted"])
