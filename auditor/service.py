@@ -54,7 +54,7 @@ class Auditor:
         self.retention = load_retention(config.retention)
         self.probes = load_probes(config.probes)
         self.model, self.tokenizer = load_model(config.model, config.device, config.dtype)
-        self.store = ArtifactStore(config.store)
+        self.store = ArtifactStore(config.store, writer=False)  # it reads the adapters it judges, nothing else
         self.ledger = Ledger(config.ledger)
         self.decider = Decider(config, self.ledger, self.retention, signing_key)
         self._base: dict[str, ModelResult] = {}  # context id -> the base model's result, computed once

@@ -100,11 +100,17 @@ def lock_folder(folder: Path) -> int:
 class ArtifactStore:
     """Adapters on a local (or shared network) file system, keyed by content hash."""
 
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, writer: bool = True):
+        """Open the store at ``root``; a writer (the student) creates it and sweeps what dead writers left.
+
+        A reader (the auditor, ``seal serve``) changes nothing: it may run on a read-only mount, and may
+        start before the student has made the store, whose adapters it then simply does not find yet.
+        """
         self.root = Path(root)
         self.adapters = self.root / "adapters"
-        self.adapters.mkdir(parents=True, exist_ok=True)
-        self._remove_abandoned_incoming()
+        if writer:
+            self.adapters.mkdir(parents=True, exist_ok=True)
+            self._remove_abandoned_incoming()
 
     def _remove_abandoned_incoming(self) -> None:
         """Half-written adapters of writers that died (16 MB or more each); in-progress ones are locked."""

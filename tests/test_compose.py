@@ -62,7 +62,9 @@ def test_peers_are_addressed_by_service_name_and_bound_port(services):
 
 def test_student_and_auditor_share_the_store(services):
     student, auditor = _args(services["student"]), _args(services["auditor"])
-    assert vars(student)["cfg:store"] == vars(auditor)["cfg:store"]
+    store = str(vars(student)["cfg:store"])
+    assert vars(auditor)["cfg:store"] == store
+    assert _volume_of(services["auditor"], store) == (_volume_of(services["student"], store)[0], True), "read-only"
 
 
 def test_student_reserves_an_nvidia_gpu(services):

@@ -128,3 +128,14 @@ def test_the_teachers_and_few_shot_adapters_are_saved_in_the_scratch_folder_too(
     finally:
         shutil.rmtree(folder)
     assert not list(Path(tempfile.gettempdir()).glob("seal-teacher-*")), "nothing saved loose in the temp dir"
+
+
+def test_a_reader_of_the_store_changes_nothing(tmp_path):
+    """The auditor and seal serve open the store read-only: no folder made, no sweep, even before the student."""
+    assert not ArtifactStore(tmp_path / "store", writer=False).adapters.exists()
+    writer = ArtifactStore(tmp_path / "store")
+    stale = writer.adapters / (artifacts.INCOMING_PREFIX + "dead")
+    stale.mkdir()
+    os.utime(stale, (0, 0))
+    ArtifactStore(tmp_path / "store", writer=False)
+    assert stale.exists(), "only the writer sweeps"
