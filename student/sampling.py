@@ -1,10 +1,12 @@
 """Generation for the HTTP endpoint: concurrent requests batched on one worker thread, streamed as text deltas.
 
-Requests wait in a queue; the worker takes every waiting request for the same model (the same served
-version, never two versions in one batch), up to ``max_batch``, prefills them together (left-padded) and
-decodes them step by step, each row with its own sampling parameters and random generator (``seed``), a row
-leaving the batch at its end of sequence, its length, its stop string or its caller's disconnect. Requests
-that arrive meanwhile form the next batch. ``temperature`` 0 is greedy search. Text is decoded on the
+Requests wait in a queue; at each step the worker turns the waiting ones into *groups*, one model (one
+served version: never two versions in a group) and at most ``max_batch`` requests each, prefilled together
+(left-padded), then runs one decoding step of every group in turn. A row has its own sampling parameters
+and random generator (``seed``) and leaves its group at its end of sequence, its length, its stop string or
+its caller's disconnect. A request that arrives while others decode starts at once in a group of its own,
+so its first token waits for one step of each running group, not for their end. ``temperature`` 0 is
+greedy search. Text is decoded on the
 caller's side, which holds back what may be the start of a stop string or of a multi-byte character.
 """
 
@@ -129,48 +131,72 @@ class Sampler:
             request.done = True  # finished, stopped or abandoned by its caller: the worker drops the row
 
     def _work(self) -> None:
+        groups: list[_Group] = []
         while True:
-            batch = self._next_batch()
-            try:
-                self._run(batch)
-            except Exception as exc:  # reported to every caller of the batch; the worker keeps serving
-                log.exception("generation failed")
-                for request in batch:
-                    request.tokens.put(exc)
+            for batch in self._take_waiting(block=not groups):
+                groups.append(_Group(batch, _eos_ids(batch[0].model, self.tokenizer)))
+            for group in list(groups):  # one step each: a new group's first token need not wait for the others
+                try:
+                    running = group.step()
+                except Exception as exc:  # reported to the group's callers; the worker keeps serving
+                    log.exception("generation failed")
+                    group.fail(exc)
+                    running = False
+                if not running:
+                    groups.remove(group)
 
-    def _next_batch(self) -> list[_Request]:
-        """Every waiting request for the first waiting one's model, up to ``max_batch``."""
+    def _take_waiting(self, block: bool) -> list[list[_Request]]:
+        """The waiting requests as batches of one model each (at most ``max_batch``); wait for one if ``block``."""
         with self._wake:
-            self._wake.wait_for(lambda: bool(self._waiting))
-            model = self._waiting[0].model
-            batch = [r for r in self._waiting if r.model is model][: self.max_batch]
-            self._waiting = [r for r in self._waiting if all(r is not b for b in batch)]
-        return batch
+            if block:
+                self._wake.wait_for(lambda: bool(self._waiting))
+            waiting, self._waiting = self._waiting, []
+        batches: list[list[_Request]] = []
+        for request in waiting:
+            batch = next((b for b in batches if b[0].model is request.model and len(b) < self.max_batch), None)
+            if batch is None:
+                batches.append([request])
+            else:
+                batch.append(request)
+        return batches
+
+
+class _Group:
+    """Requests for one model decoding together: one KV cache (B rows), a row leaving when it ends."""
+
+    def __init__(self, batch: list[_Request], stop_ids: set[int]):
+        self.model, self.active, self.stop_ids = batch[0].model, list(batch), stop_ids
+        self.device = next(self.model.parameters()).device
+        inputs = {k: v.to(self.device) for k, v in suffix_batch([r.prompt_ids for r in batch], 0, 0).items()}
+        self.mask, self.positions = inputs["attention_mask"], inputs["position_ids"][:, -1]  # (B, T), (B,)
+        self.step_input = {"input_ids": inputs["input_ids"], "position_ids": inputs["position_ids"]}
+        self.cache, self.count = None, 0
 
     @torch.no_grad()
-    def _run(self, batch: list[_Request]) -> None:
-        model = batch[0].model
-        device = next(model.parameters()).device
-        stop_ids = _eos_ids(model, self.tokenizer)
-        inputs = {k: v.to(device) for k, v in suffix_batch([r.prompt_ids for r in batch], 0, 0).items()}
-        mask, positions = inputs["attention_mask"], inputs["position_ids"][:, -1]  # (b, T), (b,)
-        step_input = {"input_ids": inputs["input_ids"], "position_ids": inputs["position_ids"]}
-        active, cache, count = list(batch), None, 0
-        while active:
-            out = model(**step_input, attention_mask=mask, past_key_values=cache, use_cache=True, logits_to_keep=1)
-            cache, count = out.past_key_values, count + 1
-            chosen = [pick_token(out.logits[j, -1], r.params, r.generator) for j, r in enumerate(active)]
-            keep = [j for j, (r, t) in enumerate(zip(active, chosen, strict=True)) if _emit(r, t, stop_ids, count)]
-            if not keep:
-                break
-            if len(keep) < len(active):
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                mask, positions = mask[index], positions[index]
-                active, chosen = [active[j] for j in keep], [chosen[j] for j in keep]
-            positions = positions + 1
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)  # (b, T + 1)
-            step_input = {"input_ids": torch.tensor(chosen, device=device)[:, None], "position_ids": positions[:, None]}
+    def step(self) -> bool:
+        """One forward pass and one token per row; False once every row has ended."""
+        out = self.model(
+            **self.step_input, attention_mask=self.mask, past_key_values=self.cache, use_cache=True, logits_to_keep=1
+        )
+        self.cache, self.count = out.past_key_values, self.count + 1
+        chosen = [pick_token(out.logits[j, -1], r.params, r.generator) for j, r in enumerate(self.active)]
+        keep = [j for j, r in enumerate(self.active) if _emit(r, chosen[j], self.stop_ids, self.count)]
+        if not keep:
+            return False
+        if len(keep) < len(self.active):
+            index = torch.tensor(keep, device=self.device)
+            self.cache.batch_select_indices(index)
+            self.mask, self.positions = self.mask[index], self.positions[index]
+            self.active, chosen = [self.active[j] for j in keep], [chosen[j] for j in keep]
+        self.positions = self.positions + 1
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(self.active), 1))], dim=1)  # (B, T + 1)
+        tokens = torch.tensor(chosen, device=self.device)[:, None]
+        self.step_input = {"input_ids": tokens, "position_ids": self.positions[:, None]}
+        return True
+
+    def fail(self, exc: Exception) -> None:
+        for request in self.active:
+            request.tokens.put(exc)
 
 
 def _emit(request: _Request, token: int, stop_ids: set[int], count: int) -> bool:
