@@ -90,6 +90,8 @@ def markdown(runs: list[dict[str, Any]], estimate: dict[str, Any] | None, checke
         where = f"{machine.get('gpu', machine.get('device'))}, {machine['dtype']}"
         rate = max(machine.get("matmul_gflops_start", 0), machine.get("matmul_gflops_end", 0))
         lines += [f"{where}; measured matmul {rate:,.0f} GFLOP/s; epochs {machine['settings']['epochs']}", ""]
+        if "baseline_error" in machine:
+            lines += [f"The baseline failed, so this run has no ratio: {machine['baseline_error']}", ""]
         if "out_of_memory_at_k" in machine:
             lines += [f"K={machine['out_of_memory_at_k']} ran out of GPU memory; larger K were not run.", ""]
         lines += ["| " + " | ".join(h for h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]

@@ -407,13 +407,12 @@ def phase_jobs(jobs: list[TrainJob], settings: TrainConfig, phase_seed: int) -> 
     ]
 
 
-def warm_up(
-    student: Student, auditor: Auditor, model: Any, tokenizer: Any, workloads: list[Workload], baseline: bool = True
-) -> None:
-    """First calls pay one-off costs (imports, kernel set-up): 1-epoch candidates each way, untimed.
+def warm_up(student: Student, auditor: Auditor, workloads: list[Workload]) -> None:
+    """First calls pay one-off costs (imports, kernel set-up): a 1-epoch candidate per passage, untimed.
 
     The product judges one per passage through ``Auditor.judge``, as a run does: the base model's answers
     and likelihoods for that passage are computed then, once, and cached for the timed calls.
+    :func:`warm_up_baseline` does the same for the baseline.
     """
     short = TrainConfig(epochs=1)
     for w in workloads:
@@ -421,8 +420,11 @@ def warm_up(
         trained = student.apply_self_edits(ApplySelfEdits(jobs=[job])).candidates
         items = [CandidateToJudge(self_edit=job.self_edit, candidate=trained[0])]
         auditor.judge(JudgeCandidates(context_id=w.context.context_id, candidates=items))
-    if not baseline:
-        return
+
+
+def warm_up_baseline(model: Any, tokenizer: Any, workloads: list[Workload]) -> None:
+    """One 1-epoch baseline candidate, untimed: TRL's and the kernels' one-off costs."""
+    short = TrainConfig(epochs=1)
     work = workloads[0]
     job = work.jobs[0].model_copy(update={"settings": short})
     retention = [q.question for q in load_retention()]
@@ -575,7 +577,7 @@ def main(argv: list[str] | None = None) -> None:
         student, auditor = product_roles(
             args.model, args.dtype, args.data, args.contexts, settings, Path(root), args.device
         )
-        warm_up(student, auditor, model, tokenizer, workloads, args.baseline_k > 0)
+        warm_up(student, auditor, workloads)
         # weights, gradients and AdamW's two moments, fp32: what each extra candidate adds besides activations
         machine["adapter_and_optimizer_mib_per_candidate"] = 16 * lora_parameters(model, settings) / 2**20
         machine["tokens_trained_per_candidate"] = [tokens_trained(tokenizer, j, settings) for j in workloads[0].jobs]
@@ -585,7 +587,7 @@ def main(argv: list[str] | None = None) -> None:
             seal = _batched_or_none(student, auditor, workloads, k, machine)
             if seal is None:
                 break
-            base = _baseline_subset(baseline, k, base_phase) if args.baseline_k else None
+            base = _baseline_subset(baseline, k, base_phase) if baseline else None
             rows.append(result_row(k, seal, base, machine["matmul_gflops_start"]))
             report(args, command, rows, machine, show=False)  # kept if a time limit stops the run
     machine["matmul_gflops_end"] = matmul_gflops(seconds=args.matmul_seconds, dtype=model.dtype, device=model.device)
@@ -624,12 +626,22 @@ def _describe_device(model: Any, args: argparse.Namespace) -> dict[str, Any]:
 def _timed_baseline(
     model: Any, tokenizer: Any, workloads: list[Workload], settings: TrainConfig, k: int, machine: dict[str, Any]
 ) -> tuple[list[list[Phase]], Phase]:
-    """The baseline's first ``k`` candidates per passage, with the whole run's memory peaks."""
+    """The baseline's first ``k`` candidates per passage, with the whole run's memory peaks.
+
+    A baseline that fails (TRL or datasets missing or at odds with this transformers, say) leaves the
+    run without one, its error in ``machine["baseline_error"]``: the product's own figures still count.
+    """
     base_phase = Phase(load=list(os.getloadavg()))
     if k == 0:
         return [], base_phase
-    with peak_rss(base_phase), peak_gpu(base_phase):
-        baseline = run_baseline(model, tokenizer, workloads, settings, k)
+    try:
+        warm_up_baseline(model, tokenizer, workloads)
+        with peak_rss(base_phase), peak_gpu(base_phase):
+            baseline = run_baseline(model, tokenizer, workloads, settings, k)
+    except Exception as exc:  # any failure of the third-party stack; SystemExit (step mismatch) still ends the run
+        machine["baseline_error"] = f"{type(exc).__name__}: {exc}"[:500]
+        console.log(f"[red]baseline failed, the run goes on without it: {machine['baseline_error']}")
+        return [], base_phase
     machine["baseline_load_before_after"] = base_phase.load + list(os.getloadavg())
     return baseline, base_phase
 
