@@ -175,6 +175,8 @@ main() {
   [[ -z "${SEAL_GPU_MODELS:-}" && $DRY -eq 0 && ${shm_kib:-0} -gt 25000000 ]] && MODELS=/dev/shm/seal-shapes
   export PY WHEELS SITE RESULTS DRY START MODELS
   export -f log env_report install_wheels bench
+  # Nothing outside is reachable there: no library should wait on a network call.
+  export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
   export PYTHONUNBUFFERED=1 PYTHONPATH="$ROOT:$SITE${PYTHONPATH:+:$PYTHONPATH}" TOKENIZERS_PARALLELISM=false
   [[ $DRY -eq 1 ]] && export OMP_NUM_THREADS=1 CUDA_VISIBLE_DEVICES=""
   run_steps 2>&1 | tee "$RESULTS/gpu-check.log"
