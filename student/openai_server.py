@@ -87,10 +87,17 @@ def _error(status: int, message: str, kind: str = "invalid_request_error", param
 class OpenAIServer:
     """The routes, over the current served version; one :class:`Sampler` for all requests."""
 
-    def __init__(self, config: ServeConfig, versions: ServedVersions, tokenizer: PreTrainedTokenizerBase, keys):
+    def __init__(
+        self,
+        config: ServeConfig,
+        versions: ServedVersions,
+        tokenizer: PreTrainedTokenizerBase,
+        keys: frozenset[str],
+        sampler: Sampler | None = None,
+    ):
         self.config, self.versions, self.tokenizer = config, versions, tokenizer
         self.keys = [k.encode() for k in keys]
-        self.sampler = Sampler(tokenizer)
+        self.sampler = sampler or Sampler(tokenizer)
         self.started = int(time.time())
 
     def authorised(self, header: str | None) -> bool:
@@ -272,15 +279,34 @@ def create_app(server: OpenAIServer) -> FastAPI:
     return app
 
 
-def build_server(config: ServeConfig, keys: frozenset[str]) -> OpenAIServer:
-    """Load the base model and the registry's current stack (heavy: call once per process)."""
-    from library.models import load_model
+def build_server(config: ServeConfig, keys: frozenset[str], engine: Any = None) -> OpenAIServer:
+    """Load the base model (or the vLLM ``engine``) and the registry's current stack (heavy: once per process)."""
     from protocol.artifacts import ArtifactStore
 
-    model, tokenizer = load_model(config.model, config.device, config.dtype)
+    store = ArtifactStore(config.store, writer=False)
     verify_key = load_verify_key(config.verify_keys) if config.verify_keys else None
-    versions = ServedVersions(model, tokenizer, ArtifactStore(config.store, writer=False), config.model, verify_key)
+    if config.backend == "vllm":
+        return _build_vllm_server(config, keys, engine, store, verify_key)
+    from library.models import load_model
+
+    model, tokenizer = load_model(config.model, config.device, config.dtype)
+    versions = ServedVersions(model, tokenizer, store, config.model, verify_key)
     return OpenAIServer(config, versions, tokenizer, keys)
+
+
+def _build_vllm_server(config: ServeConfig, keys: frozenset[str], engine: Any, store: Any, verify_key: Any):
+    import tempfile
+    from pathlib import Path
+
+    from library.models import load_tokenizer
+    from library.vllm_engine import build_engine
+    from student.served_vllm import VLLMSampler, VLLMStacks
+
+    tokenizer = load_tokenizer(config.model)
+    engine = engine if engine is not None else build_engine(config.model, config.vllm)
+    scratch = Path(tempfile.mkdtemp(prefix="seal-serve-vllm-"))  # combined stacks: derived, never in the store
+    versions = ServedVersions(None, tokenizer, store, config.model, verify_key, loader=VLLMStacks(scratch))
+    return OpenAIServer(config, versions, tokenizer, keys, VLLMSampler(engine, tokenizer))
 
 
 def run(config: ServeConfig, keys: frozenset[str]) -> None:

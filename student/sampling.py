@@ -62,6 +62,7 @@ class _Request:
     prompt_ids: list[int]
     params: SamplingParams
     generator: torch.Generator
+    seed: int
     tokens: queue.Queue = field(default_factory=queue.Queue)  # token ids, then _END (or an exception)
     done: bool = False  # set by the caller (stop string, disconnect): the worker drops the row
 
@@ -91,7 +92,7 @@ class Sampler:
     def generate(self, model: PreTrainedModel, prompt_ids: list[int], params: SamplingParams) -> Generation:
         """Queue a generation of at most ``params.max_tokens`` after ``prompt_ids``; iterate it for text."""
         seed = params.seed if params.seed is not None else random.getrandbits(63)
-        request = _Request(model, prompt_ids, params, torch.Generator().manual_seed(seed))
+        request = _Request(model, prompt_ids, params, torch.Generator().manual_seed(seed), seed)
         with self._wake:
             self._waiting.append(request)
             self._wake.notify()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from library.model_specs import DEFAULT_MODEL, DTypeName
+from library.vllm_engine import VLLMConfig
 
 API_KEYS_ENV = "SEAL_API_KEYS"
 """Environment variable of accepted API keys (comma- or space-separated)."""
@@ -29,6 +31,13 @@ class ServeConfig(BaseModel):
     store: Path = Field(Path("runs/store"), description="The student's artifact store; its served/ holds the registry.")
     host: str = Field("127.0.0.1", description="Address to bind: loopback unless you mean to expose it (use TLS).")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0: any free one).")
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers",
+        description="What generates: 'transformers' (the CPU default; the stack as peft adapters on a model copy) "
+        "or 'vllm' (one engine, the stack as one LoRA of summed rank; needs vllm and --vllm.max-lora-rank at "
+        "least the stack's summed rank).",
+    )
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="vLLM engine settings (--backend vllm).")
     served_model_name: str = Field("seal", description="The model id clients name in requests and /v1/models lists.")
     api_keys_file: Path | None = Field(
         None, description=f"File of accepted bearer keys, one a line (also ${API_KEYS_ENV}); required unless set."

@@ -16,13 +16,14 @@ import copy
 import logging
 import os
 import threading
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import torch
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from library.ledger import read_entries
 from library.lora import adapters_loaded
@@ -48,23 +49,32 @@ class ServedVersion:
     registry_version: int
     stack: list[str]
     verdicts: dict[str, str]
-    model: PreTrainedModel
+    model: Any  # a model (transformers) or a LoRA request (vLLM)
     _resources: ExitStack = field(default_factory=ExitStack, repr=False)
 
 
+StackLoader = Callable[[dict[str, Path], str], tuple[Any, ExitStack]]
+"""Builds what answers with a stack (adapter id -> folder, the version id): a model, or an engine's LoRA request."""
+
+
 class ServedVersions:
-    """The current :class:`ServedVersion`, rebuilt when the registry's ``state.json`` changes."""
+    """The current :class:`ServedVersion`, rebuilt when the registry's ``state.json`` changes.
+
+    ``model`` answers for the empty stack; ``loader`` builds a non-empty stack's (default: a peft copy).
+    """
 
     def __init__(
         self,
-        model: PreTrainedModel,
+        model: Any,
         tokenizer: PreTrainedTokenizerBase,
         store: ArtifactStore,
         base: str,
         verify_key: Ed25519PublicKey | None = None,
+        loader: StackLoader | None = None,
     ):
         self.base_model, self.tokenizer, self.store, self.base = model, tokenizer, store, base
         self.verify_key = verify_key
+        self.loader = loader or self._peft_copy
         self.state_file = store.root / "served" / "state.json"
         self._lock = threading.Lock()  # one rebuild at a time; readers of `current` never wait for a request
         self._stamp: tuple[int, int, int] | None = None
@@ -101,18 +111,19 @@ class ServedVersions:
             model, resources = self.base_model, ExitStack()
         else:
             folders = {a: self.store.path(a) for a in dict.fromkeys(state.stack)}  # present and intact
-            resources = ExitStack()
-            # A copy per stack: requests still running on the previous stack keep their weights untouched.
-            peft_model = resources.enter_context(adapters_loaded(copy.deepcopy(self.base_model), folders))
-            peft_model.base_model.set_adapter(list(folders))  # every adapter of the stack active at once
-            model = peft_model
+            model, resources = self.loader(folders, version)
         log.info("serving version %s: %d adapter(s) %s", version, len(state.stack), [a[:12] for a in state.stack])
         return ServedVersion(version, state.version, list(state.stack), dict(state.verdicts), model, resources)
 
+    def _peft_copy(self, folders: dict[str, Path], version: str) -> tuple[Any, ExitStack]:
+        """A copy of the base model with every adapter loaded and active at once (peft), as ``seal shadow`` answers.
 
-def model_device(model: PreTrainedModel) -> torch.device:
-    """The device of the model's weights."""
-    return next(model.parameters()).device
+        A copy per stack: requests still running on the previous stack keep their weights untouched.
+        """
+        resources = ExitStack()
+        peft_model = resources.enter_context(adapters_loaded(copy.deepcopy(self.base_model), folders))
+        peft_model.base_model.set_adapter(list(folders))
+        return peft_model, resources
 
 
 def check_stack_verdicts(history: Path, stack: list[str], key: Ed25519PublicKey) -> None:
