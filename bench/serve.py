@@ -4,8 +4,9 @@ Run from the repository root:
 
     python -m bench.serve                          # the embedded SmolLM2-135M, 32 tokens per answer, CPU
     python -m bench.serve --model PATH --clients 1 4 16 --requests 4 --max-tokens 32 --threads 2
+    python -m bench.serve --backend vllm           # needs vllm (scripts/install-vllm-cpu.sh on CPU)
 
-The server is the product's (``student.openai_server``, transformers backend) in a uvicorn thread on loopback;
+The server is the product's (``student.openai_server``; ``--backend vllm`` for vLLM) in a uvicorn thread on loopback;
 each client is the official ``openai`` client streaming chat completions at temperature 0. Time to first
 token is measured to the first chunk that carries text. Then the cost of a promotion: a random LoRA
 (q_proj, v_proj; rank 8) is stored and promoted through the registry with a verdict signed by a bench key,
@@ -35,10 +36,11 @@ from peft import get_peft_model
 
 from library.lora import lora_config, save_portable
 from library.model_specs import DEFAULT_MODEL
+from library.vllm_engine import VLLMConfig
 from protocol.artifacts import ArtifactStore
 from protocol.messages import Scores, Verdict
 from protocol.signing import sign_verdict
-from student.openai_server import VERSION_HEADER, OpenAIServer, build_server, create_app
+from student.openai_server import VERSION_HEADER, build_server, create_app
 from student.registry import Registry
 from student.serve_config import ServeConfig
 
@@ -96,19 +98,20 @@ def _version_of(client: openai.OpenAI) -> tuple[str, float]:
     return raw.headers[VERSION_HEADER], time.perf_counter() - start
 
 
-def _random_adapter(server: OpenAIServer, spec: str, store: ArtifactStore) -> str:
+def _random_adapter(spec: str, store: ArtifactStore) -> str:
     """A stored LoRA with random (nonzero) weights on the served base model: a stand-in for a trained one."""
+    from library.models import load_model
+
+    model, _ = load_model(spec, "cpu")
     config = lora_config(8, 16, ["q_proj", "v_proj"], spec)
     config.init_lora_weights = False  # random B as well as A: the adapter changes the answers
-    peft_model = get_peft_model(server.versions.base_model, config)
-    folder = save_portable(peft_model, spec, "bench-serve-")
-    peft_model.unload()
+    folder = save_portable(get_peft_model(model, config), spec, "bench-serve-")
     return store.put_adapter(folder, spec, {}).adapter_id
 
 
-def change_costs(server: OpenAIServer, client: openai.OpenAI, spec: str, store: ArtifactStore) -> dict[str, float]:
+def change_costs(client: openai.OpenAI, spec: str, store: ArtifactStore) -> dict[str, float]:
     """Seconds from a promotion (then a rollback) in the registry until an answer names the new version."""
-    adapter = _random_adapter(server, spec, store)
+    adapter = _random_adapter(spec, store)
     key = Ed25519PrivateKey.generate()
     scores = Scores(exact_match=0.0, f1=0.0, loglik=-3.0, n_questions=1)
     verdict = Verdict(
@@ -165,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=4, help="Streamed requests per client (default: 4).")
     parser.add_argument("--max-tokens", type=int, default=32, help="Tokens per answer (default: 32).")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's).")
+    parser.add_argument("--backend", default="transformers", choices=["transformers", "vllm"], help="seal serve's.")
+    parser.add_argument("--vllm-kv-cache-mb", type=int, default=512, help="vLLM's KV cache (MiB; default 512).")
     args = parser.parse_args(argv)
     if args.threads:
         import torch
@@ -172,7 +177,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     key = secrets.token_urlsafe(16)
     with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        config = ServeConfig(model=args.model, device=args.device, store=Path(tmp) / "store", port=_free_port())
+        store = Path(tmp) / "store"
+        ArtifactStore(store)  # made by the student in a deployment; the server only reads it
+        vllm = VLLMConfig(kv_cache_memory_bytes=args.vllm_kv_cache_mb << 20, max_lora_rank=16)
+        config = ServeConfig(
+            model=args.model, device=args.device, store=store, port=_free_port(), backend=args.backend, vllm=vllm
+        )
         server = build_server(config, frozenset({key}))
         uv = uvicorn.Server(uvicorn.Config(create_app(server), host=config.host, port=config.port, log_level="warning"))
         thread = threading.Thread(target=uv.run, daemon=True)
@@ -183,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             _stream_once(client, args.max_tokens)  # warm-up
             rows = [load_row(client, c, args.requests, args.max_tokens) for c in args.clients]
-            costs = change_costs(server, client, args.model, ArtifactStore(config.store))
+            costs = change_costs(client, args.model, ArtifactStore(config.store))
         finally:
             uv.should_exit = True
             thread.join(10)
