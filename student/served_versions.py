@@ -5,9 +5,11 @@ rollback by the student, or a registry in this process) the next request builds 
 new stack. A request takes one :class:`ServedVersion` when it starts and keeps it to its last token, so a
 change never lands in the middle of an answer.
 
-Each non-empty stack runs on its own copy of the base model with every adapter of the stack loaded through
-peft and active at once, the same computation as :class:`student.serving.ServedModel` (``seal shadow``),
-so the endpoint's greedy answers are the student's. The base stack runs on the base model itself.
+By default each non-empty stack runs on its own copy of the base model with every adapter of the stack
+loaded through peft and active at once, the same computation as :class:`student.serving.ServedModel`
+(``seal shadow``), so the endpoint's greedy answers are the student's; the base stack runs on the base
+model itself. A version no request holds any more is freed with its copy. The vLLM backend passes a
+loader of its own (:class:`student.served_vllm.VLLMStacks`: the stack as one LoRA).
 """
 
 from __future__ import annotations
