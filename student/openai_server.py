@@ -29,6 +29,7 @@ from protocol.signing import VerdictRefused, load_verify_key
 from student.sampling import Generation, Sampler, SamplingParams
 from student.serve_config import ServeConfig
 from student.served_versions import ServedVersion, ServedVersions
+from student.shadow_log import ShadowLog
 
 log = logging.getLogger(__name__)
 VERSION_HEADER = "X-Seal-Served-Version"
@@ -98,6 +99,7 @@ class OpenAIServer:
         self.config, self.versions, self.tokenizer = config, versions, tokenizer
         self.keys = [k.encode() for k in keys]
         self.sampler = sampler or Sampler(tokenizer)
+        self.shadow = ShadowLog(config.shadow_log, config.shadow) if config.shadow else None
         self.started = int(time.time())
 
     def authorised(self, header: str | None) -> bool:
@@ -135,11 +137,14 @@ class OpenAIServer:
         messages = [{"role": m.role, "content": m.text()} for m in request.messages]
         prompt = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         max_tokens = request.max_completion_tokens or request.max_tokens
-        generation = self._start(served, request, prompt, max_tokens)
+        generation, shadow = self._start(served, request, prompt, max_tokens)
         ids = _ids("chatcmpl")
         if request.stream:
-            return self._stream(served, generation, _chat_chunks(ids, request, served, generation))
+            chunks = self._shadowed(served, prompt, _chat_chunks(ids, request, served, generation), shadow)
+            return self._stream(served, generation, chunks)
         text = generation.text()  # first: the finish reason is known once the text is
+        if shadow is not None:
+            self.shadow.record(served.version, prompt, text, shadow)
         choice = {
             "index": 0,
             "message": {"role": "assistant", "content": text},
@@ -153,16 +158,22 @@ class OpenAIServer:
         prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
         if len(prompts) != 1:
             raise HTTPException(400, "prompt: one prompt per request (send several requests)")
-        generation = self._start(served, request, prompts[0], request.max_tokens)
+        generation, shadow = self._start(served, request, prompts[0], request.max_tokens)
         ids = _ids("cmpl")
         if request.stream:
-            return self._stream(served, generation, _completion_chunks(ids, request, served, generation))
+            chunks = self._shadowed(served, prompts[0], _completion_chunks(ids, request, served, generation), shadow)
+            return self._stream(served, generation, chunks)
         text = generation.text()  # first: the finish reason is known once the text is
+        if shadow is not None:
+            self.shadow.record(served.version, prompts[0], text, shadow)
         choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": generation.finish_reason}
         body = {**ids, "object": "text_completion", "model": request.model, "choices": [choice]}
         return self._json({**body, "system_fingerprint": served.version, "usage": _usage(generation)}, served)
 
-    def _start(self, served: ServedVersion, request: _Sampling, prompt: str, max_tokens: int | None) -> Generation:
+    def _start(
+        self, served: ServedVersion, request: _Sampling, prompt: str, max_tokens: int | None
+    ) -> tuple[Generation, Generation | None]:
+        """The caller's generation, and with --shadow the candidate's on the same prompt and parameters."""
         if request.model != self.config.served_model_name:
             raise HTTPException(
                 404,
@@ -188,7 +199,24 @@ class OpenAIServer:
                 f"the prompt ({len(prompt_ids)} tokens) plus max_tokens ({params.max_tokens}) exceed the "
                 f"model's context of {context} tokens",
             )
-        return self.sampler.generate(served.model, prompt_ids, params)
+        generation = self.sampler.generate(served.model, prompt_ids, params)
+        if self.shadow is None:
+            return generation, None
+        try:
+            candidate = self.versions.with_candidate(served, self.shadow.candidate)
+        except Exception:  # the shadow never costs the caller an answer
+            log.exception(
+                "shadow candidate %s cannot be loaded; request %s answered alone",
+                self.shadow.candidate[:12],
+                served.version,
+            )
+            return generation, None
+        return generation, self.sampler.generate(candidate, prompt_ids, params)
+
+    def _shadowed(self, served: ServedVersion, prompt: str, chunks: Iterator[dict], shadow: Generation | None):
+        if shadow is None:
+            return chunks
+        return self.shadow.watch(served.version, prompt, chunks, _chunk_text, shadow)
 
     def _stream(self, served: ServedVersion, generation: Generation, chunks: Iterator[dict]) -> StreamingResponse:
         def events() -> Iterator[str]:
@@ -209,6 +237,14 @@ def _context_length(tokenizer: PreTrainedTokenizerBase, served: ServedVersion) -
     positions = getattr(getattr(served.model, "config", None), "max_position_embeddings", None)
     limit = tokenizer.model_max_length if tokenizer.model_max_length < 10**8 else None  # "no limit" is huge
     return positions if isinstance(positions, int) else limit
+
+
+def _chunk_text(chunk: dict) -> str:
+    """The text a streamed chunk adds (chat or completion)."""
+    if not chunk["choices"]:
+        return ""
+    choice = chunk["choices"][0]
+    return choice.get("text") or choice.get("delta", {}).get("content") or ""
 
 
 def _headers(served: ServedVersion) -> dict[str, str]:

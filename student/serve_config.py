@@ -47,6 +47,12 @@ class ServeConfig(BaseModel):
         description="Key folder with the auditor's public key (auditor.sign.pub): serve a stack only when the "
         "registry history holds each adapter's signed accepting verdict (else 503).",
     )
+    shadow: str | None = Field(
+        None,
+        description="Shadow deployment: a candidate adapter (id, in the store) that answers every live request "
+        "on top of the served stack, its answers logged to --shadow-log, never returned.",
+    )
+    shadow_log: Path = Field(Path("shadow.jsonl"), description="Where --shadow logs both answers side by side.")
     default_max_tokens: int = Field(256, ge=1, description="Completion tokens when a request sets no max_tokens.")
     max_tokens_limit: int = Field(2048, ge=1, description="The most completion tokens one request may ask for.")
 

@@ -77,6 +77,7 @@ class ServedVersions:
         self.base_model, self.tokenizer, self.store, self.base = model, tokenizer, store, base
         self.verify_key = verify_key
         self.loader = loader or self._peft_copy
+        self._shadows: dict[tuple[str, str], tuple[Any, ExitStack]] = {}
         self.state_file = store.root / "served" / "state.json"
         self._lock = threading.Lock()  # one rebuild at a time; readers of `current` never wait for a request
         self._stamp: tuple[int, int, int] | None = None
@@ -116,6 +117,16 @@ class ServedVersions:
             model, resources = self.loader(folders, version)
         log.info("serving version %s: %d adapter(s) %s", version, len(state.stack), [a[:12] for a in state.stack])
         return ServedVersion(version, state.version, list(state.stack), dict(state.verdicts), model, resources)
+
+    def with_candidate(self, served: ServedVersion, candidate: str) -> Any:
+        """What would answer with ``candidate`` promoted on ``served``'s stack (built once per served version)."""
+        with self._lock:
+            key = (served.version, candidate)
+            if key not in self._shadows:
+                stack = [*served.stack, candidate]
+                folders = {a: self.store.path(a) for a in dict.fromkeys(stack)}
+                self._shadows = {key: self.loader(folders, served_version_id(self.base, stack))}  # only the latest
+            return self._shadows[key][0]
 
     def _peft_copy(self, folders: dict[str, Path], version: str) -> tuple[Any, ExitStack]:
         """A copy of the base model with every adapter loaded and active at once (peft), as ``seal shadow`` answers.

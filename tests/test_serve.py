@@ -25,14 +25,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from apps.cli import main
 from library.combined_lora import combine_stack
+from library.jsonl import read_jsonl
 from library.lora import adapters_loaded
 from library.qa_format import ANSWER_INSTRUCTION
 from protocol.messages import ApplySelfEdits, Promote, Rollback, TrainConfig
 from protocol.signing import VERIFY_KEY, public_hex, sign_verdict
 from student.config import StudentConfig
-from student.openai_server import VERSION_HEADER, build_server, create_app
+from student.openai_server import VERSION_HEADER, ChatRequest, build_server, create_app
 from student.serve_config import ServeConfig, load_api_keys
 from student.service import Student
+from student.shadow_log import shadow_report
 from tests.examples import VERDICT
 from tests.test_student import _job
 
@@ -310,3 +312,26 @@ def test_concurrent_requests_of_different_lengths_get_their_own_answers(world):
     assert len(text) >= 3
     stop = text[1:3]
     assert complete(prompts[0], [stop]) == text[: text.index(stop)]
+
+
+def test_a_shadow_candidate_answers_beside_the_served_stack_never_to_the_caller(world, tiny_model_dir, tmp_path):
+    student, _, client = world
+    candidate = _train(student, "Quorne founded Ostrevane in 1873.")
+    log = tmp_path / "shadow.jsonl"
+    config = ServeConfig(model=tiny_model_dir, store=student.config.store, shadow=candidate, shadow_log=log)
+    shadowed = build_server(config, frozenset({KEY}))
+    request = ChatRequest(model="seal", messages=QUESTION, temperature=0, max_tokens=12)
+    reply = json.loads(shadowed.chat(request).body)
+    served, version, _ = _ask(client)
+    assert reply["choices"][0]["message"]["content"] == served and reply["system_fingerprint"] == version
+    deadline = time.monotonic() + 30
+    while not log.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [record] = read_jsonl(log)
+    assert (record["served"], record["candidate"], record["served_version"]) == (served, candidate, version)
+    _promote(student, "Quorne founded Ostrevane in 1873.")  # what promoting it would serve: the shadow's answer
+    assert record["shadow"] == _ask(client)[0]
+    student.handle(Rollback())
+    report = shadow_report(log)
+    assert report["requests"] == 1 and report["candidates"] == [candidate]
+    assert report["agreement"] == float(record["agree"])
