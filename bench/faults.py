@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import shlex
@@ -218,16 +219,26 @@ def _kill_at(proc: subprocess.Popen[bytes], run_dir: Path, since: dict[str, int]
     return True
 
 
-def _tracebacks(run_dir: Path, since: dict[str, int]) -> list[dict[str, str]]:
-    """Every Python traceback a role wrote during the pass: the log and its last line (the exception)."""
+def _tracebacks(run_dir: Path, since: dict[str, int]) -> list[dict[str, Any]]:
+    """Every Python traceback a role wrote during the pass: its log, its exception, and whether it was handled.
+
+    Handled: the product logged it (``log.exception``: an ERROR line just before it, e.g. "handler failed on
+    JudgeCandidates", answered as a typed ``internal`` error) and the role went on; unhandled: the role died of it.
+    """
     found = []
     for name in _logs():
         lines = _new_text(run_dir / name, since[name]).splitlines()
         for i, line in enumerate(lines):
             if TRACEBACK in line:
                 rest = [x for x in lines[i + 1 :] if x and not x.startswith((" ", "\t"))]
-                found.append({"log": name, "exception": rest[0][:300] if rest else "?"})
+                handled = i > 0 and " ERROR " in lines[i - 1]
+                found.append({"log": name, "exception": rest[0][:300] if rest else "?", "handled": handled})
     return found
+
+
+def crashes(tracebacks: list[dict[str, Any]]) -> int:
+    """Tracebacks a role died of (not the ones it logged and served on)."""
+    return sum(not t["handled"] for t in tracebacks)
 
 
 def ledger_verdicts(run_dir: Path) -> list[dict[str, Any]]:
@@ -410,7 +421,10 @@ def fault_matrix(model: Path, work: Path, opts: argparse.Namespace, rng: random.
 
 def _brief(trial: dict[str, Any]) -> str:
     keys = ("phase", "delay_s", "kill_landed", "resumed", "lost", "duplicates", "hangs", "ledger_verified")
-    return ", ".join(f"{k}={trial[k]}" for k in keys) + f", tracebacks={len(trial['tracebacks'])}"
+    return (
+        ", ".join(f"{k}={trial[k]}" for k in keys)
+        + f", crashes={crashes(trial['tracebacks'])}, handled={len(trial['tracebacks'])}"
+    )
 
 
 def _progress(line: str) -> None:
@@ -707,7 +721,7 @@ def _server_result(target: FuzzTarget, peak_mib: float, folder: Path) -> dict[st
 def _fuzz_targets(targets: dict[str, FuzzTarget], count: int, rng: random.Random, deadline: float) -> None:
     """Alternate frames between the servers until ``count`` are sent, a server is down, or the deadline."""
     valid = {name: valid_frames(t.channel, "teacher") for name, t in targets.items()}
-    oversize_every = max(50, count // 10)  # a handful of 64 MiB frames, not thousands
+    oversize_every = max(25, count // 20)  # a handful of 64 MiB frames per server, not thousands
     for i in range(count):
         target = targets[("student", "auditor")[i % 2]]
         if target.stats["crashed"] or time.monotonic() > deadline:
@@ -717,7 +731,7 @@ def _fuzz_targets(targets: dict[str, FuzzTarget], count: int, rng: random.Random
             valid[target.name],
             rng,
             DEFAULT_MAX_MESSAGE_BYTES,
-            oversize=i % oversize_every == oversize_every - 1,
+            oversize=(i // 2) % oversize_every == oversize_every - 1,
         )
 
 
@@ -742,7 +756,8 @@ def summarise(trials: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "duplicates": sum(t["duplicates"] for t in mine),
                 "promoted": sum(bool(t.get("promoted")) for t in mine),
                 "unaudited": sum(t["unaudited_promotions"] for t in mine),
-                "crashes": sum(len(t["tracebacks"]) for t in mine),
+                "crashes": sum(crashes(t["tracebacks"]) for t in mine),
+                "handled errors": sum(len(t["tracebacks"]) - crashes(t["tracebacks"]) for t in mine),
                 "hangs": sum(t["hangs"] for t in mine),
                 "peak RSS MiB": max(max(t["peak_rss_mib"].values(), default=0) for t in mine),
                 "ledger verified": sum(t["ledger_verified"] for t in mine),
@@ -759,8 +774,8 @@ def fuzz_rows(fuzz: dict[str, Any]) -> list[dict[str, Any]]:
             {
                 "server": name,
                 "frames": s["frames"],
-                "crashes": int(s["crashed"]),
-                "logged tracebacks": len(s["tracebacks"]),
+                "crashes": int(s["crashed"]) + crashes(s["tracebacks"]),
+                "handled errors": len(s["tracebacks"]) - crashes(s["tracebacks"]),
                 "hangs": s["hangs"],
                 "stale replies": s["stale"],
                 "peak RSS MiB": s["peak_rss_mib"],
@@ -811,8 +826,10 @@ ledger lacks or contradicts (or that vanished from results.jsonl); *orphaned*: a
 unfinished context that the resumed pass did not re-judge to the same verdict; *duplicates*: two ledger
 verdicts on one (adapter, self-edit); *promoted*: `seal promote` of an accepted adapter succeeded (a rejected
 one is refused); *unaudited*: registry promotions without a valid signed accepting verdict in the ledger;
-*crashes*: Python tracebacks in any role's log; *hangs*: a pass over its bound (fault matrix) or a ping
-unanswered within 5 s after a frame (fuzz); *stale replies*: a reused message id answered with another
+*crashes*: a server process that exited (fuzz) or a traceback a role died of;
+*handled errors*: tracebacks a role logged (`log.exception`) while it turned the failure into a typed `internal`
+reply and served on (e.g. the auditor's call to a killed student); *hangs*: a pass over its bound (fault matrix)
+or a ping unanswered within 5 s after a frame (fuzz); *stale replies*: a reused message id answered with another
 request's cached reply; *ledger verified*: `seal ledger verify --keys` passed at the end.
 """
 
@@ -833,7 +850,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "faults")
     parser.add_argument("--work", type=Path, help="Where run folders go (default: a temporary folder).")
-    parser.add_argument("--pass-bound-s", type=float, default=180.0, help="A demo pass running longer is a hang.")
+    parser.add_argument("--pass-bound-s", type=float, default=300.0, help="A demo pass running longer is a hang.")
     parser.add_argument("--fuzz-bound-s", type=float, default=900.0, help="Stop fuzzing after this many seconds.")
     parser.add_argument("--work-s", type=float, help="Kill window while working (default: from a reference pass).")
     parser.add_argument("--startup-s", type=float, default=10.0, help="Kill window at start-up, with --work-s.")
@@ -847,6 +864,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the fault matrix and the fuzz run; print and write the report; return it."""
     args = parse_args(argv)
+    logging.getLogger("protocol.transport").setLevel(logging.ERROR)  # start-up pings' "reconnecting" lines
     command = "python -m bench.faults " + shlex.join(sys.argv[1:] if argv is None else argv)
     started, rng = time.monotonic(), random.Random(args.seed)
     with tempfile.TemporaryDirectory(prefix="seal-faults-") as tmp:
@@ -862,7 +880,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "trials": trials,
         "fuzz": fuzz,
     }
-    write_report(report, args.out, Console())
+    write_report(report, args.out, Console(width=None if sys.stdout.isatty() else 200))
     return report
 
 
