@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -14,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from library.lora import mixed_adapters
 from library.models import load_model
 from library.vllm_engine import require_vllm
-from protocol.artifacts import TRAINED_FROM, ArtifactStore, self_edit_sha256
-from protocol.codec import STUDENT_CHANNEL
+from protocol.artifacts import TRAINED_FROM, ArtifactError, ArtifactStore, self_edit_sha256
+from protocol.codec import STUDENT_CHANNEL, ProtocolError
 from protocol.dispatch import Dispatcher
 from protocol.messages import (
     AnswerQuestions,
@@ -144,11 +145,19 @@ class Student:
             return self.vllm.answer(questions, [None], max_new_tokens)[0]
         return generate_answers(self.model, self.tokenizer, questions, max_new_tokens, self.config.answer_batch_size)
 
+    def _adapter_folder(self, adapter_id: str) -> Path:
+        try:
+            return self.store.path(adapter_id)
+        except ArtifactError as exc:  # the caller learns which adapter, not where the store lives
+            log.warning("refused to answer: %s", exc)
+            reason = f"adapter {adapter_id[:12]} is not in the student's store, or does not match its hash"
+            raise ProtocolError("refused", reason, "adapter_ids") from None
+
     def _answer_with_adapters(
         self, adapter_ids: list[str], questions: list[str], max_new_tokens: int
     ) -> list[list[str]]:
-        """One list of answers per adapter, in order."""
-        folders = {a: self.store.path(a) for a in adapter_ids}
+        """One list of answers per adapter, in order; an adapter missing from the store is a typed refusal."""
+        folders = {a: self._adapter_folder(a) for a in adapter_ids}
         if self.vllm is not None:
             return self.vllm.answer(questions, list(folders.values()), max_new_tokens)
         rows = [(adapter_id, q) for adapter_id in adapter_ids for q in questions]

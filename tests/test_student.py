@@ -155,3 +155,12 @@ def test_the_store_records_every_self_edit_an_adapter_was_trained_from(student):
     assert b.adapter.adapter_id == a.adapter.adapter_id, "provenance is not part of the adapter id"
     recorded = student.store.provenance(a.adapter.adapter_id)[TRAINED_FROM]
     assert recorded == [self_edit_sha256(first.self_edit), self_edit_sha256(renamed)]
+
+
+def test_answering_with_an_adapter_not_in_the_store_is_refused_without_revealing_the_store(student):
+    from protocol.codec import ProtocolError
+
+    missing = "ab" * 32
+    with pytest.raises(ProtocolError, match="not in the student's store") as refused:
+        student.handle(AnswerQuestions(questions=["Who?"], adapter_ids=[missing], max_new_tokens=4))
+    assert refused.value.reason == "refused" and str(student.store.root) not in str(refused.value)
