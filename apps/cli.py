@@ -167,7 +167,7 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         return _train_teacher(args)
     elif args.command in ("bench", "serve", "ask"):  # the applications that run the product's code
         return {"bench": run_bench, "serve": run_serve_command, "ask": run_serve_command}[args.command](args)
-    elif args.command in ("keys", "promote", "rollback", "status", "shadow", "ledger"):
+    elif args.command in ("keys", "promote", "rollback", "status", "shadow", "shadow-report", "ledger"):
         return run_governance(args)
     elif args.command == "models":
         from library.models import DEFAULT_MODEL, resolve_model

@@ -65,6 +65,10 @@ def add_governance_commands(sub: Any) -> None:
     shadow = sub.add_parser("shadow", help="Answer questions with the served model and with a candidate on top.")
     shadow.add_argument("adapter")
     shadow.add_argument("--question", action="append", required=True, help="A live question (repeatable).")
+    report = sub.add_parser(
+        "shadow-report", help="Summarise a shadow log (seal serve --shadow-log): agreement and first differences."
+    )
+    report.add_argument("log", type=Path, help="The JSONL file seal serve --shadow-log wrote.")
     for name in ("promote", "rollback", "status", "shadow"):
         parser = sub.choices[name]
         parser.add_argument("--student", default=DEFAULT_STUDENT, help="The student's endpoint.")
@@ -95,7 +99,30 @@ def run_governance(args: argparse.Namespace) -> int:
         return 0
     if args.command == "ledger":
         return {"verify": _verify, "repair": _repair, "show": _show}[args.ledger_command](args)
+    if args.command == "shadow-report":
+        return _shadow_report(args.log)
     return _talk_to_student(args)
+
+
+def _shadow_report(log: Path) -> int:
+    """How often the shadowed candidate agreed with the served stack on live requests, and where it did not."""
+    from student.shadow_log import shadow_report
+
+    if not log.exists():
+        raise LedgerError(f"no shadow log at {log} (seal serve --shadow ADAPTER --shadow-log FILE writes one)")
+    report = shadow_report(log)
+    if not report["requests"]:
+        print(f"{log}: no requests logged yet")
+        return 0
+    candidates = ", ".join(c[:12] for c in report["candidates"])
+    print(f"{log}: {report['requests']} requests, candidate {candidates}: agreed on {report['agreement']:.0%}")
+    table = Table(title="first differences: served stack vs candidate on top")
+    for column in ("prompt", "served", "candidate"):
+        table.add_column(column, overflow="fold")
+    for diff in report["differences"]:
+        table.add_row(diff["prompt"][-200:], diff["served"], diff["shadow"])
+    Console().print(table)
+    return 0
 
 
 def _talk_to_student(args: argparse.Namespace) -> int:

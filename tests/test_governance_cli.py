@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
@@ -13,6 +14,7 @@ from apps.processes import free_tcp_ports
 from auditor.config import AuditorConfig
 from auditor.decision import Decider, ModelResult
 from library.datasets import QAItem
+from library.jsonl import read_jsonl
 from library.ledger import Ledger, canonical_json, entry_hash
 from protocol.codec import STUDENT_CHANNEL
 from protocol.messages import ApplySelfEdits, CandidateToJudge, TrainConfig
@@ -104,3 +106,19 @@ def test_ledger_verify_catches_a_resealed_alteration(world, tmp_path, capsys):
     forged_path.with_suffix(".head.json").write_text(json.dumps(head))
     assert main(["ledger", "verify", "--ledger", str(forged_path), "--keys", str(keys)]) == 1
     assert "forged or altered" in capsys.readouterr().out
+
+
+def test_shadow_report_summarises_a_shadow_log(tmp_path, capsys):
+    from student.sampling import Generation
+    from student.shadow_log import ShadowLog
+
+    log = ShadowLog(tmp_path / "shadow.jsonl", "cd" * 32)
+    for prompt, served, shadow in [("Who?", "Quorne", "Quorne"), ("When?", "1873", "1874")]:
+        log.record("v-1", prompt, served, Generation(prompt_tokens=1, deltas=iter([shadow])))
+    deadline = time.monotonic() + 10
+    while len(read_jsonl(tmp_path / "shadow.jsonl")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the log is written off the request's thread
+    assert main(["shadow-report", str(tmp_path / "shadow.jsonl")]) == 0
+    out = capsys.readouterr().out
+    assert "2 requests" in out and "agreed on 50%" in out and "1874" in out
+    assert main(["shadow-report", str(tmp_path / "missing.jsonl")]) == 2
