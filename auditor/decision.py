@@ -16,7 +16,7 @@ from auditor.config import AuditorConfig
 from auditor.grading import exact_match, f1_score
 from library.datasets import QAItem
 from library.ledger import Ledger
-from protocol.artifacts import TRAINED_FROM, self_edit_sha256
+from protocol.artifacts import TRAINED_FROM, TRAINED_ON_CONTEXT, self_edit_sha256
 from protocol.messages import CandidateToJudge, Scores, Verdict, Veto
 from protocol.signing import sign_verdict
 
@@ -33,18 +33,25 @@ class ModelResult:
     retention_logliks: list[float]
 
 
-def provenance_problem(item: CandidateToJudge, provenance: dict[str, Any]) -> str | None:
-    """Why the store's provenance does not bind the candidate's adapter to the self-edit it is judged with, or None.
+def provenance_problem(item: CandidateToJudge, provenance: dict[str, Any], context_id: str) -> str | None:
+    """Why the store's provenance does not bind the candidate's adapter to what it is judged with, or None.
 
-    The auditor reviews the self-edit text the request carries; unless the student recorded that very self-edit
-    as the adapter's training data, an adapter trained on a vetoed text could pass under a benign one.
+    The auditor reviews the self-edit text the request carries and holds τ for ``context_id``; unless the student
+    recorded that very self-edit, and a passage with that content id, as the adapter's training data, an adapter
+    trained on a vetoed text (in the self-edit or in the passage) could pass under a benign one.
     """
-    if self_edit_sha256(item.self_edit) in provenance.get(TRAINED_FROM, []):
-        return None
-    return (
-        f"adapter {item.candidate.adapter.adapter_id[:12]} was not trained on the self-edit it is judged with "
-        f"({item.self_edit.self_edit_id}): the store's provenance records other training data"
-    )
+    adapter = item.candidate.adapter.adapter_id[:12]
+    if self_edit_sha256(item.self_edit) not in provenance.get(TRAINED_FROM, []):
+        return (
+            f"adapter {adapter} was not trained on the self-edit it is judged with "
+            f"({item.self_edit.self_edit_id}): the store's provenance records other training data"
+        )
+    if provenance.get(TRAINED_ON_CONTEXT) != context_id:
+        return (
+            f"adapter {adapter} was not trained on the passage of context {context_id}: "
+            "the store's provenance records another passage"
+        )
+    return None
 
 
 class Decider:

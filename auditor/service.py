@@ -91,7 +91,8 @@ class Auditor:
             raise ProtocolError("validation", f"no questions held for context {request.context_id}", "context_id")
         # A request re-sent after a crash gets the verdicts already recorded, never a second one.
         verdicts: dict[int, Verdict] = recorded_verdicts(self.ledger, request.candidates)
-        usable, refused = self._check_artifacts([c for c in request.candidates if id(c) not in verdicts])
+        pending = [c for c in request.candidates if id(c) not in verdicts]
+        usable, refused = self._check_artifacts(request.context_id, pending)
         adapter_ids = [c.candidate.adapter.adapter_id for c in usable]
         results = self._evaluate(request.context_id, tau, adapter_ids)
         vetoes = self._probe_vetoes(adapter_ids)
@@ -122,11 +123,11 @@ class Auditor:
     # ----------------------------------------------------------------- evaluation
 
     def _check_artifacts(
-        self, candidates: list[CandidateToJudge]
+        self, context_id: str, candidates: list[CandidateToJudge]
     ) -> tuple[list[CandidateToJudge], list[tuple[CandidateToJudge, str]]]:
         """Split candidates into the usable and the refused, with why.
 
-        Usable: the adapter is intact, for our base model, and its provenance names the self-edit judged.
+        Usable: the adapter is intact, for our base model, and its provenance names the self-edit and passage judged.
         """
         usable, refused = [], []
         for item in candidates:
@@ -135,7 +136,7 @@ class Auditor:
                 refused.append((item, f"adapter is for base model {ref.base_model}, not {self.config.model}"))
                 continue
             try:
-                problem = provenance_problem(item, self.store.provenance(ref.adapter_id))
+                problem = provenance_problem(item, self.store.provenance(ref.adapter_id), context_id)
             except ArtifactError as exc:
                 problem = str(exc)
             if problem:

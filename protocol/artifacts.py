@@ -33,6 +33,12 @@ recorded them. The auditor judges an adapter only with one of these. Usually one
 self-edits gave the same training data, hence the same weights and id."""
 
 
+TRAINED_ON_CONTEXT = "trained_on_context"
+"""Provenance key: the content id of the passage the adapter was trained on, computed by the student from the text
+it trained on (``library.datasets.context_id_for``). The auditor judges an adapter only for that context: its τ is
+keyed by the same content id, so a passage swapped in under another context's id is caught."""
+
+
 def self_edit_sha256(self_edit: SelfEdit) -> str:
     """Hash of a self-edit over its canonical JSON: the student records it in provenance, the auditor signs it.
 

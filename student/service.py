@@ -12,10 +12,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from library.datasets import context_id_for
 from library.lora import mixed_adapters
 from library.models import load_model
 from library.vllm_engine import require_vllm
-from protocol.artifacts import TRAINED_FROM, ArtifactError, ArtifactStore, self_edit_sha256
+from protocol.artifacts import TRAINED_FROM, TRAINED_ON_CONTEXT, ArtifactError, ArtifactStore, self_edit_sha256
 from protocol.codec import STUDENT_CHANNEL, ProtocolError
 from protocol.dispatch import Dispatcher
 from protocol.messages import (
@@ -86,6 +87,7 @@ class Student:
             try:
                 provenance = {
                     TRAINED_FROM: [self_edit_sha256(job.self_edit)],  # binds the adapter to its text for the auditor
+                    TRAINED_ON_CONTEXT: context_id_for(job.context.title, job.context.text),  # and to its passage
                     "self_edit_id": job.self_edit.self_edit_id,
                     "context_id": job.context.context_id,
                     "settings": settings.model_dump(),
