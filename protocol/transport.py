@@ -212,13 +212,9 @@ class Client:
     def _exchange(self, frames: list[bytes], msg_id: str, timeout_s: float) -> Envelope:
         failure = ""
         for _attempt in range(self.retries + 1):
-            sock, monitor = self._open()
-            sock.send_multipart(frames)
-            outcome = self._await_reply(sock, monitor, timeout_s)
+            outcome = self._attempt(frames, msg_id, timeout_s)
             if isinstance(outcome, Envelope):
-                if outcome.header.correlation_id == msg_id:
-                    return outcome
-                raise ProtocolError("validation", "reply does not answer this request", "correlation_id")
+                return outcome
             failure = outcome
             log.warning("%s %s; reconnecting", self.endpoint, failure)
             self.close()  # Lazy Pirate: a REQ socket that timed out cannot be reused.
@@ -226,6 +222,23 @@ class Client:
             f"{self.channel.name} at {self.endpoint} {failure} after {self.retries + 1} attempt(s); "
             f"is it running? For long jobs raise {self.timeout_setting}."
         )
+
+    def _attempt(self, frames: list[bytes], msg_id: str, timeout_s: float) -> Envelope | str:
+        """Send once and wait up to ``timeout_s`` for the reply to *this* request (or say why it failed).
+
+        Every socket of this client shares one identity, so the late reply to a request it gave up on reaches
+        its next socket. Such a reply is discarded and the request re-sent on a fresh socket: the server answers
+        a re-sent request from its reply cache (or once it is done), never by running it twice.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            sock, monitor = self._open()
+            sock.send_multipart(frames)
+            outcome = self._await_reply(sock, monitor, max(deadline - time.monotonic(), 0.001))
+            if not isinstance(outcome, Envelope) or outcome.header.correlation_id == msg_id:
+                return outcome
+            log.info("%s: discarded a late reply to an earlier request", self.endpoint)
+            self.close()  # a REQ socket takes one reply per request: re-send ours on a new one
 
     def _open(self) -> tuple[zmq.Socket, zmq.Socket]:
         """This client's REQ socket and its monitor, opened if closed."""

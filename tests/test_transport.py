@@ -123,6 +123,18 @@ def test_retry_after_timeout_does_not_run_the_request_twice(server_endpoint):
     assert reply.results[0].answers[-1] == "calls=1"
 
 
+def test_a_late_reply_to_an_abandoned_request_is_not_taken_for_the_next_ones(server_endpoint):
+    # The client gives up on a slow request; its late reply goes to the client's identity, so to its next socket.
+    client = Client(server_endpoint[0], STUDENT_CHANNEL, "teacher", timeout_s=0.4, retries=0)
+    try:
+        with pytest.raises(PeerUnavailable):
+            client.call(AnswerQuestions(questions=["sleep:1.5"], adapter_ids=[None]))
+        reply = client.call(AnswerQuestions(questions=["next"], adapter_ids=[None]), timeout_s=10)
+    finally:
+        client.close()
+    assert reply.results[0].answers[:1] == ["NEXT"]
+
+
 def test_ping_answered_while_busy(server_endpoint):
     endpoint = server_endpoint[0]
     slow = threading.Thread(target=_ask, args=(endpoint, "sleep:3"), kwargs={"timeout_s": 10})
