@@ -14,6 +14,9 @@ rejected one) and every registry promotion backed by a valid accepting verdict, 
 ``seal ledger verify --keys`` passes. Fuzz run: valid request messages, their ordinary mutations and the
 known killer patterns, one frame at a time, each followed by a ping that must be answered within 5 s.
 
+Resumable: with ``--work DIR``, finished trials (``DIR/trials.jsonl``) and a finished fuzz run (``DIR/fuzz.json``)
+are kept, and a rerun with the same ``--work`` does only the rest.
+
 Output: a table, and ``faults.json`` + ``faults.md`` in ``--out`` (default ``bench/results/faults/``).
 """
 
@@ -25,6 +28,7 @@ import logging
 import os
 import random
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -380,7 +384,20 @@ def fault_trial(
 
 
 def reference_pass(model: Path, work: Path, bound_s: float) -> tuple[float, float]:
-    """(start-up seconds, working seconds) of an undisturbed pass: the windows the kill points are drawn from."""
+    """(start-up seconds, working seconds) of an undisturbed pass: the windows the kill points are drawn from.
+
+    Kept in ``work/reference.json``, so that a resumed run draws the same kill points.
+    """
+    saved = work / "reference.json"
+    if saved.exists():
+        windows = json.loads(saved.read_text())
+        return windows["ready_s"], windows["work_s"]
+    ready_s, work_s = _time_reference_pass(model, work, bound_s)
+    saved.write_text(json.dumps({"ready_s": ready_s, "work_s": work_s}))
+    return ready_s, work_s
+
+
+def _time_reference_pass(model: Path, work: Path, bound_s: float) -> tuple[float, float]:
     run_dir = work / "reference"
     since = _log_sizes(run_dir) if run_dir.exists() else dict.fromkeys(_logs(), 0)
     started = time.monotonic()
@@ -410,11 +427,22 @@ def fault_matrix(model: Path, work: Path, opts: argparse.Namespace, rng: random.
             delay = rng.uniform(0.5, ready_s) if phase == "startup" else rng.uniform(0.0, work_s)
             plans.append((work / f"{role}-{i}", (role, phase, delay), i % opts.promote_every == 0))
 
+    finished = work / "trials.jsonl"  # one line per finished trial: a rerun with the same --work skips them
+    done = {t["trial"]: t for t in read_jsonl(finished)} if finished.exists() else {}
+    lock = threading.Lock()
+
     def one(plan: tuple[Path, tuple[str, str, float], bool]) -> dict[str, Any]:
-        trial = fault_trial(model, plan[0], plan[1], bound_s, promote=plan[2])
+        if plan[0].name in done:
+            return done[plan[0].name]
+        shutil.rmtree(plan[0], ignore_errors=True)  # a trial the last run left unfinished starts again
+        trial = {"trial": plan[0].name, **fault_trial(model, plan[0], plan[1], bound_s, promote=plan[2])}
         _progress(f"fault {plan[0].name}: {_brief(trial)}")
+        with lock, finished.open("a") as out:
+            out.write(json.dumps(trial) + "\n")
         return trial
 
+    if done:
+        _progress(f"resuming: {len(done)} of {len(plans)} trials already finished in {work}")
     with ThreadPoolExecutor(max_workers=opts.parallel) as pool:
         return list(pool.map(one, plans))
 
@@ -683,6 +711,16 @@ def _insecure(argv: list[str]) -> list[str]:
     return [*argv[:i], "--insecure", *argv[i + 2 :]]
 
 
+def resumable_fuzz_run(model: Path, work: Path, frames: int, rng: random.Random, deadline_s: float) -> dict[str, Any]:
+    """:func:`fuzz_run`, kept in ``work/fuzz.json`` once finished: a rerun with the same --work reuses it."""
+    saved = work / "fuzz.json"
+    if saved.exists():
+        return json.loads(saved.read_text())
+    fuzz = fuzz_run(model, work, frames, rng, deadline_s)
+    saved.write_text(json.dumps(fuzz))
+    return fuzz
+
+
 def fuzz_run(model: Path, work: Path, frames: int, rng: random.Random, deadline_s: float) -> dict[str, Any]:
     """``frames`` frames, 80% over ``--insecure`` and 20% over CURVE with the teacher's key, half per server.
 
@@ -849,7 +887,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "faults")
-    parser.add_argument("--work", type=Path, help="Where run folders go (default: a temporary folder).")
+    parser.add_argument(
+        "--work", type=Path, help="Where run folders go (default: a temporary folder); a rerun with it resumes."
+    )
     parser.add_argument("--pass-bound-s", type=float, default=300.0, help="A demo pass running longer is a hang.")
     parser.add_argument("--fuzz-bound-s", type=float, default=900.0, help="Stop fuzzing after this many seconds.")
     parser.add_argument("--work-s", type=float, help="Kill window while working (default: from a reference pass).")
@@ -871,7 +911,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         work = args.work or Path(tmp)
         model = build_tiny_model(work / "tiny-model")
         trials = fault_matrix(model, work, args, rng) if args.trials else []
-        fuzz = fuzz_run(model, work, args.frames, rng, args.fuzz_bound_s) if args.frames else {"servers": {}}
+        fuzz = resumable_fuzz_run(model, work, args.frames, rng, args.fuzz_bound_s) if args.frames else {"servers": {}}
     report = {
         "command": command,
         "seed": args.seed,

@@ -32,6 +32,10 @@ def test_faults_bench_tiny_run_reports_no_loss_crash_or_hang(tmp_path):
         assert not s["crashed"] and s["hangs"] == 0 and s["stale"] == 0 and s["peak_rss_mib"] > 0
         assert any(k.startswith("error:") for k in s["replies"])
 
+    resumed = main([*argv, "--out", str(out), "--work", str(tmp_path / "work")])  # finished parts are kept, not rerun
+    assert resumed["trials"] == report["trials"] and resumed["fuzz"] == report["fuzz"]
+    assert len((tmp_path / "work" / "trials.jsonl").read_text().splitlines()) == 1
+
 
 def test_promote_takes_the_verdicts_ledger_entry(tmp_path):
     """`seal promote` hands the student the verdict with its ledger entry's hash (the signed record cannot hold it),
