@@ -56,3 +56,68 @@ def test_vllm_backend_answers_as_the_transformers_backend_on_every_stack(
         assert answers[0] == answers[1]
         seen.add(tuple(answers[0][1]))
     assert len(seen) == 3, "each stack answers differently"
+
+
+@pytest.fixture
+def vllm_endpoint(vllm_model_dir, vllm_engine, tmp_path):
+    """``seal serve --backend vllm`` on loopback over the session's engine: (registry, store, openai client)."""
+    import threading
+    import time
+
+    import openai
+    import uvicorn
+
+    from student.openai_server import build_server, create_app
+    from student.serve_config import ServeConfig
+    from tests.test_serve import _free_port
+
+    store = ArtifactStore(tmp_path / "store")
+    config = ServeConfig(model=vllm_model_dir, store=store.root, backend="vllm", port=_free_port())
+    app = create_app(build_server(config, frozenset({"sk-vllm"}), engine=vllm_engine))
+    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{config.port}/v1", api_key="sk-vllm", max_retries=0)
+    yield Registry(store.root / "served", KEY.public_key()), store, client
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_vllm_streams_token_by_token_and_a_promotion_mid_stream_changes_nothing(
+    vllm_endpoint, vllm_engine, vllm_model_dir, adapters, monkeypatch
+):
+    import threading
+
+    registry, store, client = vllm_endpoint
+    ask = {"model": "seal", "prompt": PROMPTS[0], "max_tokens": 16, "temperature": 0}
+    whole = client.completions.with_raw_response.create(**ask)
+    version, answer = whole.headers["X-Seal-Served-Version"], whole.parse()
+    assert answer.usage.completion_tokens > 2
+
+    # After the engine's first step with tokens, the next step waits until the caller holds a chunk:
+    # an answer streamed in one piece would leave `held` empty (or time out, False).
+    first_chunk, held, real_step = threading.Event(), [], vllm_engine.llm_engine.step
+
+    def gated_step():
+        if held == ["tokens"]:
+            held[0] = first_chunk.wait(timeout=20)
+        outputs = real_step()
+        if not held and any(o.outputs[0].token_ids for o in outputs):
+            held.append("tokens")
+        return outputs
+
+    monkeypatch.setattr(vllm_engine.llm_engine, "step", gated_step)
+    stream = client.completions.create(**ask, stream=True)
+    chunks = [next(stream)]
+    first_chunk.set()
+    adapter = store.put_adapter(adapters[0], vllm_model_dir, {}).adapter_id
+    registry.promote(adapter, sign_verdict(VERDICT.model_copy(update={"adapter_id": adapter}), KEY))
+    chunks += list(stream)
+    deltas = [c.choices[0].text for c in chunks if c.choices and c.choices[0].text]
+    assert held == [True], "the first tokens reached the caller while the engine was still decoding"
+    assert len(deltas) > 1 and "".join(deltas) == answer.choices[0].text
+    assert {c.system_fingerprint for c in chunks} == {version}, "the promotion did not reach the running stream"
+    assert client.completions.with_raw_response.create(**ask).headers["X-Seal-Served-Version"] != version
