@@ -61,29 +61,17 @@ def test_vllm_backend_answers_as_the_transformers_backend_on_every_stack(
 @pytest.fixture
 def vllm_endpoint(vllm_model_dir, vllm_engine, tmp_path):
     """``seal serve --backend vllm`` on loopback over the session's engine: (registry, store, openai client)."""
-    import threading
-    import time
-
     import openai
-    import uvicorn
 
-    from student.openai_server import build_server, create_app
+    from student.openai_server import build_server
     from student.serve_config import ServeConfig
-    from tests.test_serve import _free_port
+    from tests.test_serve import _free_port, serving
 
     store = ArtifactStore(tmp_path / "store")
     config = ServeConfig(model=vllm_model_dir, store=store.root, backend="vllm", port=_free_port())
-    app = create_app(build_server(config, frozenset({"sk-vllm"}), engine=vllm_engine))
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    client = openai.OpenAI(base_url=f"http://127.0.0.1:{config.port}/v1", api_key="sk-vllm", max_retries=0)
-    yield Registry(store.root / "served", KEY.public_key()), store, client
-    server.should_exit = True
-    thread.join(10)
+    with serving(build_server(config, frozenset({"sk-vllm"}), engine=vllm_engine), config) as url:
+        client = openai.OpenAI(base_url=url, api_key="sk-vllm", max_retries=0)
+        yield Registry(store.root / "served", KEY.public_key()), store, client
 
 
 def test_vllm_streams_token_by_token_and_a_promotion_mid_stream_changes_nothing(
