@@ -10,9 +10,10 @@ The worker thread drives the engine step by step (``LLMEngine.add_request`` / ``
 ``RequestOutputKind.DELTA``), so each step's new tokens reach their callers at once: a streamed answer
 arrives token by token. Waiting requests of one version are added together and decode as one batch;
 a request of the same version that arrives meanwhile joins it at the next step, unless a request of
-another version is waiting. Versions never share a step, which also keeps base rows out of LoRA
-batches (vLLM 0.32's CPU LoRA kernels answer such rows with an adapter, see
-:mod:`student.vllm_answering`). A request keeps the LoRA request it started with to its last token.
+another version is waiting (so no version waits on another's stream of requests). Versions never share
+a step, which also keeps base rows out of LoRA batches (vLLM 0.32's CPU LoRA kernels answer such rows
+with an adapter, see :mod:`student.vllm_answering`). A request keeps the LoRA request it started with
+to its last token.
 """
 
 from __future__ import annotations
@@ -56,11 +57,15 @@ class VLLMSampler(Sampler):
 
     def _work(self) -> None:
         while True:
-            for batch in self._take_waiting(block=True):
-                self._run_batch(batch)
+            batches = self._take_waiting(block=True)
+            for i, batch in enumerate(batches):
+                self._run_batch(batch, join=i == len(batches) - 1)  # the batches taken with it wait for it
 
-    def _run_batch(self, batch: list[_Request]) -> None:
-        """Decode one version's requests to their ends, handing each step's tokens to their callers."""
+    def _run_batch(self, batch: list[_Request], join: bool) -> None:
+        """Decode one version's requests to their ends, handing each step's tokens to their callers.
+
+        With ``join``, requests of the same version that arrive meanwhile are added at the next step.
+        """
         engine = self.engine.llm_engine
         running: dict[str, tuple[_Request, int]] = {}  # vLLM request id -> (request, tokens handed)
         try:
@@ -71,7 +76,7 @@ class VLLMSampler(Sampler):
                         if not output.finished:  # its caller left, or it reached its length first
                             engine.abort_request([output.request_id])
                         del running[output.request_id]
-                if len(running) < self.max_batch:
+                if join and len(running) < self.max_batch:
                     self._add(self._joining(batch[0].model, self.max_batch - len(running)), running)
         except Exception as exc:  # reported to the batch's callers; the worker keeps serving
             log.exception("vLLM generation failed")
