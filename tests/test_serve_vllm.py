@@ -124,3 +124,21 @@ def test_vllm_streams_token_by_token_and_a_promotion_mid_stream_changes_nothing(
         client.completions.with_raw_response.create(prompt=PROMPTS[0], **ask).headers["X-Seal-Served-Version"]
         != version
     )
+
+
+def test_a_vllm_request_cut_by_its_stop_string_is_aborted_in_the_engine(vllm_endpoint, vllm_engine, monkeypatch):
+    import time
+
+    _, _, _, client = vllm_endpoint
+    ask = {"model": "seal", "prompt": PROMPTS[2], "max_tokens": 24, "temperature": 0}
+    whole = client.completions.create(**ask).choices[0]
+    assert whole.finish_reason == "length", "no end of sequence: only an abort ends it before 24 steps"
+    steps, real_step = [], vllm_engine.llm_engine.step
+    monkeypatch.setattr(vllm_engine.llm_engine, "step", lambda: steps.append(1) or real_step())
+    stop = whole.text[1]
+    cut = client.completions.create(**ask, stop=[stop]).choices[0]
+    assert (cut.text, cut.finish_reason) == (whole.text[: whole.text.index(stop)], "stop")
+    deadline = time.monotonic() + 10
+    while vllm_engine.llm_engine.has_unfinished_requests() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not vllm_engine.llm_engine.has_unfinished_requests() and len(steps) < 12, steps
