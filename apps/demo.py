@@ -1,6 +1,7 @@
 """``seal demo``: teacher, student and auditor as three OS processes over ZeroMQ on loopback.
 
-Run: ``seal demo`` (the embedded default model, the built-in fictional documents).
+Run: ``seal demo`` (the embedded default model, the built-in fictional documents); ``seal demo --auto-promote``
+also promotes each document's best accepted adapter before the student stops (:mod:`apps.auto_promote`).
 """
 
 from __future__ import annotations

@@ -52,3 +52,16 @@ def test_best_accepted_per_context_stack_in_ledger_order_and_a_forged_verdict_is
     common = ["--ledger", str(ledger), "--keys", str(keys), "--student", endpoint]
     assert main(["promote", forged_adapter.adapter.adapter_id, *common]) == 2
     assert capsys.readouterr().err.strip() == f"seal promote: {result.promotions[-1].refused}"
+
+
+def test_demo_and_train_teacher_take_the_option_off_by_default(monkeypatch, tmp_path):
+    import apps.demo
+    from apps.cli import _demo, _train_teacher, build_parser
+
+    captured = []
+    monkeypatch.setattr(apps.demo, "run_demo", lambda opts, **_: captured.append(opts.auto_promote) or 0)
+    parse = build_parser().parse_args
+    _demo(parse(["demo", "--run-dir", str(tmp_path)]))
+    _demo(parse(["demo", "--run-dir", str(tmp_path), "--auto-promote"]))
+    _train_teacher(parse(["train-teacher", "--data", str(tmp_path / "d.json"), "--auto-promote"]))
+    assert captured == [False, True, True]
