@@ -90,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--min-gain", type=float, default=0.05, help="Smallest gain the auditor accepts.")
     demo.add_argument("--epochs", type=int, default=None, help="Student epochs per candidate (default: 10).")
     demo.add_argument("--max-retention-drop", type=float, default=None, help="Auditor's retention limit (default 1.0).")
+    _add_auto_promote(demo)
 
     _add_train_teacher(sub)
     add_governance_commands(sub)
@@ -125,6 +126,16 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
         "--epochs", type=int, default=None, help="Student epochs per candidate (default: the student's)."
     )
     train.add_argument("--sft-epochs", type=int, default=None, help="Teacher fine-tuning epochs (default: 3).")
+    _add_auto_promote(train)
+
+
+def _add_auto_promote(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--auto-promote",
+        action="store_true",
+        help="After the pass, promote each context's best accepted adapter (highest reward) as 'seal promote' "
+        "does; they stack.",
+    )
 
 
 def _config_args(parser: argparse.ArgumentParser, model: type) -> None:
@@ -214,6 +225,7 @@ def _launch_fields(args: argparse.Namespace, run_prefix: str) -> dict[str, Any]:
         "metric": args.metric,
         "epochs": args.epochs,
         "max_retention_drop": getattr(args, "max_retention_drop", None),
+        "auto_promote": args.auto_promote,
     }
 
 

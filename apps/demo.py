@@ -1,6 +1,7 @@
 """``seal demo``: teacher, student and auditor as three OS processes over ZeroMQ on loopback.
 
-Run: ``seal demo`` (the embedded default model, the built-in fictional documents).
+Run: ``seal demo`` (the embedded default model, the built-in fictional documents); ``seal demo --auto-promote``
+also promotes each document's best accepted adapter before the student stops (:mod:`apps.auto_promote`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 from rich.console import Console
 
+from apps.auto_promote import promote_after_pass
 from apps.cli_config import config_error
 from apps.processes import ProcessFailed, ProcessGroup, free_tcp_ports
 from auditor.config import AuditorConfig
@@ -51,6 +53,7 @@ class LaunchConfig:
     max_retention_drop: float | None = None  # the auditor's retention limit; None: its default
     restem: RestemConfig | None = None  # the teacher's ReST^EM rounds; None: one adaptation pass
     ready_timeout_s: float = 600.0
+    auto_promote: bool = False  # after the pass, promote each context's best accepted adapter (apps.auto_promote)
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,10 @@ def role_commands(opts: LaunchConfig, files: dict[str, Path], student_ep: str, a
 
 
 def run_demo(opts: LaunchConfig, console: Console | None = None, title: str = "seal demo") -> int:
-    """Start the three roles, wait for the teacher's pass (or rounds) to finish, verify the ledger."""
+    """Start the three roles, wait for the teacher's pass (or rounds) to finish, verify the ledger.
+
+    With ``opts.auto_promote``, the best accepted adapter of each context is promoted before the student stops.
+    """
     console = console or Console()
     started = time.perf_counter()
     console.print(f"[bold]{title}[/] · run folder {opts.run_dir}")
@@ -154,7 +160,8 @@ def run_demo(opts: LaunchConfig, console: Console | None = None, title: str = "s
     create_role_keys(keys)
     create_signing_key(keys)
     ports = free_tcp_ports(2)
-    commands = role_commands(opts, files, f"tcp://127.0.0.1:{ports[0]}", f"tcp://127.0.0.1:{ports[1]}")
+    student_ep = f"tcp://127.0.0.1:{ports[0]}"
+    commands = role_commands(opts, files, student_ep, f"tcp://127.0.0.1:{ports[1]}")
     signal.signal(signal.SIGTERM, _exit_on_sigterm)  # so that leaving the block stops the three roles
     with ProcessGroup() as group:
         group.spawn("student", commands["student"], opts.run_dir / "student.log")
@@ -165,6 +172,8 @@ def run_demo(opts: LaunchConfig, console: Console | None = None, title: str = "s
         except ProcessFailed as exc:
             console.print(f"[red]demo failed:[/] {exc}")
             return 1
+        if opts.auto_promote and code == 0 and not promote_after_pass(opts.run_dir, student_ep, console):
+            code = 1  # while the student still runs: the launcher holds the CLI's key
     report = verify_ledger(opts.run_dir / "ledger.jsonl")
     status = "[green]verified[/]" if report.ok else "[red]FAILED[/] " + "; ".join(report.problems)
     console.print(f"ledger {opts.run_dir / 'ledger.jsonl'}: {report.entries} entries, {status}")

@@ -22,7 +22,8 @@ from rich.table import Table
 
 from library.ledger import LedgerError, read_entries, repair_ledger, verify_ledger
 from library.ledger_signatures import signature_problems
-from protocol.messages import Verdict
+from protocol.clients import StudentClient
+from protocol.messages import ServedStack, Verdict
 from protocol.security import SecurityError, create_role_keys, write_role_folders
 from protocol.signing import create_signing_key, load_verify_key, verify_signature
 
@@ -131,7 +132,7 @@ def _talk_to_student(args: argparse.Namespace) -> int:
     client = student_client(args.student, "cli", args.timeout, keys_folder(args))
     try:
         if args.command == "promote":
-            reply = client.promote(verified_verdict(args.ledger, args.adapter, keys_folder(args)))
+            reply = promote_from_ledger(client, args.ledger, args.adapter, keys_folder(args))
         elif args.command == "rollback":
             reply = client.rollback(args.to)
         elif args.command == "status":
@@ -143,6 +144,14 @@ def _talk_to_student(args: argparse.Namespace) -> int:
         client.close()
     print(f"served (version {reply.version}): base" + "".join(f" + {a[:12]}" for a in reply.stack))
     return 0
+
+
+def promote_from_ledger(client: StudentClient, ledger: Path, adapter: str, keys: Path | None) -> ServedStack:
+    """What ``seal promote`` does: the adapter's verdict, checked (:func:`verified_verdict`), sent to the student.
+
+    The student checks the verdict again and refuses anything but a valid accepting one, signed by the auditor.
+    """
+    return client.promote(verified_verdict(ledger, adapter, keys))
 
 
 def verified_verdict(ledger: Path, adapter: str, keys: Path | None) -> Verdict:

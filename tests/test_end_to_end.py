@@ -8,9 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import openai
 import pytest
 
-from library.ledger import verify_ledger
+from library.ledger import read_entries, verify_ledger
+from protocol.messages import Verdict
+from protocol.signing import check_verdict, load_verify_key
+from student.openai_server import VERSION_HEADER, build_server
+from student.registry import read_served_state
+from student.serve_config import ServeConfig
+from tests.test_serve import _free_port, serving
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,9 +29,11 @@ def _seal(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_runs_three_processes_end_to_end_and_resumes(tiny_model_dir, tmp_path):
+def test_demo_runs_three_processes_end_to_end_resumes_and_auto_promotes(tiny_model_dir, tmp_path):
     run_dir = tmp_path / "run"
-    done = _seal("demo", "--model", tiny_model_dir, "--limit", "2", "--k", "2", "--run-dir", str(run_dir))
+    accept_all = ["--min-gain", "-100", "--max-retention-drop", "1000"]  # promotions need accepted verdicts
+    demo = ["demo", "--model", tiny_model_dir, "--limit", "2", "--k", "2", "--run-dir", str(run_dir), *accept_all]
+    done = _seal(*demo)
     assert done.returncode == 0, done.stdout + done.stderr
     outcomes = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     assert len(outcomes) == 2
@@ -36,10 +45,33 @@ def test_demo_runs_three_processes_end_to_end_and_resumes(tiny_model_dir, tmp_pa
     assert report.ok and report.entries == 4
     assert "candidates accepted" in done.stdout
     assert "verified" in done.stdout
+    assert read_served_state(run_dir / "store" / "served").stack == [], "nothing is promoted without the option"
+    assert "auto-promote" not in done.stdout
 
-    again = _seal("demo", "--model", tiny_model_dir, "--limit", "2", "--k", "2", "--run-dir", str(run_dir))
-    assert again.returncode == 0, again.stdout + again.stderr
-    assert verify_ledger(run_dir / "ledger.jsonl").entries == 4, "a resumed run must not redo finished contexts"
+    # A seal serve on the run's store, started now, must serve what the resumed run promotes on its next request.
+    config = ServeConfig(model=tiny_model_dir, store=run_dir / "store", port=_free_port(), verify_keys=run_dir / "keys")
+    with serving(build_server(config, frozenset({"sk-e2e"})), config) as url:
+        client = openai.OpenAI(base_url=url, api_key="sk-e2e", max_retries=0)
+        before = client.models.with_raw_response.list().headers[VERSION_HEADER]
+        again = _seal(*demo, "--auto-promote")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert verify_ledger(run_dir / "ledger.jsonl").entries == 4, "a resumed run must not redo finished contexts"
+        served = client.get("/served", cast_to=object)
+    best: dict[str, tuple[int, dict]] = {}  # per context: the accepted verdict of the highest reward, its position
+    for position, entry in enumerate(read_entries(run_dir / "ledger.jsonl")):
+        verdict = entry["record"]["verdict"]
+        held = best.get(verdict["context_id"], (0, {"reward": float("-inf")}))[1]
+        if verdict["accepted"] and verdict["reward"] > held["reward"]:
+            best[verdict["context_id"]] = (position, verdict)
+    expected = [verdict["adapter_id"] for _, verdict in sorted(best.values(), key=lambda held: held[0])]
+    state = read_served_state(run_dir / "store" / "served")
+    assert len(best) == 2 and state.stack == expected, "each context's best accepted adapter, stacked in ledger order"
+    promotions = [e["record"] for e in read_entries(run_dir / "store" / "served" / "history.jsonl")]
+    assert [p["after"][-1] for p in promotions] == expected and {p["version"] for p in promotions} == {1, 2}
+    for adapter, record in zip(expected, promotions, strict=True):
+        check_verdict(Verdict.model_validate(record["verdict"]), load_verify_key(run_dir / "keys"), adapter)
+    assert f"auto-promote: promoted 2 adapter(s): {expected[0][:12]}" in again.stdout
+    assert served["stack"] == expected and served["version"] != before, "the running server serves the new stack"
 
 
 def test_broken_model_path_is_one_clear_line(tmp_path):

@@ -45,14 +45,14 @@ def world(tiny_model_dir, tmp_path_factory):
     thread.join(timeout=5)
 
 
-def _record_verdict(root, keys, student, gain: float) -> str:
+def _record_verdict(root, keys, student, gain: float, context: str = "c1") -> str:
     job = _job(self_edit=f"Quorne founded it (gain {gain}).")
     candidate = student.apply_self_edits(ApplySelfEdits(jobs=[job])).candidates[0]
     config = AuditorConfig(model=student.config.model, ledger=root / "ledger.jsonl", min_gain=0.05)
     decider = Decider(config, Ledger(config.ledger), [], load_signing_key(keys))
     base = ModelResult(["?"], [-3.0], [], [])
     cand = ModelResult(["Quorne"], [-3.0 + gain], [], [])
-    decider.decide("c1", TAU, CandidateToJudge(self_edit=job.self_edit, candidate=candidate), base, cand, [])
+    decider.decide(context, TAU, CandidateToJudge(self_edit=job.self_edit, candidate=candidate), base, cand, [])
     return candidate.adapter.adapter_id
 
 

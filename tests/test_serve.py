@@ -15,7 +15,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import openai
 import pytest
@@ -31,7 +33,7 @@ from library.qa_format import ANSWER_INSTRUCTION
 from protocol.messages import ApplySelfEdits, Promote, Rollback, TrainConfig
 from protocol.signing import VERIFY_KEY, public_hex, sign_verdict
 from student.config import StudentConfig
-from student.openai_server import VERSION_HEADER, ChatRequest, build_server, create_app
+from student.openai_server import VERSION_HEADER, ChatRequest, OpenAIServer, build_server, create_app
 from student.serve_config import ServeConfig, load_api_keys
 from student.service import Student
 from student.shadow_log import shadow_report
@@ -57,17 +59,24 @@ def world(tiny_model_dir, tmp_path_factory):
     keys = tmp_path_factory.mktemp("serve-keys")
     (keys / VERIFY_KEY).write_text(public_hex(AUDITOR_KEY.public_key()))
     config = ServeConfig(model=tiny_model_dir, store=store, port=_free_port(), verify_keys=keys)
-    app = create_app(build_server(config, load_api_keys(None, {"SEAL_API_KEYS": f"other-key, {KEY}"})))
-    server = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
+    with serving(build_server(config, load_api_keys(None, {"SEAL_API_KEYS": f"other-key, {KEY}"})), config) as url:
+        yield student, url, openai.OpenAI(base_url=url, api_key=KEY, max_retries=0)
+
+
+@contextmanager
+def serving(server: OpenAIServer, config: ServeConfig) -> Iterator[str]:
+    """``server``'s app under uvicorn in a thread on ``config``'s host and port, up; yields its base URL."""
+    app = uvicorn.Server(uvicorn.Config(create_app(server), host=config.host, port=config.port, log_level="warning"))
+    thread = threading.Thread(target=app.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
+    while not app.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    base_url = f"http://127.0.0.1:{config.port}/v1"
-    yield student, base_url, openai.OpenAI(base_url=base_url, api_key=KEY, max_retries=0)
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://{config.host}:{config.port}/v1"
+    finally:
+        app.should_exit = True
+        thread.join(10)
 
 
 def _train(student: Student, text: str) -> str:
