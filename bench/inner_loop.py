@@ -497,7 +497,7 @@ def report(
     """Save the table (markdown and JSON) with the command that produced it; print it if ``show``."""
     model = f"a random {args.shape.stem} shape" if args.shape else args.model
     where = f" on {machine.get('gpu', machine['device'])}"
-    dtypes = ", ".join(machine.get("per_dtype") or [machine["dtype"]])
+    dtypes = ", ".join(machine.get("per_dtype") or [machine.get("dtype", "no dtype run")])
     table = Table(title=f"Inner loop, {model} in {dtypes}{where}: candidates fully judged per hour")
     for header, _ in COLUMNS:
         table.add_column(header, justify="right")

@@ -249,7 +249,12 @@ class WorkerPool:
 
 
 def shards(count: int, parts: int) -> list[range]:
-    """``range(count)`` cut into ``min(parts, count)`` contiguous runs whose sizes differ by at most one."""
+    """``range(count)`` cut into ``min(parts, count)`` contiguous runs whose sizes differ by at most one.
+
+    The first runs take the extra items: ``shards(5, 2)`` is ``[range(0, 3), range(3, 5)]``.
+    """
+    if count == 0:
+        return []
     parts = max(1, min(parts, count))
     size, extra = divmod(count, parts)
     bounds = [0]

@@ -15,6 +15,7 @@ from apps.cli import build_parser
 from apps.cli_config import build_config
 from apps.demo import LaunchConfig, role_configs
 from auditor.config import AuditorConfig
+from library.ray_pool import shards
 from student.config import StudentConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,3 +83,10 @@ def test_one_worker_never_imports_ray():
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr or "ray was imported"
+
+
+def test_shards_depend_on_the_count_and_the_parts_only():
+    assert shards(5, 2) == [range(0, 3), range(3, 5)]
+    assert shards(2, 4) == [range(0, 1), range(1, 2)]  # never an empty shard
+    assert shards(0, 2) == []
+    assert [len(part) for part in shards(20, 3)] == [7, 7, 6]
