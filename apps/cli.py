@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'.")
     demo.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
     add_threads_argument(demo)
+    add_workers_arguments(demo)
     demo.add_argument("--data", type=Path, help="SQuAD-format file instead of the built-in documents.")
     demo.add_argument("--limit", type=int, help="Use only the first N documents.")
     demo.add_argument("--k", type=int, default=1, help="Self-edits per document (default: 1).")
@@ -116,6 +117,7 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'.")
     train.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help=DTYPE_HELP)
     add_threads_argument(train)
+    add_workers_arguments(train)
     train.add_argument("--limit", type=int, help="Use only the first N passages.")
     train.add_argument("--rounds", type=int, default=2, help="ReST^EM rounds (default: 2).")
     train.add_argument("--k", type=int, default=5, help="Self-edits sampled per passage and round (default: 5).")
@@ -136,6 +138,14 @@ def _add_auto_promote(parser: argparse.ArgumentParser) -> None:
         help="After the pass, promote each context's best accepted adapter (highest reward) as 'seal promote' "
         "does; they stack.",
     )
+
+
+def add_workers_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--workers N`` and ``--ray-address ADDR`` of a launcher: for the student and the auditor it starts."""
+    parser.add_argument(
+        "--workers", type=int, default=1, help="Ray workers of the student and of the auditor (default 1: no Ray)."
+    )
+    parser.add_argument("--ray-address", default=None, help="Join this Ray cluster (default: local runtimes).")
 
 
 def _config_args(parser: argparse.ArgumentParser, model: type) -> None:
@@ -219,6 +229,8 @@ def _launch_fields(args: argparse.Namespace, run_prefix: str) -> dict[str, Any]:
         "device": args.device,
         "dtype": args.dtype,
         "threads": args.threads,
+        "workers": args.workers,
+        "ray_address": args.ray_address,
         "data": args.data,
         "limit": args.limit,
         "k": args.k,

@@ -44,6 +44,8 @@ class LaunchConfig:
     device: str = "auto"
     dtype: DTypeName = "auto"
     threads: int | None = None  # torch CPU threads per role; None: torch's choice
+    workers: int = 1  # Ray workers of the student and of the auditor; 1: in process, no Ray
+    ray_address: str | None = None  # join this Ray cluster; None: each role starts a local runtime
     data: Path | None = None
     limit: int | None = None
     k: int = 1
@@ -69,13 +71,16 @@ def role_configs(opts: LaunchConfig) -> RoleConfigs:
     """Each role's config object; a value that does not validate is one ConfigError naming the setting."""
     store, ledger = opts.run_dir / "store", opts.run_dir / "ledger.jsonl"
     placement: dict[str, Any] = {"device": opts.device, "dtype": opts.dtype}
+    workers: dict[str, Any] = {"workers": opts.workers, "ray_address": opts.ray_address}
+    if opts.threads:
+        workers["threads_per_worker"] = opts.threads
     corpus: dict[str, Any] = {"data": opts.data, "limit": opts.limit}
     train = TrainConfig() if opts.epochs is None else TrainConfig(epochs=opts.epochs)
     retention = {} if opts.max_retention_drop is None else {"max_retention_drop": opts.max_retention_drop}
     teacher_spec = opts.teacher_model or opts.model
     try:
         return RoleConfigs(
-            student=StudentConfig(model=opts.model, store=store, train=train, **placement),
+            student=StudentConfig(model=opts.model, store=store, train=train, **placement, **workers),
             auditor=AuditorConfig(
                 model=opts.model,
                 store=store,
@@ -85,6 +90,7 @@ def role_configs(opts: LaunchConfig) -> RoleConfigs:
                 **retention,
                 **corpus,
                 **placement,
+                **workers,
             ),
             teacher=TeacherConfig(
                 model=teacher_spec,

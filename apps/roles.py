@@ -34,7 +34,10 @@ def run_student(config, bind: str, keys: Path | None) -> None:
 
     student = Student(config, load_verify_key(keys) if keys else None)
     security = server_security(keys, "student") if keys else None
-    serve(Server(bind, STUDENT_CHANNEL, "student", student.handle, security=security))
+    try:
+        serve(Server(bind, STUDENT_CHANNEL, "student", student.handle, security=security))
+    finally:
+        student.close()  # its Ray workers, if any
 
 
 def run_auditor(config: AuditorConfig, bind: str, student_endpoint: str, keys: Path | None) -> None:
@@ -44,7 +47,10 @@ def run_auditor(config: AuditorConfig, bind: str, student_endpoint: str, keys: P
     link = student_client(student_endpoint, "auditor", config.student_timeout_s, keys)
     auditor = Auditor(config, link, load_signing_key(keys) if keys else None)
     security = server_security(keys, "auditor") if keys else None
-    serve(Server(bind, AUDITOR_CHANNEL, "auditor", auditor.handle, security=security))
+    try:
+        serve(Server(bind, AUDITOR_CHANNEL, "auditor", auditor.handle, security=security))
+    finally:
+        auditor.close()  # its Ray workers, if any
 
 
 def student_client(endpoint: str, sender: Role, timeout_s: float, keys: Path | None) -> StudentClient:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from library.model_specs import DEFAULT_MODEL, DTypeName
+from library.ray_pool import WorkersConfig
 from protocol.messages import Metric
 
 
-class AuditorConfig(BaseModel):
-    """Everything the auditor process needs to start."""
+class AuditorConfig(WorkersConfig):
+    """Everything the auditor process needs to start (``--workers N``: its scoring on Ray actors)."""
 
     model_config = ConfigDict(extra="forbid")
 

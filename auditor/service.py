@@ -21,6 +21,7 @@ from auditor.recorded import recorded_verdicts
 from auditor.safety import load_probes, review_probes, review_text
 from auditor.scoring import score_models
 from auditor.teacher_versions import record_teacher_version
+from auditor.workers import AuditorWorkers  # imports ray only when workers start
 from library.datasets import DEMO_DOCUMENTS, QAItem, load_questions, load_retention
 from library.ledger import Ledger
 from library.models import load_model
@@ -56,6 +57,7 @@ class Auditor:
         self.model, self.tokenizer = load_model(config.model, config.device, config.dtype)
         self.store = ArtifactStore(config.store, writer=False)  # it reads the adapters it judges, nothing else
         self.ledger = Ledger(config.ledger)
+        self.workers = AuditorWorkers(config) if config.workers > 1 else None
         self.decider = Decider(config, self.ledger, self.retention, signing_key)
         self._base: dict[str, ModelResult] = {}  # context id -> the base model's result, computed once
         self.handle = Dispatcher(
@@ -169,9 +171,17 @@ class Auditor:
         base_retention = answers[None][len(tau) :]
         retention_pairs = [(q.question, a) for q, a in zip(self.retention, base_retention, strict=True)]
         folders = {m: self.store.path(m) for m in models if m is not None}
-        scores = score_models(self.model, self.tokenizer, models, folders, tau, retention_pairs)
+        if self.workers is not None:  # the models spread over the Ray workers
+            scores = self.workers.score(models, folders, tau, retention_pairs)
+        else:
+            scores = score_models(self.model, self.tokenizer, models, folders, tau, retention_pairs)
         results = {}
         for model_id in models:
             given, scored = answers[model_id], scores[model_id]
             results[model_id] = ModelResult(given[: len(tau)], scored.gold, given[len(tau) :], scored.pairs)
         return results
+
+    def close(self) -> None:
+        """Stop the Ray workers, if any (and the local Ray runtime they started)."""
+        if self.workers is not None:
+            self.workers.close()

@@ -5,6 +5,7 @@ Run from the repository root (needs the ``bench`` extra: ``pip install -e '.[ben
     python -m bench.inner_loop               # K = 1, 2, 5, 10; 1 passage; 10 epochs (the paper's)
     python -m bench.inner_loop --quick       # K = 1, 2, 5; 2 epochs: a few minutes on 2 CPU cores
     python -m bench.inner_loop --shape bench/shapes/qwen2.5-7b.json --device cuda --data FILE  # random 7B weights
+    python -m bench.inner_loop --workers 1,2 --ks 5,10,20 --dtypes float32,bfloat16 --data FILE  # the whole machine
 
 A candidate is *fully judged* when it is trained, has answered τ and the retention questions,
 and its gold-answer and retention likelihoods are scored. The batched path is the product:
@@ -19,6 +20,13 @@ before timing, on both sides; the auditor's safety probes are switched off (the 
 On CUDA the matmul reference is the device's own bf16 (or the run's dtype) rate, timed between
 ``torch.cuda.synchronize`` calls in the same run, and memory is the peak the CUDA allocator held
 (``torch.cuda.max_memory_allocated``) over each side's timed run, all models in this process included.
+
+``--workers 1,2``: the product's student and auditor each hand their compute to N Ray actors
+(:mod:`library.ray_pool`; 1: in this process, no Ray), ``--threads`` torch threads each; the seal
+side's CPU time then includes the workers', and each worker's peak resident memory is reported. The
+baseline runs once per ``--baseline-threads`` setting: torch's default threads (what a user's script
+gets) and one thread. ``--dtypes float32,bfloat16`` runs both sides in each dtype; bfloat16 only on a
+GPU or on a CPU with native bf16 (AVX512-BF16 or AMX), else it is skipped and noted.
 """
 
 from __future__ import annotations
@@ -86,6 +94,7 @@ class Phase:
     peak_rss_gib: float = 0.0
     rss_rise_gib: float = 0.0
     peak_gpu_gib: float = 0.0
+    worker_peak_rss_gib: float = 0.0  # the largest peak resident memory of one Ray worker (0: no workers)
     load: list[float] = field(default_factory=list)
     steps: list[int] = field(default_factory=list)
     cpu_s: float = 0.0  # process CPU time: robust to other processes' load when torch runs one thread
@@ -353,11 +362,27 @@ WARM_UP_SEED = 10_000  # the warm-up's candidates are none of a timed phase's (s
 
 
 def product_roles(
-    spec: str, dtype: DTypeName, data: Path, contexts: int, settings: TrainConfig, root: Path, device: str = "auto"
+    spec: str,
+    dtype: DTypeName,
+    data: Path,
+    contexts: int,
+    settings: TrainConfig,
+    root: Path,
+    device: str = "auto",
+    workers: int = 1,
+    threads: int = 1,
 ) -> tuple[Student, Auditor]:
-    """A student and an auditor in this process, sharing a store; no safety probes."""
+    """A student and an auditor in this process, sharing a store; no safety probes.
+
+    With ``workers`` above 1, each hands its compute to that many Ray actors of ``threads`` torch threads,
+    in one local runtime with room for both pools.
+    """
     (root / "probes.json").write_text("[]")
-    student = Student(StudentConfig(model=spec, device=device, dtype=dtype, store=root / "store", train=settings))
+    pools = {"workers": workers, "threads_per_worker": threads, "ray_num_cpus": 2 * workers * threads}
+    pools = pools if workers > 1 else {}
+    student = Student(
+        StudentConfig(model=spec, device=device, dtype=dtype, store=root / "store", train=settings, **pools)
+    )
     auditor = Auditor(
         AuditorConfig(
             data=data,
@@ -369,6 +394,7 @@ def product_roles(
             ledger=root / "ledger.jsonl",
             probes=root / "probes.json",
             answer_tokens=ANSWER_TOKENS,
+            **pools,
         ),
         student_in_process(student.handle, sender="auditor"),
     )
@@ -380,6 +406,8 @@ def run_batched(student: Student, auditor: Auditor, workloads: list[Workload], k
     phase = Phase(load=list(os.getloadavg()))
     settings = student.config.train
     per_token = train_flops_per_token(student.model, settings)
+    pools = [role.workers.pool for role in (student, auditor) if role.workers is not None]
+    workers_cpu = sum(cpu for pool in pools for cpu, _ in pool.usage(reset_peak=True))
     with peak_rss(phase), peak_gpu(phase):
         for work in workloads:
             jobs = phase_jobs(work.jobs[:k], settings, k)
@@ -394,6 +422,9 @@ def run_batched(student: Student, auditor: Auditor, workloads: list[Workload], k
                 Phase(k, mid - started, time.perf_counter() - mid, flops, cpu_s=cpu, steps=[c.steps for c in trained])
             )
     phase.load += list(os.getloadavg())
+    usage = [u for pool in pools for u in pool.usage()]
+    phase.cpu_s += sum(cpu for cpu, _ in usage) - workers_cpu  # the workers' CPU time is the seal side's too
+    phase.worker_peak_rss_gib = max((peak for _, peak in usage), default=0.0)
     return phase
 
 
@@ -435,10 +466,14 @@ def warm_up_baseline(model: Any, tokenizer: Any, workloads: list[Workload]) -> N
 
 
 COLUMNS = [
+    ("dtype", "dtype"),
+    ("workers", "workers"),
     ("K", "k"),
     ("seal cand/h", "seal_per_hour"),
     ("baseline cand/h", "baseline_per_hour"),
     ("ratio", "ratio"),
+    ("baseline 1-thread cand/h", "baseline_1t_per_hour"),
+    ("ratio to 1-thread", "ratio_1t"),
     ("seal cand/CPU-h", "seal_per_cpu_hour"),
     ("baseline cand/CPU-h", "baseline_per_cpu_hour"),
     ("CPU ratio", "cpu_ratio"),
@@ -449,6 +484,7 @@ COLUMNS = [
     ("seal train FLOP/s % of matmul", "seal_flops_pct"),
     ("baseline train FLOP/s % of matmul", "baseline_flops_pct"),
     ("seal peak RSS GiB", "seal_peak_rss_gib"),
+    ("seal peak RSS GiB per worker", "seal_worker_peak_rss_gib"),
     ("baseline peak RSS GiB", "baseline_peak_rss_gib"),
     ("seal peak GPU GiB", "seal_peak_gpu_gib"),
     ("baseline peak GPU GiB", "baseline_peak_gpu_gib"),
@@ -461,7 +497,8 @@ def report(
     """Save the table (markdown and JSON) with the command that produced it; print it if ``show``."""
     model = f"a random {args.shape.stem} shape" if args.shape else args.model
     where = f" on {machine.get('gpu', machine['device'])}"
-    table = Table(title=f"Inner loop, {model} in {machine['dtype']}{where}: candidates fully judged per hour")
+    dtypes = ", ".join(machine.get("per_dtype") or [machine.get("dtype", "no dtype run")])
+    table = Table(title=f"Inner loop, {model} in {dtypes}{where}: candidates fully judged per hour")
     for header, _ in COLUMNS:
         table.add_column(header, justify="right")
     lines = ["| " + " | ".join(h for h, _ in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
@@ -473,6 +510,8 @@ def report(
         console.print(table)
     notes = [f"- {key}: {json.dumps(value)}" for key, value in machine.items()]
     notes.append("- cand/h: wall clock; cand/CPU-h: process CPU time, which with --threads 1 does not depend on load")
+    notes.append("- baseline: torch's default threads (machine torch_default_threads); baseline 1-thread: one thread")
+    notes.append("- seal with workers: CPU time and peak RSS include the Ray workers (peak per worker: the largest)")
     stem = args.out / (args.name or ("inner_loop_quick" if args.quick else "inner_loop"))
     args.out.mkdir(parents=True, exist_ok=True)
     # Suffixes appended, not swapped: a name such as inner_loop_qwen2.5-7b has a dot of its own.
@@ -504,6 +543,7 @@ def result_row(k: int, seal: Phase, base: Phase | None, matmul_gflops_peak: floa
         "seal_rss_rise_gib": seal.rss_rise_gib,
         "seal_peak_rss_gib": seal.peak_rss_gib,
         "seal_peak_gpu_gib": seal.peak_gpu_gib,
+        "seal_worker_peak_rss_gib": seal.worker_peak_rss_gib,
         "seal_steps": seal.steps,
         "seal_load_before_after": seal.load,
     }
@@ -541,59 +581,143 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--dtype", default="auto", choices=DTYPE_CHOICES, help="Weights' dtype, both sides (default: the device's)."
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice).")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads of seal (per Ray worker: default 1 there)."
+    )
+    parser.add_argument("--workers", default="1", help="Comma-separated Ray workers per role (default 1: no Ray).")
+    parser.add_argument("--dtypes", default=None, help="Comma-separated dtypes, both sides in each (default --dtype).")
+    parser.add_argument(
+        "--baseline-threads",
+        default=None,
+        help="Comma-separated torch threads of the baseline runs, 'default': torch's (default: seal's --threads).",
+    )
     parser.add_argument("--matmul-seconds", type=float, default=2.0, help="How long to time the matmul reference.")
     parser.add_argument("--out", type=Path, default=RESULTS, help="Folder for the results (default bench/results).")
     args = parser.parse_args(argv)
     args.ks = [int(k) for k in (args.ks or ("1,2,5" if args.quick else "1,2,5,10")).split(",")]
     args.epochs = args.epochs or (2 if args.quick else 10)
     args.baseline_k = max(args.ks) if args.baseline_k is None else args.baseline_k
+    args.workers = [int(w) for w in args.workers.split(",")]
+    args.dtypes = args.dtypes.split(",") if args.dtypes else [args.dtype]
+    threads = args.baseline_threads.split(",") if args.baseline_threads else [str(args.threads or "default")]
+    args.baseline_threads = [None if t == "default" else int(t) for t in threads]  # None: torch's default
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Warm up, run the baseline, then the batched path for each K, in this process; print and save the table.
+    """Per dtype: warm up, run the baselines, then the batched path per number of workers and K; print and save.
 
     The table is saved after each K, so a run stopped by a time limit keeps the Ks it finished. A K
-    that runs out of GPU memory ends the run there (``machine["out_of_memory_at_k"]``).
+    that runs out of GPU memory ends that dtype and number of workers there (``machine["out_of_memory_at_k"]``).
     """
     args = parse_args(argv)
     command = "python -m bench.inner_loop " + shlex.join(sys.argv[1:] if argv is None else argv)
     console.print(f"[bold]$ {command}")
     _quiet_libraries()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    default_threads = torch.get_num_threads()  # torch's own choice, what a user's script gets
     if args.shape:
         args.model = str(_shape_folder(args))
     settings = TrainConfig(epochs=args.epochs)
     machine: dict[str, Any] = {"load_at_start": list(os.getloadavg()), "cpu_count": os.cpu_count()}
-    machine |= {"torch_threads": torch.get_num_threads(), "settings": settings.model_dump(), "contexts": args.contexts}
-    model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)  # the baseline's own copy
-    machine |= _describe_device(model, args)
-    rate = machine["matmul_gflops_start"]
-    console.log(f"load {machine['load_at_start']}, {machine['dtype']} matmul {rate:.1f} GFLOP/s on {model.device}")
+    machine |= {"torch_default_threads": default_threads, "torch_threads": args.threads or default_threads}
+    machine |= {"settings": settings.model_dump(), "contexts": args.contexts, "baseline_threads": args.baseline_threads}
+    machine |= {"workers": args.workers, "per_dtype": {}}
+    rows: list[dict[str, Any]] = []
+    for dtype in args.dtypes:
+        if not native_dtype(dtype, args.device):
+            machine.setdefault("skipped", []).append(f"{dtype}: this CPU has no native support (AVX512-BF16 or AMX)")
+            continue
+        rows += _run_dtype(args, command, dtype, settings, machine, rows, default_threads)
+    machine["load_at_end"] = list(os.getloadavg())
+    report(args, command, rows, machine)
+
+
+def native_dtype(dtype: str, device: str) -> bool:
+    """Whether ``dtype`` runs natively: always but bfloat16 on a CPU without AVX512-BF16 or AMX."""
+    if dtype != "bfloat16" or (device != "cpu" and torch.cuda.is_available()):
+        return True
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _run_dtype(
+    args: argparse.Namespace,
+    command: str,
+    dtype: DTypeName,
+    settings: TrainConfig,
+    machine: dict[str, Any],
+    done: list[dict[str, Any]],
+    default_threads: int,
+) -> list[dict[str, Any]]:
+    """One dtype's rows: its baselines (one per thread setting), then seal per number of workers and K."""
+    model, tokenizer = load_model(args.model, device=args.device, dtype=dtype)  # the baseline's own copy
+    described = _describe_device(model, args)
+    machine["per_dtype"][described["dtype"]] = described
+    if len(machine["per_dtype"]) == 1:
+        machine |= described  # the first dtype's description at the top, as a one-dtype run has it
+    rate = described["matmul_gflops_start"]
+    console.log(f"load {os.getloadavg()}, {described['dtype']} matmul {rate:.1f} GFLOP/s on {model.device}")
     workloads = load_workloads(args.data, args.contexts, max(args.ks))
+    machine["adapter_and_optimizer_mib_per_candidate"] = 16 * lora_parameters(model, settings) / 2**20
+    machine["tokens_trained_per_candidate"] = [tokens_trained(tokenizer, j, settings) for j in workloads[0].jobs]
+    baselines = {}
+    for threads in args.baseline_threads:
+        torch.set_num_threads(threads or default_threads)
+        baselines[threads] = _timed_baseline(model, tokenizer, workloads, settings, args.baseline_k, described)
+    torch.set_num_threads(args.threads or default_threads)
+    rows: list[dict[str, Any]] = []
+    for workers in args.workers:
+        for k, seal in _seal_phases(args, dtype, settings, workloads, workers, described):
+            row = {"dtype": described["dtype"], "workers": workers}
+            row |= result_row(k, seal, _baseline_at(baselines, args.baseline_threads[0], k), rate)
+            one = _baseline_at(baselines, 1, k)
+            row["baseline_1t_per_hour"] = one.per_hour if one else None
+            row["ratio_1t"] = seal.per_hour / one.per_hour if one else None
+            rows.append(row)
+            report(args, command, [*done, *rows], machine, show=False)  # kept if a time limit stops the run
+    described["matmul_gflops_end"] = matmul_gflops(seconds=args.matmul_seconds, dtype=model.dtype, device=model.device)
+    if len(machine["per_dtype"]) == 1:
+        machine |= described  # with what the runs added (baseline error, out of memory at K, end rate)
+    peak = max(rate, described["matmul_gflops_end"])
+    del model
+    gc.collect()
+    return [_rescored(row, rate, peak) for row in rows]
+
+
+def _seal_phases(
+    args: argparse.Namespace,
+    dtype: DTypeName,
+    settings: TrainConfig,
+    workloads: list[Workload],
+    workers: int,
+    machine: dict[str, Any],
+) -> Iterator[tuple[int, Phase]]:
+    """The product's timed run at each K, with ``workers`` Ray workers per role (1: in this process)."""
     with tempfile.TemporaryDirectory() as root:
         student, auditor = product_roles(
-            args.model, args.dtype, args.data, args.contexts, settings, Path(root), args.device
+            args.model, dtype, args.data, args.contexts, settings, Path(root), args.device, workers, args.threads or 1
         )
-        warm_up(student, auditor, workloads)
-        # weights, gradients and AdamW's two moments, fp32: what each extra candidate adds besides activations
-        machine["adapter_and_optimizer_mib_per_candidate"] = 16 * lora_parameters(model, settings) / 2**20
-        machine["tokens_trained_per_candidate"] = [tokens_trained(tokenizer, j, settings) for j in workloads[0].jobs]
-        baseline, base_phase = _timed_baseline(model, tokenizer, workloads, settings, args.baseline_k, machine)
-        rows = []
-        for k in args.ks:
-            seal = _batched_or_none(student, auditor, workloads, k, machine)
-            if seal is None:
-                break
-            base = _baseline_subset(baseline, k, base_phase) if baseline else None
-            rows.append(result_row(k, seal, base, machine["matmul_gflops_start"]))
-            report(args, command, rows, machine, show=False)  # kept if a time limit stops the run
-    machine["matmul_gflops_end"] = matmul_gflops(seconds=args.matmul_seconds, dtype=model.dtype, device=model.device)
-    machine["load_at_end"] = list(os.getloadavg())
-    peak = max(machine["matmul_gflops_start"], machine["matmul_gflops_end"])
-    report(args, command, [_rescored(row, machine["matmul_gflops_start"], peak) for row in rows], machine)
+        try:
+            warm_up(student, auditor, workloads)
+            for k in args.ks:
+                seal = _batched_or_none(student, auditor, workloads, k, machine)
+                if seal is None:
+                    break
+                yield k, seal
+        finally:
+            student.close()
+            auditor.close()
+
+
+def _baseline_at(
+    baselines: dict[int | None, tuple[list[list[Phase]], Phase]], threads: int | None, k: int
+) -> Phase | None:
+    """The baseline run with ``threads`` over the candidates of K per passage, or None if it was not run."""
+    if threads not in baselines or not baselines[threads][0]:
+        return None
+    baseline, whole = baselines[threads]
+    return _baseline_subset(baseline, k, whole)
 
 
 def _shape_folder(args: argparse.Namespace) -> Path:

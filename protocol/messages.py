@@ -32,6 +32,7 @@ ErrorReason = Literal[
     "forbidden",
     "refused",
     "internal",
+    "worker_failed",  # a Ray worker died more often than the role allows (library.ray_pool)
 ]
 Metric = Literal["loglik", "f1", "exact_match"]
 # An adapter's id is the sha256 of its weights and config: requests can name nothing else (no paths).

@@ -15,10 +15,13 @@ of ``generate(do_sample=False)`` followed by ``clean_answer``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from library.lora import BASE_ADAPTER
+from library.lora import BASE_ADAPTER, mixed_adapters
 from library.qa_format import clean_answer, question_prompt
 from library.shared_prefix import prefill, shared_prefix_length, suffix_batch
 
@@ -51,6 +54,33 @@ def generate_answers(
         texts = _greedy(model, tokenizer, [prompts[i] for i in rows], routed, max_new_tokens)
         answers |= dict(zip(rows, texts, strict=True))
     return [answers[i] for i in range(len(prompts))]
+
+
+def answer_with_adapters(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    folders: Mapping[str, Path],
+    questions: list[str],
+    max_new_tokens: int,
+    batch_size: int = 16,
+) -> list[list[str]]:
+    """Every question answered by every adapter of ``folders`` (id -> peft folder), in one mixed batch.
+
+    One list of answers per adapter, in the order of ``folders``; ``batch_size`` is the configured
+    questions per batch (a mixed batch holds :data:`MIXED_BATCH_FACTOR` times as many rows).
+    """
+    rows = [(adapter_id, q) for adapter_id in folders for q in questions]
+    with mixed_adapters(model, dict(folders)) as mixed:
+        answers = generate_answers(
+            mixed,
+            tokenizer,
+            [q for _, q in rows],
+            max_new_tokens,
+            batch_size * MIXED_BATCH_FACTOR,
+            adapter_names=[a for a, _ in rows],
+        )
+    n = len(questions)
+    return [answers[i * n : (i + 1) * n] for i in range(len(folders))]
 
 
 def _greedy(

@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from library.model_specs import DEFAULT_MODEL, DTypeName
+from library.ray_pool import WorkersConfig
 from library.vllm_engine import VLLMConfig
 from protocol.messages import TrainConfig
 
 
-class StudentConfig(BaseModel):
-    """Everything the student process needs to start."""
+class StudentConfig(WorkersConfig):
+    """Everything the student process needs to start (``--workers N``: its compute on Ray actors)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -26,6 +27,12 @@ class StudentConfig(BaseModel):
     )
     store: Path = Field(Path("runs/store"), description="Artifact store folder for candidate adapters.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="Default LoRA settings.")
+    train_shards: int | None = Field(
+        None,
+        ge=1,
+        description="Batched passes a request's candidates are cut into (default: one per worker); "
+        "an adapter's id depends on this, not on the number of workers.",
+    )
     answer_batch_size: int = Field(16, ge=1, description="Questions per generation batch.")
     answer_backend: Literal["transformers", "vllm"] = Field(
         "transformers",

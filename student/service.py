@@ -13,7 +13,6 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from library.datasets import context_id_for
-from library.lora import mixed_adapters
 from library.models import load_model
 from library.vllm_engine import require_vllm
 from protocol.artifacts import TRAINED_FROM, TRAINED_ON_CONTEXT, ArtifactError, ArtifactStore, self_edit_sha256
@@ -33,11 +32,11 @@ from protocol.messages import (
     Rollback,
     StudentInfo,
 )
-from student.answering import MIXED_BATCH_FACTOR, generate_answers
-from student.batched import train_adapters
+from student.answering import answer_with_adapters, generate_answers
 from student.config import StudentConfig
 from student.serving import ServedModel
 from student.vllm_answering import VLLMAnswerer  # imports vllm only when one is built
+from student.workers import StudentWorkers, train_in_shards  # imports ray only when workers start
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +57,7 @@ class Student:
         self.vllm: VLLMAnswerer | None = None
         if config.answer_backend == "vllm":
             self.vllm = VLLMAnswerer(config.model, config.vllm, engine=vllm_engine)
+        self.workers = StudentWorkers(config) if config.workers > 1 else None
         self._base_answers: dict[tuple[str, int], str] = {}  # (question, max_new_tokens) -> answer
         self.handle = Dispatcher(
             STUDENT_CHANNEL,
@@ -81,7 +81,10 @@ class Student:
     def apply_self_edits(self, request: ApplySelfEdits) -> CandidatesTrained:
         """Train one candidate adapter per job, all together (one base-model pass per step), into the store."""
         jobs = [(job, job.settings or self.config.train) for job in request.jobs]
-        trained = train_adapters(self.model, self.tokenizer, jobs, self.config.model)
+        if self.workers is not None:  # the K candidates spread over the Ray workers, one shard each
+            trained = self.workers.train(jobs)
+        else:
+            trained = train_in_shards(self.model, self.tokenizer, jobs, self.config.model, self.config.train_shards)
         candidates = []
         for (job, settings), result in zip(jobs, trained, strict=True):
             try:
@@ -162,15 +165,13 @@ class Student:
         folders = {a: self._adapter_folder(a) for a in adapter_ids}
         if self.vllm is not None:
             return self.vllm.answer(questions, list(folders.values()), max_new_tokens)
-        rows = [(adapter_id, q) for adapter_id in adapter_ids for q in questions]
-        with mixed_adapters(self.model, folders) as mixed:
-            answers = generate_answers(
-                mixed,
-                self.tokenizer,
-                [q for _, q in rows],
-                max_new_tokens,
-                self.config.answer_batch_size * MIXED_BATCH_FACTOR,
-                adapter_names=[a for a, _ in rows],
-            )
-        n = len(questions)
-        return [answers[i * n : (i + 1) * n] for i in range(len(adapter_ids))]
+        if self.workers is not None:
+            return self.workers.answer(folders, questions, max_new_tokens)
+        return answer_with_adapters(
+            self.model, self.tokenizer, folders, questions, max_new_tokens, self.config.answer_batch_size
+        )
+
+    def close(self) -> None:
+        """Stop the Ray workers, if any (and the local Ray runtime they started)."""
+        if self.workers is not None:
+            self.workers.close()

@@ -36,7 +36,7 @@ ROLE_OF_SERVICE = {"teacher": "teacher", "student": "student", "auditor": "audit
 
 
 def test_every_role_is_a_service_running_its_subcommand(services):
-    assert set(services) == set(ROLE_OF_SERVICE) | {"vllm", "serve"}
+    assert set(services) == set(ROLE_OF_SERVICE) | {"vllm", "serve", "ray-head", "ray-worker"}
     for name, role in ROLE_OF_SERVICE.items():
         assert _args(services[name]).command == role
 
