@@ -219,13 +219,13 @@ def _launch_fields(args: argparse.Namespace, run_prefix: str) -> dict[str, Any]:
 
 def _is_user_error(exc: Exception) -> bool:
     """Errors that deserve one line, not a traceback."""
+    from library.backend_errors import TeacherBackendError
     from library.datasets import DatasetError
     from library.ledger import LedgerError
     from library.model_specs import ModelLoadError
     from protocol.security import SecurityError
     from protocol.signing import VerdictRefused
     from protocol.transport import TransportError
-    from teacher.errors import TeacherBackendError
 
     errors = (
         ConfigError,

@@ -5,37 +5,26 @@ batched engine can serve many contexts at once. ``sample`` gives the texts;
 ``complete`` gives each text with its token usage and, for API models, whether
 the model declined (a refusal is a failed proposal, not an error). Backends:
 this module's transformers model (the CPU default), :mod:`teacher.vllm_backend`,
-:mod:`teacher.openai_backend` and :mod:`teacher.anthropic_backend`, chosen by
+:mod:`library.openai_backend` and :mod:`library.anthropic_backend` (in the library: the auditor's judge and
+reviewer use them too), chosen by
 :mod:`teacher.backend_spec`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
 import torch
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from library.completions import Completion, VersionKind
 from library.models import DTypeName, load_model
 from protocol.artifacts import content_id
 from protocol.canonical import shorten
-from protocol.messages import SamplingConfig, Usage
+from protocol.messages import SamplingConfig
 from teacher.prompts import as_chat
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One sampled text; ``refusal`` says why the model declined (``text`` is then empty)."""
-
-    text: str
-    usage: Usage | None = None
-    refusal: str | None = None
-
-
-VersionKind = Literal["lora", "exemplars"]
 
 
 class TeacherBackend(Protocol):
@@ -72,11 +61,6 @@ class LoRATeacher(TeacherBackend, Protocol):
     def training_copy(self, device: str, dtype: DTypeName) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
         """The transformers model and tokenizer the M-step fine-tunes, and the model spec its adapters apply to."""
         ...
-
-
-def texts_of(completions: list[list[Completion]]) -> list[list[str]]:
-    """The texts of ``complete``'s answer (a refusal gives an empty text): ``sample`` for backends that complete."""
-    return [[c.text for c in row] for row in completions]
 
 
 class TransformersTeacher:
