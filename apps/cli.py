@@ -31,13 +31,14 @@ from apps.cli_config import (
 )
 from apps.governance_cli import add_governance_commands, add_security_args, keys_folder, run_governance
 from apps.serve_cli import add_serve_commands, run_serve_command
+from apps.tracking_cli import add_mlflow_argument, add_tracking_commands, mirror_after_run, run_tracking
 from auditor.config import AuditorConfig
 from library.model_specs import DTYPE_CHOICES
 from protocol.messages import Metric
 from student.config import StudentConfig
 from teacher.config import TeacherConfig
 
-METRIC_CHOICES = get_args(Metric)
+METRIC_CHOICES = tuple(m for m in get_args(Metric) if m != "judge")  # judge: `seal auditor --judge.*`
 DEFAULT_STUDENT = "tcp://127.0.0.1:5555"
 DEFAULT_AUDITOR = "tcp://127.0.0.1:5556"
 
@@ -95,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_governance_commands(sub)
     add_bench_commands(sub)
     add_serve_commands(sub)
+    add_tracking_commands(sub)
 
     models = sub.add_parser("models", help="Prepare a model (convert the embedded default once).")
     models.add_argument("spec", nargs="?", default=None, help="Model spec (default: the embedded SmolLM2).")
@@ -125,6 +127,7 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
         "--epochs", type=int, default=None, help="Student epochs per candidate (default: the student's)."
     )
     train.add_argument("--sft-epochs", type=int, default=None, help="Teacher fine-tuning epochs (default: 3).")
+    add_mlflow_argument(train)
 
 
 def _config_args(parser: argparse.ArgumentParser, model: type) -> None:
@@ -165,8 +168,9 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         return _demo(args)
     elif args.command == "train-teacher":
         return _train_teacher(args)
-    elif args.command in ("bench", "serve", "ask"):  # the applications that run the product's code
-        return {"bench": run_bench, "serve": run_serve_command, "ask": run_serve_command}[args.command](args)
+    elif args.command in ("bench", "serve", "ask", "mlflow"):  # the applications that run the product's code
+        apps = {"bench": run_bench, "serve": run_serve_command, "ask": run_serve_command, "mlflow": run_tracking}
+        return apps[args.command](args)
     elif args.command in ("keys", "promote", "rollback", "status", "shadow", "shadow-report", "ledger"):
         return run_governance(args)
     elif args.command == "models":
@@ -193,7 +197,9 @@ def _train_teacher(args: argparse.Namespace) -> int:
         values["sft"] = {"epochs": args.sft_epochs}
     restem = validate_config(RestemConfig, values, prefix="restem.")
     opts = LaunchConfig(**_launch_fields(args, "restem"), min_gain=0.0, restem=restem)
-    return run_demo(opts, title="seal train-teacher")
+    code = run_demo(opts, title="seal train-teacher")
+    mirror_after_run(args.mlflow, opts.run_dir)  # also after a failed run: what it recorded is worth seeing
+    return code
 
 
 def _launch_fields(args: argparse.Namespace, run_prefix: str) -> dict[str, Any]:
@@ -219,6 +225,7 @@ def _launch_fields(args: argparse.Namespace, run_prefix: str) -> dict[str, Any]:
 
 def _is_user_error(exc: Exception) -> bool:
     """Errors that deserve one line, not a traceback."""
+    from apps.tracking import TrackingUnavailable
     from library.backend_errors import TeacherBackendError
     from library.datasets import DatasetError
     from library.ledger import LedgerError
@@ -236,6 +243,7 @@ def _is_user_error(exc: Exception) -> bool:
         SecurityError,
         VerdictRefused,
         TeacherBackendError,
+        TrackingUnavailable,
     )
     return isinstance(exc, errors)
 
