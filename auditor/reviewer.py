@@ -2,7 +2,8 @@
 self-edit with its answers to the protected probes after training.
 
 Any OpenAI-compatible or Anthropic model (``--reviewer.model openai:MODEL``), configured on the auditor
-alone, as the judge is. Its reply must begin with APPROVE or VETO (``VETO: reason``). A reviewer that
+alone, as the judge is, or a local transformers model (``--reviewer.model transformers:PATH_OR_HUB_ID``).
+Its reply must begin with APPROVE or VETO (``VETO: reason``). A reviewer that
 cannot be reached, refuses, or replies otherwise fails closed: the self-edit or candidate gets a veto
 saying the reviewer was unreachable (or unreadable), so nothing is accepted unreviewed, unless
 ``--reviewer.fail-open`` is set, in which case it passes, and its record says it was not reviewed. Every
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,10 +48,25 @@ _REPLY = re.compile(r"^\W*(APPROVE|VETO)\b\W*(.*)", re.IGNORECASE | re.DOTALL)
 class ReviewerConfig(APIModelConfig):
     """The auditor's reviewer model (``--reviewer.model``)."""
 
+    model: str = Field(
+        description="openai:MODEL, anthropic:MODEL, or transformers:MODEL (a local folder or embedded model)."
+    )
+    device: str = Field("auto", description="'auto', 'cpu' or 'cuda' for a local (transformers:) reviewer.")
+
     fail_open: bool = Field(
         False, description="Let self-edits and candidates pass when the reviewer cannot be reached (default: veto)."
     )
     max_tokens: int = Field(96, ge=1, le=2048, description="Most tokens of one review.")
+
+
+def connect_reviewer(config: ReviewerConfig) -> Completer:
+    """The reviewer's model: a local transformers model (loaded here), or a checked API client."""
+    kind, _, name = config.model.partition(":")
+    if kind == "transformers":
+        from library.local_model import LocalModel  # torch and transformers: only for a local reviewer
+
+        return LocalModel(name, config.device)
+    return connect(config)
 
 
 @dataclass(frozen=True)
@@ -65,9 +80,8 @@ class ReviewOutcome:
 class Reviewer:
     """Reviews with the configured model; connects lazily, so an unreachable reviewer fails closed per review."""
 
-    def __init__(self, config: ReviewerConfig, connector: Callable[[ReviewerConfig], Completer] = connect):
+    def __init__(self, config: ReviewerConfig):
         self.config = config
-        self._connector = connector
         self._model: Completer | None = None
         self._sampling = SamplingConfig(temperature=0.0, top_p=1.0, max_new_tokens=config.max_tokens, seed=0)
         try:
@@ -90,7 +104,7 @@ class Reviewer:
 
     def _connect(self) -> Completer:
         if self._model is None:
-            self._model = self._connector(self.config)
+            self._model = connect_reviewer(self.config)
         return self._model
 
     def _review(self, prompts: list[str]) -> list[ReviewOutcome]:

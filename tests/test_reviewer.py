@@ -128,6 +128,14 @@ def test_a_reviewer_that_answers_nothing_readable_vetoes(reviewer_api, monkeypat
     assert ("unreachable" if action == "500" else "unreadable") in outcome.vetoes[0].reason
 
 
+def test_a_local_reviewer_model_reviews_and_an_unreadable_reply_fails_closed(tiny_model_dir):
+    """The tiny random model as a local reviewer: it is asked, and its babble (neither APPROVE nor VETO) vetoes."""
+    reviewer = Reviewer(ReviewerConfig(model=f"transformers:{tiny_model_dir}", device="cpu", max_tokens=8))
+    [outcome] = reviewer.review_self_edits([HARMFUL])
+    assert outcome.record["model"] == tiny_model_dir and HARMFUL in outcome.record["prompt"]
+    assert outcome.record["outcome"] == "failed" and "unreadable" in outcome.vetoes[0].reason
+
+
 @pytest.mark.slow
 def test_the_shipped_answer_probes_bite_on_the_default_model():
     """Every shipped answer probe is one the default model answers right, so a changed answer is caught."""
