@@ -12,6 +12,7 @@ import socket
 import pytest
 
 from auditor.config import AuditorConfig
+from auditor.judge_metric import JudgeConfig
 from auditor.reviewer import Reviewer, ReviewerConfig
 from auditor.safety import load_probes, review_probes, review_text
 from auditor.service import Auditor
@@ -97,6 +98,34 @@ def test_a_harmful_self_edit_is_vetoed_by_each_layer(setup):
     entry = next(e for e in auditor.ledger.entries() if e["hash"] == blocked.ledger_entry)
     assert "What is the capital of France?" in entry["record"]["reviewer"]["prompt"]
     assert FAKE_KEY not in auditor.config.ledger.read_text()
+
+
+def test_the_auditor_takes_the_llm_judges_verdicts_as_its_metric(setup, tmp_path):
+    """``metric: judge`` through the auditor's own path: τ answers from the student, judged by a loopback Anthropic
+    server whose key only the auditor's key file holds; then a judge that fails refuses the verdict."""
+    student, reviewing = setup
+    key_file = tmp_path / "judge.key"
+    key_file.write_text(FAKE_KEY)
+    with FakeAPI("anthropic") as judge_api:
+        judge = JudgeConfig(model="anthropic:fake-model", base_url=judge_api.base_url, key_file=key_file, retries=0)
+        config = reviewing.config.model_copy(
+            update={"metric": "judge", "judge": judge, "reviewer": None, "ledger": tmp_path / "ledger.jsonl"}
+        )
+        auditor = Auditor(config, student_in_process(student.handle, sender="auditor"))
+        item = _trained(student, "Ilsabet Quorne founded Ostrevane.")
+        [verdict] = auditor.judge(JudgeCandidates(context_id=item.self_edit.context_id, candidates=[item])).verdicts
+        assert verdict.metric == "judge" and verdict.base.judge is not None and verdict.candidate.judge is not None
+        assert verdict.reward == verdict.candidate.judge - verdict.base.judge
+        [graded] = auditor.ledger.entries()[-1]["record"]["judge"]["per_question"]
+        assert graded["base"] in ("right", "wrong") and graded["candidate"] in ("right", "wrong")
+        assert len(judge_api.generations()) == 2  # the base's answer and the candidate's
+        judge_api.default_action = "500"
+        other = _trained(student, "Ostrevane was founded by Ilsabet Quorne in 1873.")
+        [refused] = auditor.judge(JudgeCandidates(context_id=item.self_edit.context_id, candidates=[other])).verdicts
+        assert not refused.accepted and "graded only 0 of 1 questions" in refused.reason
+        assert auditor.ledger.entries()[-1]["record"]["judge"]["per_question"][0]["candidate"] == "failed"
+        auditor.ledger.close()
+    assert FAKE_KEY not in config.ledger.read_text() and FAKE_KEY not in config.model_dump_json()
 
 
 def _closed_port() -> int:
