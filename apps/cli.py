@@ -30,6 +30,7 @@ from apps.cli_config import (
     validate_config,
 )
 from apps.governance_cli import add_governance_commands, add_security_args, keys_folder, run_governance
+from apps.judge_cli import add_judge_arguments, judge_from_args
 from apps.serve_cli import add_serve_commands, run_serve_command
 from apps.tracking_cli import add_mlflow_argument, add_tracking_commands, mirror_after_run, run_tracking
 from auditor.config import AuditorConfig
@@ -38,7 +39,7 @@ from protocol.messages import Metric
 from student.config import StudentConfig
 from teacher.config import TeacherConfig
 
-METRIC_CHOICES = tuple(m for m in get_args(Metric) if m != "judge")  # judge: `seal auditor --judge.*`
+METRIC_CHOICES = get_args(Metric)
 DEFAULT_STUDENT = "tcp://127.0.0.1:5555"
 DEFAULT_AUDITOR = "tcp://127.0.0.1:5556"
 
@@ -89,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--k", type=int, default=1, help="Self-edits per document (default: 1).")
     demo.add_argument("--metric", default="loglik", choices=METRIC_CHOICES, help="Reward metric.")
     demo.add_argument("--min-gain", type=float, default=0.05, help="Smallest gain the auditor accepts.")
+    add_judge_arguments(demo)
     demo.add_argument("--epochs", type=int, default=None, help="Student epochs per candidate (default: 10).")
     demo.add_argument("--max-retention-drop", type=float, default=None, help="Auditor's retention limit (default 1.0).")
 
@@ -122,6 +124,7 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--k", type=int, default=5, help="Self-edits sampled per passage and round (default: 5).")
     train.add_argument("--repeats", type=int, default=1, help="Trainings per self-edit; reward = their mean.")
     train.add_argument("--metric", default="loglik", choices=METRIC_CHOICES, help="Reward metric.")
+    add_judge_arguments(train)
     train.add_argument("--min-reward", type=float, default=0.0, help="Keep only self-edits rewarded above this.")
     train.add_argument(
         "--epochs", type=int, default=None, help="Student epochs per candidate (default: the student's)."
@@ -218,6 +221,7 @@ def _launch_fields(args: argparse.Namespace, run_prefix: str) -> dict[str, Any]:
         "limit": args.limit,
         "k": args.k,
         "metric": args.metric,
+        "judge": judge_from_args(args),
         "epochs": args.epochs,
         "max_retention_drop": getattr(args, "max_retention_drop", None),
     }

@@ -100,3 +100,23 @@ def test_a_verdict_without_a_judge_share_signs_as_before():
 def test_metric_judge_needs_a_judge():
     with pytest.raises(ValueError, match="needs a judge"):
         AuditorConfig(metric="judge")
+
+
+def test_the_launchers_give_the_judge_to_the_auditor_alone(tmp_path):
+    from apps.cli import build_parser
+    from apps.cli_config import ConfigError
+    from apps.demo import LaunchConfig, role_configs, write_role_configs
+    from apps.judge_cli import judge_from_args
+
+    args = build_parser().parse_args(
+        ["train-teacher", "--data", "d.json", "--metric", "judge", "--judge", "openai:gpt-4o-mini",
+         "--judge-key-file", str(tmp_path / "judge.key")]
+    )  # fmt: skip
+    configs = role_configs(LaunchConfig(run_dir=tmp_path, metric="judge", judge=judge_from_args(args)))
+    assert configs.auditor.judge.model == "openai:gpt-4o-mini" and configs.auditor.metric == "judge"
+    files = write_role_configs(configs, tmp_path / "config")
+    assert "judge.key" in files["auditor"].read_text()
+    assert "judge.key" not in files["teacher"].read_text() + files["student"].read_text()
+    assert "gpt-4o-mini" not in files["teacher"].read_text() + files["student"].read_text()
+    with pytest.raises(ConfigError, match="needs a judge"):
+        role_configs(LaunchConfig(run_dir=tmp_path, metric="judge"))
