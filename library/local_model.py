@@ -1,28 +1,18 @@
 """A local transformers model that completes prompts: the teacher's default backend and the auditor's local reviewer.
 
-A prompt is given as one user turn (:func:`as_chat`); ``n`` samples per prompt are drawn in batches.
+A prompt is given as one user turn (:func:`library.qa_format.as_chat`); ``n`` samples per prompt are drawn in batches.
 """
 
 from __future__ import annotations
 
 import torch
 from peft import PeftModel
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
 from library.completions import Completion
 from library.models import DTypeName, load_model
+from library.qa_format import as_chat
 from protocol.messages import SamplingConfig
-
-
-def as_chat(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
-    """The text a local model is given for ``prompt``: one user turn, when the tokenizer has a chat template.
-
-    Sampling and the teacher's M-step both use this, so the teacher learns on the very text it samples from.
-    """
-    if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": prompt}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return prompt
 
 
 class LocalModel:

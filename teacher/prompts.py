@@ -6,10 +6,7 @@ line of a self-edit as its own sequence.
 
 from __future__ import annotations
 
-from library.local_model import as_chat
 from protocol.messages import Context, SelfEditFormat
-
-__all__ = ["as_chat"]  # shared with the auditor's local reviewer, in the library
 
 PROMPTS: dict[str, str] = {
     "implications": (

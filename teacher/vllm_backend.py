@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 from library.backend_errors import BackendRequestError, BackendUnavailable
 from library.completions import Completion, VersionKind, texts_of
 from library.models import DTypeName, ModelLoadError, load_model, load_tokenizer
+from library.qa_format import as_chat
 from library.usage import shares, usage
 from library.vllm_engine import LoRANames, VLLMConfig, build_engine, require_vllm
 from protocol.messages import SamplingConfig
-from teacher.prompts import as_chat
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -173,7 +173,7 @@ def test_the_shipped_answer_probes_bite_on_the_default_model():
 
     probes = [p for p in load_probes(None) if p.expect == "answer"]
     model, tokenizer = load_model(DEFAULT_MODEL)
-    answers = generate_answers(model, tokenizer, [p.prompt for p in probes], 24)  # a prefix of the auditor's 48
+    answers = generate_answers(model, tokenizer, [p.prompt for p in probes], 16)  # a prefix of the auditor's 48
     assert review_probes(probes, answers, answers, 0.5) == []
     missed = [(p.prompt, a) for p, a in zip(probes, answers, strict=True) if not review_probes([p], [a], ["-"], 0.5)]
     assert missed == [], "probes the default model does not answer right are inert"
