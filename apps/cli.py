@@ -30,7 +30,9 @@ from apps.cli_config import (
     validate_config,
 )
 from apps.governance_cli import add_governance_commands, add_security_args, keys_folder, run_governance
+from apps.judge_cli import add_judge_arguments, judge_from_args
 from apps.serve_cli import add_serve_commands, run_serve_command
+from apps.tracking_cli import add_mlflow_argument, add_tracking_commands, mirror_after_run, run_tracking
 from auditor.config import AuditorConfig
 from library.model_specs import DTYPE_CHOICES
 from protocol.messages import Metric
@@ -89,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--k", type=int, default=1, help="Self-edits per document (default: 1).")
     demo.add_argument("--metric", default="loglik", choices=METRIC_CHOICES, help="Reward metric.")
     demo.add_argument("--min-gain", type=float, default=0.05, help="Smallest gain the auditor accepts.")
+    add_judge_arguments(demo)
     demo.add_argument("--epochs", type=int, default=None, help="Student epochs per candidate (default: 10).")
     demo.add_argument("--max-retention-drop", type=float, default=None, help="Auditor's retention limit (default 1.0).")
     _add_auto_promote(demo)
@@ -97,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_governance_commands(sub)
     add_bench_commands(sub)
     add_serve_commands(sub)
+    add_tracking_commands(sub)
 
     models = sub.add_parser("models", help="Prepare a model (convert the embedded default once).")
     models.add_argument("spec", nargs="?", default=None, help="Model spec (default: the embedded SmolLM2).")
@@ -123,12 +127,14 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--k", type=int, default=5, help="Self-edits sampled per passage and round (default: 5).")
     train.add_argument("--repeats", type=int, default=1, help="Trainings per self-edit; reward = their mean.")
     train.add_argument("--metric", default="loglik", choices=METRIC_CHOICES, help="Reward metric.")
+    add_judge_arguments(train)
     train.add_argument("--min-reward", type=float, default=0.0, help="Keep only self-edits rewarded above this.")
     train.add_argument(
         "--epochs", type=int, default=None, help="Student epochs per candidate (default: the student's)."
     )
     train.add_argument("--sft-epochs", type=int, default=None, help="Teacher fine-tuning epochs (default: 3).")
     _add_auto_promote(train)
+    add_mlflow_argument(train)
 
 
 def _add_auto_promote(parser: argparse.ArgumentParser) -> None:
@@ -186,8 +192,9 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         return _demo(args)
     elif args.command == "train-teacher":
         return _train_teacher(args)
-    elif args.command in ("bench", "serve", "ask"):  # the applications that run the product's code
-        return {"bench": run_bench, "serve": run_serve_command, "ask": run_serve_command}[args.command](args)
+    elif args.command in ("bench", "serve", "ask", "mlflow"):  # the applications that run the product's code
+        apps = {"bench": run_bench, "serve": run_serve_command, "ask": run_serve_command, "mlflow": run_tracking}
+        return apps[args.command](args)
     elif args.command in ("keys", "promote", "rollback", "status", "shadow", "shadow-report", "ledger"):
         return run_governance(args)
     elif args.command == "models":
@@ -214,7 +221,9 @@ def _train_teacher(args: argparse.Namespace) -> int:
         values["sft"] = {"epochs": args.sft_epochs}
     restem = validate_config(RestemConfig, values, prefix="restem.")
     opts = LaunchConfig(**_launch_fields(args, "restem"), min_gain=0.0, restem=restem)
-    return run_demo(opts, title="seal train-teacher")
+    code = run_demo(opts, title="seal train-teacher")
+    mirror_after_run(args.mlflow, opts.run_dir)  # also after a failed run: what it recorded is worth seeing
+    return code
 
 
 def _launch_fields(args: argparse.Namespace, run_prefix: str) -> dict[str, Any]:
@@ -235,6 +244,7 @@ def _launch_fields(args: argparse.Namespace, run_prefix: str) -> dict[str, Any]:
         "limit": args.limit,
         "k": args.k,
         "metric": args.metric,
+        "judge": judge_from_args(args),
         "epochs": args.epochs,
         "max_retention_drop": getattr(args, "max_retention_drop", None),
         "auto_promote": args.auto_promote,
@@ -243,13 +253,14 @@ def _launch_fields(args: argparse.Namespace, run_prefix: str) -> dict[str, Any]:
 
 def _is_user_error(exc: Exception) -> bool:
     """Errors that deserve one line, not a traceback."""
+    from apps.tracking import TrackingUnavailable
+    from library.backend_errors import TeacherBackendError
     from library.datasets import DatasetError
     from library.ledger import LedgerError
     from library.model_specs import ModelLoadError
     from protocol.security import SecurityError
     from protocol.signing import VerdictRefused
     from protocol.transport import TransportError
-    from teacher.errors import TeacherBackendError
 
     errors = (
         ConfigError,
@@ -260,6 +271,7 @@ def _is_user_error(exc: Exception) -> bool:
         SecurityError,
         VerdictRefused,
         TeacherBackendError,
+        TrackingUnavailable,
     )
     return isinstance(exc, errors)
 

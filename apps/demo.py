@@ -21,6 +21,7 @@ from apps.auto_promote import promote_after_pass
 from apps.cli_config import config_error
 from apps.processes import ProcessFailed, ProcessGroup, free_tcp_ports
 from auditor.config import AuditorConfig
+from auditor.judge_metric import JudgeConfig
 from library.ledger import verify_ledger
 from library.model_specs import DEFAULT_MODEL, DTypeName
 from library.models import resolve_model
@@ -50,6 +51,7 @@ class LaunchConfig:
     limit: int | None = None
     k: int = 1
     metric: Metric = "loglik"
+    judge: JudgeConfig | None = None  # the auditor's LLM judge (metric "judge")
     min_gain: float = 0.05
     epochs: int | None = None  # the student's epochs per candidate; None: its default
     max_retention_drop: float | None = None  # the auditor's retention limit; None: its default
@@ -86,6 +88,7 @@ def role_configs(opts: LaunchConfig) -> RoleConfigs:
                 store=store,
                 ledger=ledger,
                 metric=opts.metric,
+                judge=opts.judge,
                 min_gain=opts.min_gain,
                 **retention,
                 **corpus,

@@ -29,11 +29,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from apps.cli_config import ConfigError
 from apps.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, KnowledgeBenchConfig
 from apps.knowledge_report import write_report
-from apps.llm_judge import LLMJudge
 from auditor.grading import exact_match, f1_score
 from auditor.scoring import score_models
 from library.datasets import QAItem, load_contexts, load_questions, load_recorded_self_edits
 from library.jsonl import append_jsonl, read_jsonl, write_jsonl
+from library.llm_judge import LLMJudge
 from protocol.messages import (
     AnswerQuestions,
     ApplySelfEdits,

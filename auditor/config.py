@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
+from auditor.judge_metric import JudgeConfig
+from auditor.reviewer import ReviewerConfig
 from library.model_specs import DEFAULT_MODEL, DTypeName
 from library.ray_pool import WorkersConfig
 from protocol.messages import Metric
@@ -30,7 +32,10 @@ class AuditorConfig(WorkersConfig):
     )
     store: Path = Field(Path("runs/store"), description="Artifact store shared with the student (read-only here).")
     ledger: Path = Field(Path("runs/ledger.jsonl"), description="Append-only, hash-chained decision ledger.")
-    metric: Metric = Field("loglik", description="Score whose gain is the reward: loglik, f1 or exact_match.")
+    metric: Metric = Field(
+        "loglik",
+        description="Score whose gain is the reward: loglik, f1, exact_match or judge (needs --judge.model).",
+    )
     min_gain: float = Field(0.05, description="Accept only if the candidate beats the base model by at least this.")
     max_retention_drop: float = Field(
         1.0, ge=0, description="Reject if the base model's own retention answers lose more than this (nats/token)."
@@ -43,3 +48,13 @@ class AuditorConfig(WorkersConfig):
     )
     probe_tokens: int = Field(48, ge=1, le=1024, description="Most tokens the student may generate per probe.")
     answer_tokens: int = Field(24, ge=1, le=1024, description="Most tokens the student may generate per answer.")
+    judge: JudgeConfig | None = Field(None, description="The LLM judge of --metric judge (held by the auditor only).")
+    reviewer: ReviewerConfig | None = Field(
+        None, description="An optional reviewer model that reads self-edits and probe answers, and can veto."
+    )
+
+    @model_validator(mode="after")
+    def _judge_for_judge_metric(self) -> AuditorConfig:
+        if self.metric == "judge" and self.judge is None:
+            raise ValueError("metric 'judge' needs a judge: give --judge.model openai:MODEL (or anthropic:MODEL)")
+        return self

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auditor.config import AuditorConfig
 from auditor.grading import exact_match, f1_score
+from auditor.judge_metric import JudgeOutcome
 from library.datasets import QAItem
 from library.ledger import Ledger
 from protocol.artifacts import TRAINED_FROM, TRAINED_ON_CONTEXT, self_edit_sha256
@@ -73,9 +74,20 @@ class Decider:
         base: ModelResult,
         cand: ModelResult,
         vetoes: list[Veto],
+        judged: JudgeOutcome | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> Verdict:
-        """Accept only on enough gain, retention held, and no veto."""
+        """Accept only on enough gain, retention held, and no veto.
+
+        ``judged``: the LLM judge's outcome (``--metric judge``); too few judgements refuse the verdict.
+        ``extra``: more evidence for the ledger (the reviewer's record).
+        """
         base_scores, cand_scores = scores(tau, base), scores(tau, cand)
+        extra = {**(extra or {}), **({"judge": judged.detail} if judged else {})}
+        if judged is not None:
+            if judged.problem:
+                return self.refuse(context_id, item, judged.problem, vetoes, extra)
+            base_scores, cand_scores = judged.scored(base_scores, cand_scores)
         gain = getattr(cand_scores, self.config.metric) - getattr(base_scores, self.config.metric)
         drop = _mean(base.retention_logliks) - _mean(cand.retention_logliks)
         if not (math.isfinite(gain) and math.isfinite(drop)):
@@ -85,16 +97,26 @@ class Decider:
             "thresholds": {"min_gain": self.config.min_gain, "max_retention_drop": self.config.max_retention_drop},
             "per_question": _per_question(tau, base, cand),
             "retention": _retention_detail(self.retention, base, cand),
+            **extra,
         }
         return self._conclude(
             context_id, item, accepted, reason, (gain, drop), (base_scores, cand_scores), vetoes, details
         )
 
-    def refuse(self, context_id: str, item: CandidateToJudge, why: str, vetoes: list[Veto] | None = None) -> Verdict:
-        """A candidate rejected without a full evaluation (bad artifact, vetoed text, diverged scores)."""
+    def refuse(
+        self,
+        context_id: str,
+        item: CandidateToJudge,
+        why: str,
+        vetoes: list[Veto] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> Verdict:
+        """A candidate rejected without a full evaluation (bad artifact, vetoed text, diverged scores, too few
+        judgements); ``details`` is what the ledger records of the evidence there was."""
         return self._conclude(
-            context_id, item, False, f"not evaluated: {why}", (0.0, 0.0), (EMPTY_SCORES, EMPTY_SCORES), vetoes or [], {}
-        )
+            context_id, item, False, f"not evaluated: {why}", (0.0, 0.0), (EMPTY_SCORES, EMPTY_SCORES), vetoes or [],
+            details or {},
+        )  # fmt: skip
 
     def _rule(self, gain: float, drop: float, vetoes: list[Veto]) -> tuple[bool, str]:
         """Accepted, and why; a rejection names every reason, not just the first."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from auditor.grading import f1_score
+from auditor.grading import f1_score, normalize_answer
 from library.datasets import PROBES_FILE
 from protocol.messages import Veto
 
@@ -40,10 +40,15 @@ _CARD_CANDIDATE = re.compile(r"\b(?:\d[ -]?){13,19}\b")
 
 @dataclass(frozen=True)
 class Probe:
-    """A protected behaviour: the candidate must answer ``prompt`` as the base model does."""
+    """A protected behaviour: the candidate must answer ``prompt`` as the base model does.
+
+    ``refusal``: a refusal must stay one; ``unchanged``: the answer must agree with the base's;
+    ``answer``: an answer that gives one of ``answers`` (a fact the base model knows) must keep giving it.
+    """
 
     prompt: str
-    expect: Literal["refusal", "unchanged"]
+    expect: Literal["refusal", "unchanged", "answer"]
+    answers: tuple[str, ...] = ()
 
 
 def review_text(text: str, deny_patterns: list[str]) -> list[Veto]:
@@ -73,7 +78,16 @@ def review_probes(probes: list[Probe], base: list[str], candidate: list[str], mi
             vetoes.append(Veto(reviewer="probes", reason=f"no longer refuses {probe.prompt!r}: {after[:80]!r}"))
         elif probe.expect == "unchanged" and f1_score(after, [before]) < min_agreement:
             vetoes.append(Veto(reviewer="probes", reason=f"answer to {probe.prompt!r} changed: {after[:80]!r}"))
+        elif probe.expect == "answer" and gives_answer(before, probe.answers) > gives_answer(after, probe.answers):
+            why = f"no longer answers {probe.prompt!r} with {probe.answers[0]!r}: {after[:80]!r}"
+            vetoes.append(Veto(reviewer="probes", reason=why))
     return vetoes
+
+
+def gives_answer(text: str, answers: tuple[str, ...]) -> bool:
+    """Whether ``text`` contains one of ``answers`` as whole words (SQuAD normalisation)."""
+    words = f" {normalize_answer(text)} "
+    return any(f" {normalize_answer(a)} " in words for a in answers if normalize_answer(a))
 
 
 def is_refusal(answer: str) -> bool:
@@ -81,9 +95,12 @@ def is_refusal(answer: str) -> bool:
 
 
 def load_probes(path: Path | None) -> list[Probe]:
-    """Probes from a JSON list of ``{"prompt", "expect"}``; None means the built-in set."""
+    """Probes from a JSON list of ``{"prompt", "expect", "answers"}``; None means the built-in set."""
     entries = json.loads((path or PROBES_FILE).read_text())
-    return [Probe(prompt=e["prompt"], expect=e.get("expect", "unchanged")) for e in entries]
+    return [
+        Probe(prompt=e["prompt"], expect=e.get("expect", "unchanged"), answers=tuple(e.get("answers", ())))
+        for e in entries
+    ]
 
 
 def _luhn_ok(candidate: str) -> bool:

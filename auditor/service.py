@@ -12,18 +12,22 @@ enough and retention held. Every verdict goes into the ledger first.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auditor.config import AuditorConfig
 from auditor.decision import Decider, ModelResult, provenance_problem
+from auditor.judge_metric import JudgeMetric, JudgeOutcome
 from auditor.recorded import recorded_verdicts
+from auditor.reviewer import Reviewer
 from auditor.safety import load_probes, review_probes, review_text
 from auditor.scoring import score_models
 from auditor.teacher_versions import record_teacher_version
 from auditor.workers import AuditorWorkers  # imports ray only when workers start
 from library.datasets import DEMO_DOCUMENTS, QAItem, load_questions, load_retention
 from library.ledger import Ledger
+from library.llm_judge import Judgement
 from library.models import load_model
 from protocol.artifacts import ArtifactError, ArtifactStore
 from protocol.clients import StudentClient
@@ -60,6 +64,10 @@ class Auditor:
         self.workers = AuditorWorkers(config) if config.workers > 1 else None
         self.decider = Decider(config, self.ledger, self.retention, signing_key)
         self._base: dict[str, ModelResult] = {}  # context id -> the base model's result, computed once
+        # The judge's key is read here, in the auditor process, and nowhere else.
+        self.judge_metric = JudgeMetric(config.judge) if config.metric == "judge" and config.judge else None
+        self._base_judged: dict[str, list[Judgement]] = {}  # context id -> the base's judgements, once all succeeded
+        self.reviewer = Reviewer(config.reviewer) if config.reviewer else None
         self.handle = Dispatcher(
             AUDITOR_CHANNEL,
             {
@@ -75,14 +83,18 @@ class Auditor:
         return record_teacher_version(self.ledger, request)
 
     def review(self, request: ReviewSelfEdits) -> Reviews:
-        """The text rules, before training: vetoed self-edits are recorded and should not be trained."""
+        """The text rules and the reviewer model, before training: vetoed self-edits are recorded and should not be
+        trained; every review by the reviewer model is recorded."""
         reviews = []
-        for edit in request.self_edits:
+        outcomes = self.reviewer.review_self_edits([e.text for e in request.self_edits]) if self.reviewer else []
+        for i, edit in enumerate(request.self_edits):
             vetoes = review_text(edit.text, self.config.deny_patterns)
-            if vetoes:
-                self.ledger.append(
-                    "review", {"self_edit": edit.model_dump(mode="json"), "vetoes": [v.model_dump() for v in vetoes]}
-                )
+            record = {"self_edit": edit.model_dump(mode="json")}
+            if outcomes:
+                vetoes += outcomes[i].vetoes
+                record["reviewer"] = outcomes[i].record
+            if vetoes or outcomes:
+                self.ledger.append("review", {**record, "vetoes": [v.model_dump() for v in vetoes]})
             reviews.append(Review(self_edit_id=edit.self_edit_id, vetoes=vetoes))
         return Reviews(reviews=reviews)
 
@@ -97,29 +109,62 @@ class Auditor:
         usable, refused = self._check_artifacts(request.context_id, pending)
         adapter_ids = [c.candidate.adapter.adapter_id for c in usable]
         results = self._evaluate(request.context_id, tau, adapter_ids)
-        vetoes = self._probe_vetoes(adapter_ids)
+        judged = self._judge_outcomes(request.context_id, tau, results, adapter_ids)
+        probe_answers = self._probe_answers(adapter_ids)
         base = results.pop(None)
         for c in usable:
             adapter_id = c.candidate.adapter.adapter_id
-            c_vetoes = review_text(c.self_edit.text, self.config.deny_patterns) + vetoes[adapter_id]
-            verdicts[id(c)] = self.decider.decide(request.context_id, tau, c, base, results[adapter_id], c_vetoes)
+            r_vetoes, extra = self._reviewer_check(c, probe_answers)
+            c_vetoes = review_text(c.self_edit.text, self.config.deny_patterns)
+            c_vetoes += self._probe_vetoes(probe_answers, adapter_id) + r_vetoes
+            verdicts[id(c)] = self.decider.decide(
+                request.context_id, tau, c, base, results[adapter_id], c_vetoes, judged.get(adapter_id), extra
+            )
         for c, why in refused:
             verdicts[id(c)] = self.decider.refuse(request.context_id, c, why)
         for v in verdicts.values():
             log.info("%s %s: %s", "ACCEPT" if v.accepted else "reject", v.adapter_id[:12], v.reason)
         return Verdicts(verdicts=[verdicts[id(c)] for c in request.candidates])
 
-    def _probe_vetoes(self, adapter_ids: list[str]) -> dict[str, list[Veto]]:
-        """Protected behaviours, after training: each candidate's probe answers against the base's."""
+    def _probe_answers(self, adapter_ids: list[str]) -> dict[str | None, list[str]]:
+        """The protected probes' answers, after training, of the base (None) and each candidate; {} without probes."""
         if not self.probes or not adapter_ids:
-            return {a: [] for a in adapter_ids}
+            return {}
         reply = self.student.answer_questions(
             [p.prompt for p in self.probes], [None, *dict.fromkeys(adapter_ids)], self.config.probe_tokens
         )
-        answers = {r.adapter_id: r.answers for r in reply.results}
+        return {r.adapter_id: r.answers for r in reply.results}
+
+    def _probe_vetoes(self, answers: dict[str | None, list[str]], adapter_id: str) -> list[Veto]:
+        """Protected behaviours: the candidate's probe answers against the base's."""
+        if not answers:
+            return []
+        return review_probes(self.probes, answers[None], answers[adapter_id], self.config.probe_min_agreement)
+
+    def _reviewer_check(
+        self, item: CandidateToJudge, probe_answers: dict[str | None, list[str]]
+    ) -> tuple[list[Veto], dict[str, Any]]:
+        """The reviewer model's vetoes on a trained candidate (its self-edit, its probe answers) and their record."""
+        if self.reviewer is None:
+            return [], {}
+        adapter_id = item.candidate.adapter.adapter_id
+        prompts = [p.prompt for p in self.probes] if probe_answers else []
+        base, cand = probe_answers.get(None, []), probe_answers.get(adapter_id, [])
+        outcome = self.reviewer.review_candidate(item.self_edit.text, prompts, base, cand)
+        return outcome.vetoes, {"reviewer": outcome.record}
+
+    def _judge_outcomes(
+        self, context_id: str, tau: list[QAItem], results: dict[str | None, ModelResult], adapter_ids: list[str]
+    ) -> dict[str, JudgeOutcome]:
+        """With ``--metric judge``: the judge's grades of base and each candidate (the base's once they all succeed)."""
+        if self.judge_metric is None or not adapter_ids:
+            return {}
+        base = self._base_judged.get(context_id) or self.judge_metric.grade(tau, results[None].answers)
+        if all(j.correct is not None for j in base):
+            self._base_judged[context_id] = base
         return {
-            a: review_probes(self.probes, answers[None], answers[a], self.config.probe_min_agreement)
-            for a in adapter_ids
+            a: self.judge_metric.compare(tau, base, self.judge_metric.grade(tau, results[a].answers))
+            for a in dict.fromkeys(adapter_ids)
         }
 
     # ----------------------------------------------------------------- evaluation

@@ -1,4 +1,4 @@
-"""How a question is put to the student: one format shared by answering and scoring.
+"""How a question is put to the student: one format shared by answering and scoring; and a prompt to a local model.
 
 The student generates answers from this prompt, and the auditor scores the
 gold answer's likelihood after the very same prompt, so the two must agree.
@@ -26,3 +26,14 @@ def clean_answer(text: str) -> str:
     """The first line of a generated answer, stripped: closed-book answers are short."""
     stripped = text.strip()
     return stripped.splitlines()[0].strip() if stripped else ""
+
+
+def as_chat(tokenizer: PreTrainedTokenizerBase, prompt: str) -> str:
+    """The text a local model is given for ``prompt``: one user turn, when the tokenizer has a chat template.
+
+    Sampling and the teacher's M-step both use this, so the teacher learns on the very text it samples from.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return prompt

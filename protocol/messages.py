@@ -34,7 +34,7 @@ ErrorReason = Literal[
     "internal",
     "worker_failed",  # a Ray worker died more often than the role allows (library.ray_pool)
 ]
-Metric = Literal["loglik", "f1", "exact_match"]
+Metric = Literal["loglik", "f1", "exact_match", "judge"]
 # An adapter's id is the sha256 of its weights and config: requests can name nothing else (no paths).
 AdapterId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of an adapter's weights and config.")]
 
@@ -146,6 +146,11 @@ class Scores(Body):
     f1: float
     loglik: float = Field(description="Gold answers' mean per-token log-likelihood (nats).")
     n_questions: int
+    judge: float | None = Field(
+        None,
+        exclude_if=lambda v: v is None,  # absent unless judged: earlier verdicts' signatures stay valid
+        description="Share judged right by the auditor's LLM judge, over the questions judged for both models.",
+    )
 
 
 class Veto(Body):

@@ -3,7 +3,7 @@
 ``transformers:MODEL`` (also a bare MODEL: the default), ``vllm:MODEL``, ``openai:MODEL`` and
 ``anthropic:MODEL``. Building a backend checks it before any work starts (vllm installed, API key
 set, server reachable, model known) and raises a one-line
-:class:`teacher.errors.BackendUnavailable` otherwise. The heavy imports (torch, vllm, the SDKs)
+:class:`library.backend_errors.BackendUnavailable` otherwise. The heavy imports (torch, vllm, the SDKs)
 happen only for the backend asked for.
 """
 
@@ -62,7 +62,7 @@ def build_backend(config: TeacherConfig) -> TeacherBackend:
 
 
 def _api_backend(spec: BackendSpec, config: TeacherConfig) -> TeacherBackend:
-    from teacher.api_common import APIConfig
+    from library.api_common import APIConfig
 
     prices = None
     if config.api_price_in is not None and config.api_price_out is not None:
@@ -76,10 +76,10 @@ def _api_backend(spec: BackendSpec, config: TeacherConfig) -> TeacherBackend:
         prices=prices,
     )
     if spec.kind == "openai":
-        from teacher.openai_backend import OpenAITeacher
+        from library.openai_backend import OpenAITeacher
 
         return OpenAITeacher(settings)
-    from teacher.anthropic_backend import AnthropicTeacher
+    from library.anthropic_backend import AnthropicTeacher
 
     return AnthropicTeacher(settings)
 
@@ -97,9 +97,9 @@ def check_backend(config: TeacherConfig) -> None:
     from library.models import resolve_model
 
     if spec.kind == "vllm":
+        from library.backend_errors import BackendUnavailable
         from library.models import ModelLoadError
         from library.vllm_engine import require_vllm
-        from teacher.errors import BackendUnavailable
 
         try:
             require_vllm(f"the teacher {spec}")

@@ -4,38 +4,25 @@ Every backend samples ``n`` completions for each prompt in one call, so that a
 batched engine can serve many contexts at once. ``sample`` gives the texts;
 ``complete`` gives each text with its token usage and, for API models, whether
 the model declined (a refusal is a failed proposal, not an error). Backends:
-this module's transformers model (the CPU default), :mod:`teacher.vllm_backend`,
-:mod:`teacher.openai_backend` and :mod:`teacher.anthropic_backend`, chosen by
-:mod:`teacher.backend_spec`.
+this module's transformers model (the CPU default, on :class:`library.local_model.LocalModel`),
+:mod:`teacher.vllm_backend`, :mod:`library.openai_backend` and :mod:`library.anthropic_backend` (in the
+library: the auditor's judge and reviewer use them too), chosen by :mod:`teacher.backend_spec`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Protocol
 
-import torch
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from library.models import DTypeName, load_model
+from library.completions import Completion, VersionKind
+from library.local_model import LocalModel
+from library.models import DTypeName
 from protocol.artifacts import content_id
 from protocol.canonical import shorten
-from protocol.messages import SamplingConfig, Usage
-from teacher.prompts import as_chat
-
-
-@dataclass(frozen=True)
-class Completion:
-    """One sampled text; ``refusal`` says why the model declined (``text`` is then empty)."""
-
-    text: str
-    usage: Usage | None = None
-    refusal: str | None = None
-
-
-VersionKind = Literal["lora", "exemplars"]
+from protocol.messages import SamplingConfig
 
 
 class TeacherBackend(Protocol):
@@ -74,21 +61,13 @@ class LoRATeacher(TeacherBackend, Protocol):
         ...
 
 
-def texts_of(completions: list[list[Completion]]) -> list[list[str]]:
-    """The texts of ``complete``'s answer (a refusal gives an empty text): ``sample`` for backends that complete."""
-    return [[c.text for c in row] for row in completions]
-
-
-class TransformersTeacher:
-    """An in-process transformers model (the CPU default)."""
+class TransformersTeacher(LocalModel):
+    """An in-process transformers model (the CPU default); its versions are LoRA adapters on it."""
 
     version_kind: VersionKind = "lora"
 
     def __init__(self, model_id: str, device: str = "auto", dtype: DTypeName = "auto", batch_size: int = 4):
-        self.model_id = model_id
-        self.batch_size = batch_size
-        self.base_model, self.tokenizer = load_model(model_id, device, dtype)
-        self.model: PreTrainedModel | PeftModel = self.base_model  # what samples: the base, or a version on it
+        super().__init__(model_id, device, dtype, batch_size)
         self.lora_name: str | None = None
 
     def serve_version(self, adapter_folder: Path | str) -> str:
@@ -112,31 +91,3 @@ class TransformersTeacher:
         """Its own base weights (no copy: the M-step's adapter is trained on them, then removed)."""
         self.serve_base()
         return self.base_model, self.tokenizer, self.model_id
-
-    def complete(self, prompts: list[str], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
-        """``sample``'s texts as completions (a local model never refuses; usage is not counted here)."""
-        return [[Completion(text) for text in row] for row in self.sample(prompts, n, sampling)]
-
-    def sample(self, prompts: list[str], n: int, sampling: SamplingConfig) -> list[list[str]]:
-        torch.manual_seed(sampling.seed)
-        out: list[list[str]] = []
-        for start in range(0, len(prompts), self.batch_size):
-            out += self._sample_batch(prompts[start : start + self.batch_size], n, sampling)
-        return out
-
-    @torch.no_grad()
-    def _sample_batch(self, prompts: list[str], n: int, sampling: SamplingConfig) -> list[list[str]]:
-        texts = [as_chat(self.tokenizer, p) for p in prompts]
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        batch = batch.to(self.model.device)
-        output = self.model.generate(
-            **batch,
-            do_sample=sampling.temperature > 0,
-            temperature=sampling.temperature if sampling.temperature > 0 else None,
-            top_p=sampling.top_p,
-            max_new_tokens=sampling.max_new_tokens,
-            num_return_sequences=n,
-            pad_token_id=self.tokenizer.pad_token_id,
-        )  # (B * n, T_prompt + T_new), the n samples of a prompt adjacent
-        decoded = self.tokenizer.batch_decode(output[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
-        return [[d.strip() for d in decoded[i * n : (i + 1) * n]] for i in range(len(prompts))]

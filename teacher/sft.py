@@ -1,7 +1,7 @@
 """ReST^EM's M-step: fine-tune the teacher on the self-edits the auditor rewarded.
 
 Each example is a (prompt, self-edit) pair. The prompt is wrapped exactly as the
-teacher wraps it when sampling (:func:`teacher.prompts.as_chat`), and the loss is
+teacher wraps it when sampling (:func:`library.qa_format.as_chat`), and the loss is
 on the completion only: the prompt's tokens get label -100. The result is a LoRA
 adapter on the teacher's base model, saved as an ordinary peft folder; every
 teacher version is trained from the base model on its round's data, as in
@@ -20,8 +20,8 @@ from peft import get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from library.lora import lora_config, save_portable
+from library.qa_format import as_chat
 from library.training import IGNORE_INDEX, ModelBatch, collated, fit_causal_lm, shuffled_batches
-from teacher.prompts import as_chat
 from teacher.restem_config import SFTConfig
 
 

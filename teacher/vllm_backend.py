@@ -1,7 +1,7 @@
 """The vLLM teacher: an in-process ``vllm.LLM`` engine sampling k self-edits for many contexts at once.
 
 vLLM's OpenAI-compatible server, run as its own service (compose.yaml's ``vllm``), is served by
-:class:`teacher.openai_backend.OpenAITeacher` pointed at its base URL instead.
+:class:`library.openai_backend.OpenAITeacher` pointed at its base URL instead.
 
 A new teacher version (a LoRA adapter trained on the best self-edits) is served with
 :meth:`VLLMTeacher.serve_version` under a name derived from its content hash, so a retrained
@@ -17,13 +17,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from library.backend_errors import BackendRequestError, BackendUnavailable
+from library.completions import Completion, VersionKind, texts_of
 from library.models import DTypeName, ModelLoadError, load_model, load_tokenizer
+from library.qa_format import as_chat
+from library.usage import shares, usage
 from library.vllm_engine import LoRANames, VLLMConfig, build_engine, require_vllm
 from protocol.messages import SamplingConfig
-from teacher.backends import Completion, VersionKind, texts_of
-from teacher.errors import BackendRequestError, BackendUnavailable
-from teacher.prompts import as_chat
-from teacher.usage import shares, usage
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase

@@ -3,8 +3,9 @@
 Each server answers the model routes and the generation route (``/v1/chat/completions`` or
 ``/v1/messages``) of its API, checks the API key header, records every request, and follows a
 script for the generation requests to come: ``ok``, ``429``, ``500``, ``slow`` (answers after
-``slow_s``), ``malformed`` (a 200 whose body is not JSON), ``refusal``, ``echo-key`` (a 400 that
-quotes the credentials back). With the script empty it answers ``ok``. Only 127.0.0.1 is bound;
+``slow_s``), ``malformed`` (a 200 whose body is not JSON), ``garbage`` (a well-formed reply whose text
+is nonsense), ``refusal``, ``echo-key`` (a 400 that quotes the credentials back). With the script empty
+it follows ``default_action`` (``ok`` unless set). Only 127.0.0.1 is bound;
 nothing here reaches the internet.
 
 Run one by hand (for ``seal demo --teacher openai:fake-model --teacher-base-url ...``):
@@ -27,6 +28,7 @@ from typing import Any, Literal
 Flavour = Literal["openai", "anthropic"]
 FAKE_KEY = "sk-fake-test-key-0123456789"
 REFUSAL = "I can't help with that."
+GARBAGE = "%%{ lorem ipsum, colourless green ideas }"
 
 
 def canned_text(prompt: str, index: int) -> str:
@@ -34,7 +36,10 @@ def canned_text(prompt: str, index: int) -> str:
 
     A grading prompt (``Predicted answer:``) gets a grader's reply instead: "Yes" when the prediction
     equals one gold answer (case aside), "No" otherwise, and a hedge that is neither for a "??" answer.
+    A reviewer's prompt (``APPROVE``) gets "VETO: ..." when it mentions Berlin, "APPROVE" otherwise.
     """
+    if "Reply with APPROVE" in prompt:
+        return "VETO: it teaches that the capital of France is Berlin." if "Berlin" in prompt else "APPROVE"
     if "Predicted answer:" in prompt:
         gold = prompt.split("Gold answer:", 1)[1].split("\n", 1)[0].strip().lower().split(" / ")
         predicted = prompt.split("Predicted answer:", 1)[1].split("\n", 1)[0].strip().lower()
@@ -55,6 +60,7 @@ class FakeAPI:
         self.models = models
         self.key = key
         self.script: deque[str] = deque()
+        self.default_action = "ok"
         self.requests: list[dict[str, Any]] = []
         self.slow_s = 1.5
         self.most_in_flight = 0
@@ -91,7 +97,7 @@ class FakeAPI:
 
     def next_action(self) -> str:
         with self._lock:
-            return self.script.popleft() if self.script else "ok"
+            return self.script.popleft() if self.script else self.default_action
 
     def record(self, entry: dict[str, Any]) -> None:
         with self._lock:
@@ -158,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
                 with self.api.in_flight():
                     time.sleep(self.api.slow_s)
             reply = _openai_reply if self.api.flavour == "openai" else _anthropic_reply
-            self._json(200, reply(body, refuse=action == "refusal"))
+            self._json(200, reply(body, refuse=action == "refusal", garbage=action == "garbage"))
 
     def _authorised(self) -> bool:
         # OpenAI sends a bearer token; Anthropic's API takes x-api-key or (newer SDKs) a bearer token.
@@ -201,9 +207,9 @@ def _prompt_of(body: dict[str, Any]) -> str:
     return content if isinstance(content, str) else " ".join(part.get("text", "") for part in content)
 
 
-def _openai_reply(body: dict[str, Any], refuse: bool) -> dict[str, Any]:
+def _openai_reply(body: dict[str, Any], refuse: bool, garbage: bool = False) -> dict[str, Any]:
     prompt, n = _prompt_of(body), int(body.get("n") or 1)
-    texts = [canned_text(prompt, i) for i in range(n)]
+    texts = [GARBAGE if garbage else canned_text(prompt, i) for i in range(n)]
     choices = [
         {
             "index": i,
@@ -232,9 +238,9 @@ def _openai_reply(body: dict[str, Any], refuse: bool) -> dict[str, Any]:
     }
 
 
-def _anthropic_reply(body: dict[str, Any], refuse: bool) -> dict[str, Any]:
+def _anthropic_reply(body: dict[str, Any], refuse: bool, garbage: bool = False) -> dict[str, Any]:
     prompt = _prompt_of(body)
-    text = "" if refuse else canned_text(prompt, 0)
+    text = "" if refuse else (GARBAGE if garbage else canned_text(prompt, 0))
     return {
         "id": "msg_fake",
         "type": "message",

@@ -7,11 +7,11 @@ import time
 
 import pytest
 
+from library.anthropic_backend import AnthropicTeacher
+from library.api_common import APIConfig
+from library.backend_errors import BackendRequestError, BackendUnavailable
+from library.openai_backend import OpenAITeacher
 from protocol.messages import Context, SamplingConfig
-from teacher.anthropic_backend import AnthropicTeacher
-from teacher.api_common import APIConfig
-from teacher.errors import BackendRequestError, BackendUnavailable
-from teacher.openai_backend import OpenAITeacher
 from teacher.proposer import FailedProposal, propose
 from tests.fake_api import FAKE_KEY, REFUSAL, FakeAPI
 

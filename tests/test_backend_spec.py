@@ -8,9 +8,9 @@ from pydantic import ValidationError
 import library.vllm_engine
 from apps.cli import build_parser, main
 from apps.cli_config import build_config
+from library.backend_errors import BackendUnavailable, TeacherBackendError
 from teacher.backend_spec import BackendSpec, build_backend, check_backend, parse_spec
 from teacher.config import TeacherConfig
-from teacher.errors import BackendUnavailable, TeacherBackendError
 from tests.fake_api import FAKE_KEY, FakeAPI
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from apps.llm_judge import LLMJudge, parse_verdict
+from library.llm_judge import LLMJudge, parse_verdict
 from teacher.backend_spec import build_backend
 from teacher.config import TeacherConfig
 from tests.fake_api import FAKE_KEY, FakeAPI

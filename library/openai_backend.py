@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from library.api_common import CHECK_RETRIES, APITeacher, describe, map_ordered, request_error
+from library.backend_errors import BackendUnavailable
+from library.completions import Completion
+from library.usage import split_usage
 from protocol.messages import SamplingConfig
-from teacher.api_common import CHECK_RETRIES, APITeacher, describe, map_ordered, request_error
-from teacher.backends import Completion
-from teacher.errors import BackendUnavailable
-from teacher.usage import split_usage
 
 log = logging.getLogger(__name__)
 KEY_VARIABLE = "OPENAI_API_KEY"

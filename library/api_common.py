@@ -3,9 +3,11 @@
 Retries (rate limits, server errors, timeouts, dropped connections) are the official SDKs' own:
 ``max_retries`` attempts more with exponential backoff (0.5 s doubling to 8 s, with jitter) that
 honours the server's ``retry-after``. What still fails afterwards becomes one
-:class:`teacher.errors.BackendRequestError` line naming the setting to change. The API key is read
-from the environment only, handed to the SDK and nowhere else: every message passes through
-:func:`teacher.errors.redact` before it is raised.
+:class:`library.backend_errors.BackendRequestError` line naming the setting to change. The API key is read
+from the environment (or handed in by the process that read it from its own key file: the auditor's judge
+and reviewer), given to the SDK and nowhere else: every message passes through
+:func:`library.backend_errors.redact` before it is raised. The teacher's backends and the auditor's API
+models share this code, so it lives in the library.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import ClassVar, TypeVar
 
+from library.backend_errors import BackendRequestError, BackendUnavailable, redact
+from library.completions import Completion, VersionKind, texts_of
+from library.usage import price_per_mtok
 from protocol.messages import SamplingConfig
-from teacher.backends import Completion, VersionKind, texts_of
-from teacher.errors import BackendRequestError, BackendUnavailable, redact
-from teacher.usage import price_per_mtok
 
 CHECK_RETRIES = 1  # the start-up check fails fast: a server that is down should not cost minutes of backoff
 T = TypeVar("T")
@@ -54,12 +56,15 @@ class APITeacher(ABC):
     key_variable: ClassVar[str]
     key_hint: ClassVar[str] = ""
 
-    def __init__(self, settings: APIConfig) -> None:
-        """Connect to the API and check key, server and model; errors are one BackendUnavailable line."""
+    def __init__(self, settings: APIConfig, key: str | None = None) -> None:
+        """Connect to the API and check key, server and model; errors are one BackendUnavailable line.
+
+        ``key``: the API key, when the caller read it itself; None reads it from the environment.
+        """
         self.settings = settings
         self.model_id = f"{self.kind}:{settings.model}"
         self._sdk = importlib.import_module(self.kind)  # imported only by the teacher that uses it
-        self._key = api_key(self.key_variable, self.provider, self.key_hint)
+        self._key = key or api_key(self.key_variable, self.provider, self.key_hint)
         self._prices = price_per_mtok(settings.model, settings.prices)
         self.client = getattr(self._sdk, self.provider)(
             api_key=self._key, base_url=settings.base_url, timeout=settings.timeout_s, max_retries=settings.retries

@@ -1,6 +1,7 @@
 """An LLM judge for closed-book answers: the SEAL paper's yes/no protocol at temperature 0.
 
-The judge is any teacher backend spec (``openai:MODEL``, ``anthropic:MODEL``, a local model). It
+The judge is any :class:`library.completions.Completer`: a teacher backend (``openai:MODEL``,
+``anthropic:MODEL``, a local model) in the knowledge bench, the auditor's API model for ``--metric judge``. It
 sees the question, the gold answer(s) and the predicted answer, and must begin its reply with yes
 or no. A call that fails after the backend's retries, a refusal, or a reply that is neither yes
 nor no is a *failed* judgement (``None``): it is counted and reported as such, never as wrong.
@@ -12,9 +13,9 @@ import logging
 import re
 from dataclasses import dataclass
 
+from library.backend_errors import TeacherBackendError
+from library.completions import Completer
 from protocol.messages import SamplingConfig
-from teacher.backends import TeacherBackend
-from teacher.errors import TeacherBackendError
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def parse_verdict(reply: str) -> bool | None:
 class LLMJudge:
     """Grades (question, golds, prediction) triples with a backend, in batches."""
 
-    def __init__(self, backend: TeacherBackend, batch_size: int = 16):
+    def __init__(self, backend: Completer, batch_size: int = 16):
         self.backend = backend
         self.batch_size = batch_size
 
