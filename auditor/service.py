@@ -17,11 +17,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auditor.config import AuditorConfig
 from auditor.decision import Decider, ModelResult, provenance_problem
+from auditor.document_tau import auditor_tau
 from auditor.recorded import recorded_verdicts
 from auditor.safety import load_probes, review_probes, review_text
 from auditor.scoring import score_models
 from auditor.teacher_versions import record_teacher_version
-from library.datasets import DEMO_DOCUMENTS, QAItem, load_questions, load_retention
+from library.datasets import QAItem, load_retention
 from library.ledger import Ledger
 from library.models import load_model
 from protocol.artifacts import ArtifactError, ArtifactStore
@@ -50,12 +51,14 @@ class Auditor:
     def __init__(self, config: AuditorConfig, student: StudentClient, signing_key: Ed25519PrivateKey | None = None):
         self.config = config
         self.student = student
-        self.questions = load_questions(config.data or DEMO_DOCUMENTS, limit=config.limit)
+        self.tau = auditor_tau(config)  # from its own documents (reward and sealed acceptance sets) or --data
+        self.questions = self.tau.questions
         self.retention = load_retention(config.retention)
         self.probes = load_probes(config.probes)
         self.model, self.tokenizer = load_model(config.model, config.device, config.dtype)
         self.store = ArtifactStore(config.store, writer=False)  # it reads the adapters it judges, nothing else
         self.ledger = Ledger(config.ledger)
+        self.tau.record(self.ledger)
         self.decider = Decider(config, self.ledger, self.retention, signing_key)
         self._base: dict[str, ModelResult] = {}  # context id -> the base model's result, computed once
         self.handle = Dispatcher(
@@ -97,10 +100,13 @@ class Auditor:
         results = self._evaluate(request.context_id, tau, adapter_ids)
         vetoes = self._probe_vetoes(adapter_ids)
         base = results.pop(None)
+        reward_counts = self.tau.reward_counts
         for c in usable:
             adapter_id = c.candidate.adapter.adapter_id
             c_vetoes = review_text(c.self_edit.text, self.config.deny_patterns) + vetoes[adapter_id]
-            verdicts[id(c)] = self.decider.decide(request.context_id, tau, c, base, results[adapter_id], c_vetoes)
+            verdicts[id(c)] = self.decider.decide(
+                request.context_id, tau, c, base, results[adapter_id], c_vetoes, reward_counts.get(request.context_id)
+            )
         for c, why in refused:
             verdicts[id(c)] = self.decider.refuse(request.context_id, c, why)
         for v in verdicts.values():
