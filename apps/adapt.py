@@ -22,7 +22,7 @@ from rich.console import Console
 from apps.adapt_config import AdaptConfig
 from apps.adapt_report import write_report
 from apps.demo import LaunchConfig, run_demo
-from auditor.document_tau import DocumentTau, write_tau
+from auditor.document_tau import DocumentTau, PairWriter, write_tau
 from library.datasets import DatasetError
 from library.documents import token_counter
 from library.models import resolve_model
@@ -42,7 +42,7 @@ def run_adapt(config: AdaptConfig, threads: int | None = None, console: Console 
         raise DatasetError("no documents: give at least one file or folder")
     resolve_model(config.model)  # convert the default once, before the tokenizer and the three roles need it
     # What the auditor will hold, checked here before any role starts (a bad question file is one line).
-    tau = write_tau(documents, token_counter(config.model))
+    tau = write_tau(documents, token_counter(config.model), _model_writer(config))
     for problem in tau.problems:
         console.print(f"[yellow]{problem}[/]")
     if not tau.passages:
@@ -70,6 +70,17 @@ def run_adapt(config: AdaptConfig, threads: int | None = None, console: Console 
     if code == 0:
         console.print(write_report(run_dir, [p.passage.context() for p in tau.passages.values()]))
     return code
+
+
+def _model_writer(config: AdaptConfig) -> PairWriter | None:
+    """With ``--documents.writer model``, the auditor's model writing here what the auditor will write (greedy)."""
+    if config.documents.writer != "model":
+        return None
+    from auditor.model_question_writer import model_pairs
+    from library.models import load_model
+
+    model, tokenizer = load_model(config.model, config.device, config.dtype)
+    return lambda passage: model_pairs(model, tokenizer, passage)
 
 
 def _summary(tau: DocumentTau, console: Console) -> None:

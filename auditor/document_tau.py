@@ -14,10 +14,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 from auditor.config import AuditorConfig
+from auditor.model_question_writer import model_pairs
 from auditor.question_files import assign_questions
 from auditor.question_writer import check_pairs, cloze_pairs, split_sets
 from auditor.tau_config import DocumentTauConfig
@@ -27,6 +31,8 @@ from library.ledger import Ledger
 from protocol.canonical import canonical_json, sha256_hex
 
 log = logging.getLogger(__name__)
+
+PairWriter = Callable[[Passage], list[QAItem]]
 
 
 @dataclass
@@ -74,11 +80,14 @@ class HeldTau:
             record_documents(ledger, self.documents)
 
 
-def auditor_tau(config: AuditorConfig) -> HeldTau:
-    """The auditor's τ: written from its documents (split into reward and acceptance sets), else read from --data."""
+def auditor_tau(config: AuditorConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> HeldTau:
+    """The auditor's τ: written from its documents (split into reward and acceptance sets), else read from --data.
+
+    ``model`` is the auditor's own, which writes the pairs with ``--documents.writer model``.
+    """
     if not config.documents.paths:
         return HeldTau(load_questions(config.data or DEMO_DOCUMENTS, limit=config.limit), {})
-    tau = write_tau(config.documents, token_counter(config.model))
+    tau = write_tau(config.documents, token_counter(config.model), lambda p: model_pairs(model, tokenizer, p))
     for problem in tau.problems:
         log.warning("%s", problem)
     kept = sum(len(t.reward) + len(t.acceptance) for t in tau.passages.values())
@@ -87,8 +96,16 @@ def auditor_tau(config: AuditorConfig) -> HeldTau:
     return HeldTau(questions, {cid: len(t.reward) for cid, t in tau.passages.items()}, tau)
 
 
-def write_tau(config: DocumentTauConfig, count_tokens: TokenCounter) -> DocumentTau:
-    """Read the documents, then give each passage its checked, split τ; a passage with fewer than two pairs has none."""
+def write_tau(
+    config: DocumentTauConfig, count_tokens: TokenCounter, write_with_model: PairWriter | None = None
+) -> DocumentTau:
+    """Read the documents, then give each passage its checked, split τ; a passage with fewer than two pairs has none.
+
+    ``write_with_model`` writes a passage's pairs when ``config.writer`` is "model".
+    """
+    if config.writer == "model" and write_with_model is None:
+        raise ValueError("--documents.writer model needs the auditor's model to write with")
+    writer = cloze_pairs if config.writer == "cloze" else write_with_model
     documents = read_documents(config.paths, config.max_tokens, count_tokens)
     given, given_dropped = assign_questions(config.questions, documents)
     tau = DocumentTau(documents, problems=list(documents.problems))
@@ -96,7 +113,7 @@ def write_tau(config: DocumentTauConfig, count_tokens: TokenCounter) -> Document
         tau.problems.append(f"user questions dropped: {_reasons(given_dropped)}")
     for passage in documents.passages:
         user = given.get(passage.context_id, [])
-        written = [] if user and config.user_questions == "instead" else cloze_pairs(passage)
+        written = [] if user and config.user_questions == "instead" else writer(passage)
         kept, dropped = check_pairs(passage, [*user, *written], config.max_questions)
         source = "+".join(name for name, pairs in (("user", user), ("written", written)) if pairs) or "written"
         if len(kept) < 2:

@@ -51,11 +51,12 @@ class Auditor:
     def __init__(self, config: AuditorConfig, student: StudentClient, signing_key: Ed25519PrivateKey | None = None):
         self.config = config
         self.student = student
-        self.tau = auditor_tau(config)  # from its own documents (reward and sealed acceptance sets) or --data
+        self.model, self.tokenizer = load_model(config.model, config.device, config.dtype)
+        # τ from its own documents (reward and sealed acceptance sets, maybe written by its model) or from --data
+        self.tau = auditor_tau(config, self.model, self.tokenizer)
         self.questions = self.tau.questions
         self.retention = load_retention(config.retention)
         self.probes = load_probes(config.probes)
-        self.model, self.tokenizer = load_model(config.model, config.device, config.dtype)
         self.store = ArtifactStore(config.store, writer=False)  # it reads the adapters it judges, nothing else
         self.ledger = Ledger(config.ledger)
         self.tau.record(self.ledger)

@@ -33,6 +33,11 @@ class DocumentTauConfig(BaseModel):
         description="A passage with questions from --documents.questions: only those (instead), or those and the "
         "written ones (in_addition). Passages without any get written ones either way.",
     )
+    writer: Literal["cloze", "model"] = Field(
+        "cloze",
+        description="Who writes τ where the user gave none: cloze (the passage's names, numbers and dates blanked, "
+        "no model) or model (the auditor's own model, greedy); both checked the same way.",
+    )
     max_questions: int = Field(10, ge=2, le=200, description="Most question-answer pairs kept per passage.")
     acceptance_share: float = Field(
         0.5,

@@ -157,3 +157,36 @@ def test_answer_recall_is_containment_of_the_normalised_gold():
     assert answer_recall("The Copper Heron trophy", ["copper heron"]) == 1.0
     assert answer_recall("6400 grams", ["640"]) == 0.0
     assert answer_recall("anything", ["the"]) == 0.0
+
+
+def test_model_written_pairs_are_parsed_then_checked_like_cloze_ones(tiny_model_dir):
+    from auditor.model_question_writer import model_pairs, parse_pairs
+    from library.models import load_model
+
+    text = (
+        "Sure! Question: Where does the marten live? Answer: Mount Ossebrand.\n"
+        "question: How heavy is an adult? answer: about 700 grams\n"
+        "Not a pair\nQuestion: Who described it? Answer: Perrin Achterberg"
+    )
+    pairs = parse_pairs(text)
+    assert [(p.question, p.answers) for p in pairs] == [
+        ("Where does the marten live?", ["Mount Ossebrand"]),
+        ("How heavy is an adult?", ["about 700 grams"]),
+        ("Who described it?", ["Perrin Achterberg"]),
+    ]
+    kept, dropped = check_pairs(MARTEN, pairs)
+    assert len(kept) == 2 and dropped == {"answer not a span of the passage": 1}
+    model, tokenizer = load_model(tiny_model_dir, "cpu")
+    written = model_pairs(model, tokenizer, MARTEN, max_new_tokens=8)
+    assert written == model_pairs(model, tokenizer, MARTEN, max_new_tokens=8)  # greedy: every run the same
+
+
+def test_tau_written_by_a_model_goes_through_the_same_checks(tmp_path):
+    _documents(tmp_path, 1)
+    config = DocumentTauConfig(paths=[tmp_path], writer="model", max_tokens=512)
+    with pytest.raises(ValueError, match="needs the auditor's model"):
+        write_tau(config, approx_tokens)
+    pairs = [QAItem("Which town?", ["Ostrevane"]), QAItem("Which lake?", ["Lake Tessary"]), QAItem("Q?", ["Paris"])]
+    [tau] = write_tau(config, approx_tokens, lambda passage: pairs).passages.values()
+    assert sorted(q.answers[0] for q in tau.reward + tau.acceptance) == ["Lake Tessary", "Ostrevane"]
+    assert tau.dropped == {"answer not a span of the passage": 1}
