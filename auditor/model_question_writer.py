@@ -20,18 +20,18 @@ PROMPT = (
     "Write each on one line as 'Question: ... Answer: ...', the answer copied word for word from the passage.\n\n"
     "Passage:\n{title}\n{text}"
 )
-_PAIR = re.compile(r"Question:\s*(?P<q>.+?)\s*Answer:\s*(?P<a>.+)", re.IGNORECASE)
+# A pair on one line or over several: the answer runs to the end of its line.
+_PAIR = re.compile(r"Question:\s*(?P<q>.+?)\s*Answer:[ \t]*(?P<a>[^\n]*)", re.IGNORECASE | re.DOTALL)
 
 
 def parse_pairs(text: str) -> list[QAItem]:
-    """The ``Question: ... Answer: ...`` lines of a generation (answers stripped of a final full stop)."""
+    """The ``Question: ... Answer: ...`` pairs of a generation (answers stripped of a final full stop)."""
     pairs = []
-    for line in text.splitlines():
-        match = _PAIR.search(line)
-        if match:
-            answer = match.group("a").strip().rstrip(".").strip()
-            if answer:
-                pairs.append(QAItem(question=match.group("q").strip(), answers=[answer]))
+    for match in _PAIR.finditer(text):
+        question = " ".join(match.group("q").split())
+        answer = match.group("a").strip().rstrip(".").strip()
+        if question and answer:
+            pairs.append(QAItem(question=question, answers=[answer]))
     return pairs
 
 

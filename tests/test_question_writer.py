@@ -166,7 +166,7 @@ def test_model_written_pairs_are_parsed_then_checked_like_cloze_ones(tiny_model_
     text = (
         "Sure! Question: Where does the marten live? Answer: Mount Ossebrand.\n"
         "question: How heavy is an adult? answer: about 700 grams\n"
-        "Not a pair\nQuestion: Who described it? Answer: Perrin Achterberg"
+        "Not a pair\nQuestion: Who described it?\n\nAnswer: Perrin Achterberg\nQuestion: Unanswered?"
     )
     pairs = parse_pairs(text)
     assert [(p.question, p.answers) for p in pairs] == [
