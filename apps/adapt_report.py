@@ -19,7 +19,15 @@ from library.ledger import read_entries
 from protocol.messages import Context
 from teacher.loop import load_outcomes
 
-COLUMNS = ["passage", "verdict", "reward set", "acceptance set", "right answers (acceptance)", "retention drop"]
+COLUMNS = [
+    "passage",
+    "verdict",
+    "reward set log-lik",
+    "reward set right",
+    "acceptance log-lik",
+    "acceptance right",
+    "retention drop",
+]
 
 
 @dataclass(frozen=True)
@@ -46,16 +54,10 @@ class PassageRow:
     def cells(self) -> list[str]:
         """The row as text, in :data:`COLUMNS` order."""
         if self.acceptance is None:
-            return [self.title, self.verdict, "", "", "", ""]
-        r, a = self.reward, self.acceptance
-        return [
-            self.title,
-            self.verdict,
-            _loglik(r) if r else "-",
-            _loglik(a),
-            f"{a.base_right}/{a.n} → {a.cand_right}/{a.n}",
-            f"{self.retention_drop:+.3f}",
-        ]
+            return [self.title, self.verdict, *[""] * (len(COLUMNS) - 2)]
+        reward = [_loglik(self.reward), _right(self.reward)] if self.reward else ["-", "-"]
+        acceptance = [_loglik(self.acceptance), _right(self.acceptance)]
+        return [self.title, self.verdict, *reward, *acceptance, f"{self.retention_drop:+.3f}"]
 
 
 def passage_rows(run_dir: Path, contexts: list[Context]) -> list[PassageRow]:
@@ -82,7 +84,10 @@ def write_report(run_dir: Path, contexts: list[Context]) -> Table:
     """Write ``report.md`` for ``contexts`` and return the same table for the terminal."""
     rows = passage_rows(run_dir, contexts)
     accepted = sum(r.verdict.startswith("accepted") for r in rows)
-    caption = f"{accepted}/{len(rows)} passages accepted · log-likelihood per token base → candidate"
+    caption = (
+        f"{accepted}/{len(rows)} passages accepted · gold log-likelihood per token and right answers "
+        "(answer recall), base → candidate"
+    )
     lines = ["# seal adapt", "", caption, "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -115,4 +120,8 @@ def _scores(questions: list[dict[str, Any]]) -> SetScores:
 
 
 def _loglik(s: SetScores) -> str:
-    return f"{s.base_loglik:.2f} → {s.cand_loglik:.2f} ({s.n} q)"
+    return f"{s.base_loglik:.2f} → {s.cand_loglik:.2f}"
+
+
+def _right(s: SetScores) -> str:
+    return f"{s.base_right}/{s.n} → {s.cand_right}/{s.n}"
