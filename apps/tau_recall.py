@@ -68,6 +68,9 @@ def main(argv: list[str] | None = None) -> None:
     model, tokenizer = load_model(args.model, "cpu")
     records = []
     for writer, pairs in question_sets(model, tokenizer, args.writers, args.limit).items():
+        if not pairs:
+            print(f"| {writer} | 0 | - | (no pair survived the checks)", flush=True)
+            continue
         answers = generate_answers(model, tokenizer, [p.question for p in pairs], args.answer_tokens)
         right = [answer_recall(a, p.answers) for p, a in zip(pairs, answers, strict=True)]
         mean, half = mean_ci95(right)
