@@ -5,6 +5,7 @@ seal student --bind tcp://0.0.0.0:5555      # each role alone, for a deployment 
 seal auditor --bind tcp://0.0.0.0:5556 --student tcp://student:5555
 seal teacher --student tcp://student:5555 --auditor tcp://auditor:5556
 seal train-teacher --data squad.json --rounds 2 --k 5   # ReST^EM, three processes on loopback
+seal adapt docs/ --run-dir runs/docs        # your documents, τ written by the auditor; a rerun updates
 seal ledger verify --ledger runs/demo/ledger.jsonl
 seal bench fewshot --out bench/results/fewshot   # ARC: in-context, TTT, ReST^EM, oracle
 seal serve --run-dir runs/demo-<time>       # OpenAI-compatible endpoint over the served (audited) stack
@@ -20,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, get_args
 
+from apps.adapt_cli import add_adapt_command, run_adapt_command
 from apps.bench_cli import add_bench_commands, run_bench
 from apps.cli_config import (
     ConfigError,
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_auto_promote(demo)
 
     _add_train_teacher(sub)
+    add_adapt_command(sub)
     add_governance_commands(sub)
     add_bench_commands(sub)
     add_serve_commands(sub)
@@ -192,8 +195,14 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         return _demo(args)
     elif args.command == "train-teacher":
         return _train_teacher(args)
-    elif args.command in ("bench", "serve", "ask", "mlflow"):  # the applications that run the product's code
-        apps = {"bench": run_bench, "serve": run_serve_command, "ask": run_serve_command, "mlflow": run_tracking}
+    elif args.command in ("bench", "serve", "ask", "mlflow", "adapt"):  # the applications that run the product's code
+        apps = {
+            "bench": run_bench,
+            "serve": run_serve_command,
+            "ask": run_serve_command,
+            "mlflow": run_tracking,
+            "adapt": run_adapt_command,
+        }
         return apps[args.command](args)
     elif args.command in ("keys", "promote", "rollback", "status", "shadow", "shadow-report", "ledger"):
         return run_governance(args)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ class LaunchConfig:
     epochs: int | None = None  # the student's epochs per candidate; None: its default
     max_retention_drop: float | None = None  # the auditor's retention limit; None: its default
     restem: RestemConfig | None = None  # the teacher's ReST^EM rounds; None: one adaptation pass
+    auditor_settings: dict[str, Any] = field(default_factory=dict)  # more auditor settings (seal adapt: documents)
     ready_timeout_s: float = 600.0
     auto_promote: bool = False  # after the pass, promote each context's best accepted adapter (apps.auto_promote)
 
@@ -94,6 +95,7 @@ def role_configs(opts: LaunchConfig) -> RoleConfigs:
                 **corpus,
                 **placement,
                 **workers,
+                **opts.auditor_settings,
             ),
             teacher=TeacherConfig(
                 model=teacher_spec,

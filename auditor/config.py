@@ -8,6 +8,7 @@ from pydantic import ConfigDict, Field, model_validator
 
 from auditor.judge_metric import JudgeConfig
 from auditor.reviewer import ReviewerConfig
+from auditor.tau_config import DocumentTauConfig
 from library.model_specs import DEFAULT_MODEL, DTypeName
 from library.ray_pool import WorkersConfig
 from protocol.messages import Metric
@@ -22,6 +23,9 @@ class AuditorConfig(WorkersConfig):
         None, description="SQuAD-format file holding τ (questions and answers); default: the demo set."
     )
     limit: int | None = Field(None, ge=1, description="Use only the first N passages of --data.")
+    documents: DocumentTauConfig = Field(
+        default_factory=DocumentTauConfig, description="τ written from documents the auditor reads (seal adapt)."
+    )
     retention: Path | None = Field(None, description="Retention questions file; default: the built-in set.")
     model: str = Field(DEFAULT_MODEL, description="The student's base model, loaded here to score answer likelihoods.")
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda' for the scoring model.")

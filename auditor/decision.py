@@ -33,6 +33,12 @@ class ModelResult:
     retention_answers: list[str]
     retention_logliks: list[float]
 
+    def questions(self, start: int, stop: int | None = None) -> ModelResult:
+        """The same result on τ's questions ``start:stop`` only (e.g. the reward or the acceptance set)."""
+        return ModelResult(
+            self.answers[start:stop], self.gold_logliks[start:stop], self.retention_answers, self.retention_logliks
+        )
+
 
 def provenance_problem(item: CandidateToJudge, provenance: dict[str, Any], context_id: str) -> str | None:
     """Why the store's provenance does not bind the candidate's adapter to what it is judged with, or None.
@@ -76,21 +82,29 @@ class Decider:
         vetoes: list[Veto],
         judged: JudgeOutcome | None = None,
         extra: dict[str, Any] | None = None,
+        reward_count: int | None = None,
     ) -> Verdict:
         """Accept only on enough gain, retention held, and no veto.
 
         ``judged``: the LLM judge's outcome (``--metric judge``); too few judgements refuse the verdict.
         ``extra``: more evidence for the ledger (the reviewer's record).
+        With ``reward_count``, τ's first ``reward_count`` pairs are the reward set, whose gain is the verdict's
+        reward, and the rest the sealed acceptance set, whose gain (and scores) the decision reads.
         """
-        base_scores, cand_scores = scores(tau, base), scores(tau, cand)
+        n = reward_count or 0
+        base_scores, cand_scores = scores(tau[n:], base.questions(n)), scores(tau[n:], cand.questions(n))
         extra = {**(extra or {}), **({"judge": judged.detail} if judged else {})}
         if judged is not None:
             if judged.problem:
                 return self.refuse(context_id, item, judged.problem, vetoes, extra)
             base_scores, cand_scores = judged.scored(base_scores, cand_scores)
         gain = getattr(cand_scores, self.config.metric) - getattr(base_scores, self.config.metric)
+        reward = gain
+        if reward_count is not None:
+            reward_sets = scores(tau[:n], base.questions(0, n)), scores(tau[:n], cand.questions(0, n))
+            reward = getattr(reward_sets[1], self.config.metric) - getattr(reward_sets[0], self.config.metric)
         drop = _mean(base.retention_logliks) - _mean(cand.retention_logliks)
-        if not (math.isfinite(gain) and math.isfinite(drop)):
+        if not (math.isfinite(gain) and math.isfinite(reward) and math.isfinite(drop)):
             return self.refuse(context_id, item, "its scores are not finite (did training diverge?)")
         accepted, reason = self._rule(gain, drop, vetoes)
         details = {
@@ -99,8 +113,10 @@ class Decider:
             "retention": _retention_detail(self.retention, base, cand),
             **extra,
         }
+        if reward_count is not None:  # per_question lists the reward set first, then the acceptance set
+            details["sets"] = {"reward": n, "acceptance": len(tau) - n}
         return self._conclude(
-            context_id, item, accepted, reason, (gain, drop), (base_scores, cand_scores), vetoes, details
+            context_id, item, accepted, reason, (reward, drop), (base_scores, cand_scores), vetoes, details
         )
 
     def refuse(

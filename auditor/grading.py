@@ -46,6 +46,14 @@ def f1_score(prediction: str, golds: list[str]) -> float:
     return max(_token_f1(pred_tokens, normalize_answer(gold).split()) for gold in golds)
 
 
+def answer_recall(prediction: str, golds: list[str]) -> float:
+    """1.0 if any normalised gold answer is contained, as whole words, in the normalised prediction, else 0.0."""
+    _require_golds(golds)
+    pred = f" {normalize_answer(prediction)} "
+    normalised = [normalize_answer(gold) for gold in golds]
+    return max(float(bool(gold) and f" {gold} " in pred) for gold in normalised)
+
+
 def mean_ci95(values: list[float]) -> tuple[float, float]:
     """Mean and half-width of a normal-approximation 95% confidence interval.
 

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auditor.config import AuditorConfig
 from auditor.decision import Decider, ModelResult, provenance_problem
+from auditor.document_tau import auditor_tau
 from auditor.judge_metric import JudgeMetric, JudgeOutcome
 from auditor.recorded import recorded_verdicts
 from auditor.reviewer import Reviewer
@@ -25,7 +26,7 @@ from auditor.safety import load_probes, review_probes, review_text
 from auditor.scoring import score_models
 from auditor.teacher_versions import record_teacher_version
 from auditor.workers import AuditorWorkers  # imports ray only when workers start
-from library.datasets import DEMO_DOCUMENTS, QAItem, load_questions, load_retention
+from library.datasets import QAItem, load_retention
 from library.ledger import Ledger
 from library.llm_judge import Judgement
 from library.models import load_model
@@ -55,13 +56,16 @@ class Auditor:
     def __init__(self, config: AuditorConfig, student: StudentClient, signing_key: Ed25519PrivateKey | None = None):
         self.config = config
         self.student = student
-        self.questions = load_questions(config.data or DEMO_DOCUMENTS, limit=config.limit)
+        self.model, self.tokenizer = load_model(config.model, config.device, config.dtype)
+        # τ from its own documents (reward and sealed acceptance sets, maybe written by its model) or from --data
+        self.tau = auditor_tau(config, self.model, self.tokenizer)
+        self.questions = self.tau.questions
         self.retention = load_retention(config.retention)
         self.probes = load_probes(config.probes)
-        self.model, self.tokenizer = load_model(config.model, config.device, config.dtype)
         self.store = ArtifactStore(config.store, writer=False)  # it reads the adapters it judges, nothing else
         self.ledger = Ledger(config.ledger)
         self.workers = AuditorWorkers(config) if config.workers > 1 else None
+        self.tau.record(self.ledger)
         self.decider = Decider(config, self.ledger, self.retention, signing_key)
         self._base: dict[str, ModelResult] = {}  # context id -> the base model's result, computed once
         # The judge's key is read here, in the auditor process, and nowhere else.
@@ -112,13 +116,22 @@ class Auditor:
         judged = self._judge_outcomes(request.context_id, tau, results, adapter_ids)
         probe_answers = self._probe_answers(adapter_ids)
         base = results.pop(None)
+        reward_counts = self.tau.reward_counts
         for c in usable:
             adapter_id = c.candidate.adapter.adapter_id
             r_vetoes, extra = self._reviewer_check(c, probe_answers)
             c_vetoes = review_text(c.self_edit.text, self.config.deny_patterns)
             c_vetoes += self._probe_vetoes(probe_answers, adapter_id) + r_vetoes
             verdicts[id(c)] = self.decider.decide(
-                request.context_id, tau, c, base, results[adapter_id], c_vetoes, judged.get(adapter_id), extra
+                request.context_id,
+                tau,
+                c,
+                base,
+                results[adapter_id],
+                c_vetoes,
+                judged.get(adapter_id),
+                extra,
+                reward_counts.get(request.context_id),
             )
         for c, why in refused:
             verdicts[id(c)] = self.decider.refuse(request.context_id, c, why)

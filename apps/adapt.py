@@ -1,0 +1,103 @@
+"""``seal adapt PATH...``: a team's documents adapted passage by passage, τ written and kept by the auditor.
+
+Run: ``seal adapt docs/ --run-dir runs/handbook`` (rerun on the same folder after the documents change).
+
+The documents are split into passages here (the teacher's contexts, written to ``contexts.json`` in the run
+folder, without questions) and again by the auditor, which reads the same files itself and writes τ; the
+three roles then run as in ``seal demo`` (:func:`apps.demo.run_demo`). A rerun skips passages already
+judged (their content ids are in ``results.jsonl``), so an interrupted run resumes and a changed document's
+new passages are the only ones adapted; the auditor records the change in its ledger. The end is a
+report per passage (:mod:`apps.adapt_report`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from apps.adapt_config import AdaptConfig
+from apps.adapt_report import write_report
+from apps.demo import LaunchConfig, run_demo
+from auditor.document_tau import DocumentTau, PairWriter, write_tau
+from library.datasets import DatasetError
+from library.documents import token_counter
+from library.models import resolve_model
+
+
+def run_adapt(config: AdaptConfig, threads: int | None = None, console: Console | None = None) -> int:
+    """Split the documents, check τ can be written, run the three roles, then write the report."""
+    console = console or Console()
+    run_dir = config.run_dir or Path("runs") / time.strftime("adapt-%Y%m%d-%H%M%S")
+    documents = config.documents.model_copy(
+        update={
+            "paths": [p.resolve() for p in config.documents.paths],
+            "questions": [p.resolve() for p in config.documents.questions],
+        }
+    )
+    if not documents.paths:
+        raise DatasetError("no documents: give at least one file or folder")
+    resolve_model(config.model)  # convert the default once, before the tokenizer and the three roles need it
+    # What the auditor will hold, checked here before any role starts (a bad question file is one line).
+    tau = write_tau(documents, token_counter(config.model), _model_writer(config))
+    for problem in tau.problems:
+        console.print(f"[yellow]{problem}[/]")
+    if not tau.passages:
+        raise DatasetError("no passage of the documents has τ to be judged on; nothing to adapt")
+    _summary(tau, console)
+    contexts = run_dir / "contexts.json"
+    _write_contexts(tau, contexts)
+    opts = LaunchConfig(
+        run_dir=run_dir,
+        model=config.model,
+        teacher_model=config.teacher,
+        teacher_base_url=config.teacher_base_url,
+        device=config.device,
+        dtype=config.dtype,
+        threads=threads,
+        data=contexts,
+        k=config.k,
+        metric=config.metric,
+        min_gain=config.min_gain,
+        epochs=config.epochs,
+        max_retention_drop=config.max_retention_drop,
+        auditor_settings={"documents": documents},
+    )
+    code = run_demo(opts, console, title="seal adapt")
+    if code == 0:
+        console.print(write_report(run_dir, [p.passage.context() for p in tau.passages.values()]))
+    return code
+
+
+def _model_writer(config: AdaptConfig) -> PairWriter | None:
+    """With ``--documents.writer model``, the auditor's model writing here what the auditor will write (greedy)."""
+    if config.documents.writer != "model":
+        return None
+    from auditor.model_question_writer import model_pairs
+    from library.models import load_model
+
+    model, tokenizer = load_model(config.model, config.device, config.dtype)
+    return lambda passage: model_pairs(model, tokenizer, passage)
+
+
+def _summary(tau: DocumentTau, console: Console) -> None:
+    pairs = [(len(t.reward), len(t.acceptance)) for t in tau.passages.values()]
+    dropped = sum(sum(t.dropped.values()) for t in tau.passages.values())
+    console.print(
+        f"{len(tau.documents.documents)} documents, {len(tau.documents.passages)} passages, "
+        f"{len(tau.passages)} with τ: "
+        f"{sum(r for r, _ in pairs)} reward and {sum(a for _, a in pairs)} sealed acceptance questions "
+        f"({dropped} written or given pairs dropped by the checks)"
+    )
+
+
+def _write_contexts(tau: DocumentTau, path: Path) -> None:
+    """The teacher's data: each passage's title and text, no questions; replaced atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    entries = [{"title": t.passage.title, "context": t.passage.text} for t in tau.passages.values()]
+    scratch = path.with_suffix(".json.tmp")
+    scratch.write_text(json.dumps(entries, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(scratch, path)

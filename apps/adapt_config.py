@@ -1,0 +1,36 @@
+"""``seal adapt``'s settings: the documents, the run folder, and what it passes to the three roles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from auditor.tau_config import DocumentTauConfig
+from library.model_specs import DEFAULT_MODEL, DTypeName
+from protocol.messages import Metric
+
+
+class AdaptConfig(BaseModel):
+    """One ``seal adapt`` run: the documents' passages adapted in turn, τ written and kept by the auditor."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_dir: Path | None = Field(
+        None, description="Run folder (default: runs/adapt-<time>); rerun on the same one to resume or to update."
+    )
+    model: str = Field(DEFAULT_MODEL, description="Student (and auditor) base model: a folder or a hub id.")
+    teacher: str | None = Field(
+        None, description="Teacher: [transformers:|vllm:|openai:|anthropic:]MODEL (default: the student's model)."
+    )
+    teacher_base_url: str | None = Field(None, description="API base URL for an openai: or anthropic: teacher.")
+    device: str = Field("auto", description="'auto', 'cpu' or 'cuda' for every role.")
+    dtype: DTypeName = Field("auto", description="Weights' dtype for every role: auto, float32 or bfloat16.")
+    k: int = Field(1, ge=1, le=64, description="Self-edits (candidates) per passage.")
+    metric: Metric = Field("loglik", description="Reward and acceptance metric: loglik, f1 or exact_match.")
+    min_gain: float = Field(0.05, description="Smallest gain on the acceptance set the auditor accepts.")
+    epochs: int | None = Field(None, ge=1, description="Student epochs per candidate (default: the student's).")
+    max_retention_drop: float | None = Field(None, ge=0, description="Auditor's retention limit (default: its own).")
+    documents: DocumentTauConfig = Field(
+        default_factory=DocumentTauConfig, description="Passages and τ (the PATHs fill --documents.paths)."
+    )
