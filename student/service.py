@@ -46,6 +46,7 @@ from student.answering import MIXED_BATCH_FACTOR, generate_answers
 from student.batched import train_adapters
 from student.config import StudentConfig
 from student.serving import ServedModel
+from student.training import TrainedAdapter
 from student.vllm_answering import VLLMAnswerer  # imports vllm only when one is built
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ class Student:
         by_stack: dict[tuple[str, ...], list[int]] = {}
         for i, (job, _) in enumerate(jobs):
             by_stack.setdefault(tuple(job.on_top_of), []).append(i)
-        trained: dict[int, Any] = {}
+        trained: dict[int, TrainedAdapter] = {}
         for stack, indices in by_stack.items():
             with merged_stack(self.model, [self._adapter_folder(a, "jobs.on_top_of") for a in stack]):
                 results = train_adapters(self.model, self.tokenizer, [jobs[i] for i in indices], self.config.model)
