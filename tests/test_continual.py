@@ -21,6 +21,7 @@ from library.lora import adapters_loaded
 from library.qa_format import question_prompt
 from protocol.artifacts import REHEARSED, self_edit_sha256
 from protocol.clients import auditor_in_process, student_in_process
+from protocol.codec import ProtocolError
 from protocol.messages import (
     AnswerQuestions,
     ApplySelfEdits,
@@ -236,3 +237,17 @@ def test_run_pass_rehearses_the_configured_number_of_earlier_accepted_self_edits
     provenance = student.store.provenance(outcomes[1].verdicts[0].adapter_id)
     assert len(provenance[REHEARSED]) == 1
     assert provenance[REHEARSED][0] in {self_edit_sha256(e) for e in edits[:2]}  # an accepted one, not the rejected
+
+
+def test_a_stack_the_student_does_not_hold_is_refused_before_anything_is_trained_or_answered(roles):
+    student, _, contexts = roles
+    missing = "0" * 64
+    job = TrainJob(context=contexts["B"], self_edit=_edit(contexts["B"]), settings=QUICK, on_top_of=[missing])
+    stored = set(student.store.adapters.iterdir())
+    with pytest.raises(ProtocolError) as refused:
+        student.apply_self_edits(ApplySelfEdits(jobs=[job]))
+    assert refused.value.reason == "refused" and refused.value.field == "jobs.on_top_of"
+    assert set(student.store.adapters.iterdir()) == stored
+    with pytest.raises(ProtocolError) as refused:
+        student.answer_questions(AnswerQuestions(questions=["Who?"], adapter_ids=[None], stack=[missing]))
+    assert refused.value.field == "stack"
