@@ -127,7 +127,8 @@ class Decider:
             failures.append(f"{metric} gain {gain:+.3f} is below the minimum {cfg.min_gain}")
         if failures:
             return False, " | ".join(failures)
-        return True, f"{metric} gain {gain:+.3f} >= {cfg.min_gain}, retention drop {drop:.3f}"
+        kept = f", earlier passages' largest drop {max(p.drop for p in passages):.2f}" if passages else ""
+        return True, f"{metric} gain {gain:+.3f} >= {cfg.min_gain}, retention drop {drop:.3f}{kept}"
 
     def _conclude(
         self,

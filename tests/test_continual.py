@@ -172,7 +172,7 @@ def test_the_auditor_judges_against_the_served_stack_and_refuses_a_candidate_tra
 ):
     student, auditor, contexts = roles
     verdict = _judge(auditor, b_on_a)
-    assert verdict.accepted, verdict.reason
+    assert verdict.accepted and "earlier passages' largest drop 0.00" in verdict.reason, verdict.reason
     entry = auditor.ledger.find(adapter_id=verdict.adapter_id)[-1]["record"]
     # "before" is the stack [A]: it answers A's question right (the base model does not), and B's as the stack does.
     assert entry["earlier"] == [
