@@ -38,11 +38,24 @@ class AuditorConfig(WorkersConfig):
     ledger: Path = Field(Path("runs/ledger.jsonl"), description="Append-only, hash-chained decision ledger.")
     metric: Metric = Field(
         "loglik",
-        description="Score whose gain is the reward: loglik, f1, exact_match or judge (needs --judge.model).",
+        description="Score whose gain is the reward and decides acceptance: loglik, f1, exact_match, answer_recall "
+        "or judge (needs --judge.model).",
     )
     min_gain: float = Field(0.05, description="Accept only if the candidate beats the base model by at least this.")
     max_retention_drop: float = Field(
         1.0, ge=0, description="Reject if the base model's own retention answers lose more than this (nats/token)."
+    )
+    max_earlier_drop: float = Field(
+        0.2,
+        ge=0,
+        le=1,
+        description="Reject if a passage the served stack learned earlier loses more answer recall than this "
+        "(0.2: one of five questions).",
+    )
+    answer_instruction: str | None = Field(
+        None,
+        description="Instruction put before every question the student answers (and the auditor scores); "
+        "default: ask for only the short answer; '' for none.",
     )
     student_timeout_s: float = Field(900, gt=0, description="Seconds to wait for the student's answers.")
     deny_patterns: list[str] = Field(default_factory=list, description="Regular expressions that veto a self-edit.")

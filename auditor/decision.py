@@ -7,13 +7,14 @@ the ledger with everything it was based on, and only then returned.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auditor.config import AuditorConfig
-from auditor.grading import exact_match, f1_score
+from auditor.continual import EarlierPassage, earlier_failure, earlier_passages
+from auditor.grading import answer_recall, exact_match, f1_score
 from auditor.judge_metric import JudgeOutcome
 from library.datasets import QAItem
 from library.ledger import Ledger
@@ -21,7 +22,7 @@ from protocol.artifacts import TRAINED_FROM, TRAINED_ON_CONTEXT, self_edit_sha25
 from protocol.messages import CandidateToJudge, Scores, Verdict, Veto
 from protocol.signing import sign_verdict
 
-EMPTY_SCORES = Scores(exact_match=0.0, f1=0.0, loglik=0.0, n_questions=0)
+EMPTY_SCORES = Scores(exact_match=0.0, f1=0.0, loglik=0.0, answer_recall=0.0, n_questions=0)
 
 
 @dataclass
@@ -32,11 +33,16 @@ class ModelResult:
     gold_logliks: list[float]
     retention_answers: list[str]
     retention_logliks: list[float]
+    earlier_answers: list[str] = field(default_factory=list)  # to earlier passages' questions (continual)
 
     def questions(self, start: int, stop: int | None = None) -> ModelResult:
         """The same result on τ's questions ``start:stop`` only (e.g. the reward or the acceptance set)."""
         return ModelResult(
-            self.answers[start:stop], self.gold_logliks[start:stop], self.retention_answers, self.retention_logliks
+            self.answers[start:stop],
+            self.gold_logliks[start:stop],
+            self.retention_answers,
+            self.retention_logliks,
+            self.earlier_answers,
         )
 
 
@@ -83,16 +89,21 @@ class Decider:
         judged: JudgeOutcome | None = None,
         extra: dict[str, Any] | None = None,
         reward_count: int | None = None,
+        earlier: dict[str, list[QAItem]] | None = None,
     ) -> Verdict:
-        """Accept only on enough gain, retention held, and no veto.
+        """Accept only on enough gain, retention held, earlier passages kept, and no veto.
 
+        ``base`` is the model the candidate is judged against (the base, or the served stack).
         ``judged``: the LLM judge's outcome (``--metric judge``); too few judgements refuse the verdict.
         ``extra``: more evidence for the ledger (the reviewer's record).
         With ``reward_count``, τ's first ``reward_count`` pairs are the reward set, whose gain is the verdict's
         reward, and the rest the sealed acceptance set, whose gain (and scores) the decision reads.
+        ``earlier``: the questions of the passages that model learned before (by context id), which the
+        answers' tails hold.
         """
         n = reward_count or 0
         base_scores, cand_scores = scores(tau[n:], base.questions(n)), scores(tau[n:], cand.questions(n))
+        passages = earlier_passages(earlier or {}, base.earlier_answers, cand.earlier_answers)
         extra = {**(extra or {}), **({"judge": judged.detail} if judged else {})}
         if judged is not None:
             if judged.problem:
@@ -106,17 +117,24 @@ class Decider:
         drop = _mean(base.retention_logliks) - _mean(cand.retention_logliks)
         if not (math.isfinite(gain) and math.isfinite(reward) and math.isfinite(drop)):
             return self.refuse(context_id, item, "its scores are not finite (did training diverge?)")
-        accepted, reason = self._rule(gain, drop, vetoes)
+        accepted, reason = self._rule(gain, drop, vetoes, passages)
         details = {
-            "thresholds": {"min_gain": self.config.min_gain, "max_retention_drop": self.config.max_retention_drop},
+            "thresholds": {
+                "min_gain": self.config.min_gain,
+                "max_retention_drop": self.config.max_retention_drop,
+                "max_earlier_drop": self.config.max_earlier_drop,
+            },
             "per_question": _per_question(tau, base, cand),
             "retention": _retention_detail(self.retention, base, cand),
+            "earlier": [asdict(p) | {"drop": p.drop} for p in passages],
             **extra,
         }
         if reward_count is not None:  # per_question lists the reward set first, then the acceptance set
             details["sets"] = {"reward": n, "acceptance": len(tau) - n}
+        earlier_drop = max((p.drop for p in passages), default=0.0)
         return self._conclude(
-            context_id, item, accepted, reason, (reward, drop), (base_scores, cand_scores), vetoes, details
+            context_id, item, accepted, reason, (reward, drop), (base_scores, cand_scores), vetoes, details,
+            earlier_drop,
         )
 
     def refuse(
@@ -134,7 +152,9 @@ class Decider:
             details or {},
         )  # fmt: skip
 
-    def _rule(self, gain: float, drop: float, vetoes: list[Veto]) -> tuple[bool, str]:
+    def _rule(
+        self, gain: float, drop: float, vetoes: list[Veto], passages: list[EarlierPassage]
+    ) -> tuple[bool, str]:
         """Accepted, and why; a rejection names every reason, not just the first."""
         metric, cfg = self.config.metric, self.config
         failures = []
@@ -142,11 +162,15 @@ class Decider:
             failures.append("vetoed: " + "; ".join(f"{v.reviewer}: {v.reason}" for v in vetoes))
         if drop > cfg.max_retention_drop:
             failures.append(f"retention dropped by {drop:.3f} > {cfg.max_retention_drop} nats/token")
+        forgotten = earlier_failure(passages, cfg.max_earlier_drop)
+        if forgotten:
+            failures.append(forgotten)
         if gain < cfg.min_gain:
             failures.append(f"{metric} gain {gain:+.3f} is below the minimum {cfg.min_gain}")
         if failures:
             return False, " | ".join(failures)
-        return True, f"{metric} gain {gain:+.3f} >= {cfg.min_gain}, retention drop {drop:.3f}"
+        kept = f", earlier passages' largest drop {max(p.drop for p in passages):.2f}" if passages else ""
+        return True, f"{metric} gain {gain:+.3f} >= {cfg.min_gain}, retention drop {drop:.3f}{kept}"
 
     def _conclude(
         self,
@@ -158,6 +182,7 @@ class Decider:
         base_cand: tuple[Scores, Scores],
         vetoes: list[Veto],
         details: dict[str, Any],
+        earlier_drop: float = 0.0,
     ) -> Verdict:
         verdict = Verdict(
             context_id=context_id,
@@ -169,6 +194,7 @@ class Decider:
             base=base_cand[0],
             candidate=base_cand[1],
             retention_drop=gain_drop[1],
+            earlier_drop=earlier_drop,
             vetoes=vetoes,
             reason=reason,
             self_edit_sha256=self_edit_sha256(item.self_edit),
@@ -192,12 +218,13 @@ class Decider:
 
 
 def scores(tau: list[QAItem], result: ModelResult) -> Scores:
-    """Aggregate EM, F1 and gold log-likelihood of one model on τ."""
+    """Aggregate EM, F1, answer recall and gold log-likelihood of one model on τ."""
     pairs = list(zip(tau, result.answers, strict=True))
     return Scores(
         exact_match=_mean([exact_match(a, q.answers) for q, a in pairs]),
         f1=_mean([f1_score(a, q.answers) for q, a in pairs]),
         loglik=_mean(result.gold_logliks),
+        answer_recall=_mean([answer_recall(a, q.answers) for q, a in pairs]),
         n_questions=len(tau),
     )
 
@@ -213,6 +240,8 @@ def _per_question(tau: list[QAItem], base: ModelResult, cand: ModelResult) -> li
             "base_loglik": bl,
             "candidate_loglik": cl,
             "candidate_f1": f1_score(ca, q.answers),
+            "base_right": bool(answer_recall(ba, q.answers)),
+            "candidate_right": bool(answer_recall(ca, q.answers)),
         }
         for q, ba, ca, bl, cl in rows
     ]

@@ -1,9 +1,12 @@
-"""SQuAD v1.1 answer grading: normalisation, exact match, token F1, and a 95% CI for a mean.
+"""SQuAD v1.1 answer grading: normalisation, exact match, token F1, answer recall, and a 95% CI for a mean.
 
 Follows the definition in the official v1.1 evaluation script: an answer is
 lowercased, ASCII punctuation is removed, the articles *a*, *an* and *the* are
 removed as whole words, and whitespace is collapsed. Exact match and F1 are each
-the maximum over the gold answers of a question.
+the maximum over the gold answers of a question, and so is answer recall, which
+is not in the v1.1 script: a small model answers in sentences ("It weighs about
+640 grams."), which F1 against a two-word gold answer scores near zero though
+the answer is right.
 """
 
 from __future__ import annotations
@@ -47,11 +50,14 @@ def f1_score(prediction: str, golds: list[str]) -> float:
 
 
 def answer_recall(prediction: str, golds: list[str]) -> float:
-    """1.0 if any normalised gold answer is contained, as whole words, in the normalised prediction, else 0.0."""
+    """1.0 if some normalised gold answer is contained in the normalised prediction, as whole words, else 0.0.
+
+    "640 grams" is in "it weighs about 640 grams"; "4" is not in "1846". A gold answer that normalises to
+    nothing is never contained (as for F1).
+    """
     _require_golds(golds)
     pred = f" {normalize_answer(prediction)} "
-    normalised = [normalize_answer(gold) for gold in golds]
-    return max(float(bool(gold) and f" {gold} " in pred) for gold in normalised)
+    return max(float(bool(gold) and f" {gold} " in pred) for gold in map(normalize_answer, golds))
 
 
 def mean_ci95(values: list[float]) -> tuple[float, float]:

@@ -49,11 +49,13 @@ def score_models(
     folders: Mapping[str, Path],
     tau: list[QAItem],
     pairs: list[tuple[str, str]] | None = None,
+    instruction: str | None = None,
 ) -> dict[str | None, ModelScores]:
     """Gold-answer likelihoods on τ and those of ``pairs``, under each of ``models``, in one batched pass.
 
     ``models`` are adapter ids, found in ``folders`` (id -> peft folder), and None for the base model;
-    each row is routed to its own adapter on ``model`` (:func:`library.lora.mixed_adapters`).
+    each row is routed to its own adapter on ``model`` (:func:`library.lora.mixed_adapters`). ``instruction``: the
+    answer instruction the answers were given under (:func:`library.qa_format.question_prompt`).
     """
     golds = [(q.question, a) for q in tau for a in q.answers]
     rows = golds + (pairs or [])  # scored for every model, in this order
@@ -61,9 +63,9 @@ def score_models(
     if adapters:
         names = [m if m is not None else BASE_ADAPTER for m in models for _ in rows]
         with mixed_adapters(model, {a: folders[a] for a in adapters}) as mixed:
-            flat = answer_logliks(mixed, tokenizer, rows * len(models), MIXED_BATCH_ROWS, names)
+            flat = answer_logliks(mixed, tokenizer, rows * len(models), MIXED_BATCH_ROWS, names, instruction)
     else:
-        flat = answer_logliks(model, tokenizer, rows * len(models), MIXED_BATCH_ROWS)
+        flat = answer_logliks(model, tokenizer, rows * len(models), MIXED_BATCH_ROWS, instruction=instruction)
     scores = {}
     for k, model_id in enumerate(models):
         logliks = iter(flat[k * len(rows) : (k + 1) * len(rows)])
@@ -79,13 +81,15 @@ def answer_logliks(
     pairs: list[tuple[str, str]],
     batch_size: int = 16,
     adapter_names: list[str] | None = None,
+    instruction: str | None = None,
 ) -> list[float]:
     """Mean per-token log-likelihood (nats) of each answer after its question's prompt, in order.
 
     With ``adapter_names`` (one per pair; ``model`` a mixed-adapter model holding those adapters,
     :func:`library.lora.mixed_adapters` or peft's), pair ``i`` is scored by adapter ``adapter_names[i]``.
+    ``instruction``: as in :func:`library.qa_format.question_prompt`.
     """
-    rows = [_encode(tokenizer, question, answer) for question, answer in pairs]
+    rows = [_encode(tokenizer, question, answer, instruction) for question, answer in pairs]
     ids = [row for row, _ in rows]
     names = adapter_names or [BASE_ADAPTER] * len(rows)
     models = list(dict.fromkeys(names))
@@ -104,9 +108,11 @@ def answer_logliks(
     return [scores[i] for i in range(len(rows))]
 
 
-def _encode(tokenizer: PreTrainedTokenizerBase, question: str, answer: str) -> tuple[list[int], int]:
+def _encode(
+    tokenizer: PreTrainedTokenizerBase, question: str, answer: str, instruction: str | None
+) -> tuple[list[int], int]:
     """Token ids of prompt + answer, and the answer's token count."""
-    prompt_ids = tokenizer(question_prompt(tokenizer, question), add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(question_prompt(tokenizer, question, instruction), add_special_tokens=False)["input_ids"]
     answer_ids = tokenizer(answer.strip() or " ", add_special_tokens=False)["input_ids"]
     return prompt_ids + answer_ids, len(answer_ids)
 

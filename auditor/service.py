@@ -7,6 +7,10 @@ model and candidate, τ and the retention set), grades them against the key it
 alone holds, scores the gold answers' likelihood on its own copy of the base
 model, and accepts only when the gain on the configured metric is large
 enough and retention held. Every verdict goes into the ledger first.
+
+When adapters are served, "the base model" is the served stack: the candidate
+must have been trained on top of it, is judged against it, and must keep the
+answers of the passages the stack learned earlier (:mod:`auditor.continual`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from auditor.config import AuditorConfig
+from auditor.continual import earlier_contexts, rehearsal_problem, stack_problem
 from auditor.decision import Decider, ModelResult, provenance_problem
 from auditor.document_tau import auditor_tau
 from auditor.judge_metric import JudgeMetric, JudgeOutcome
@@ -29,6 +34,7 @@ from auditor.workers import AuditorWorkers  # imports ray only when workers star
 from library.datasets import QAItem, load_retention
 from library.ledger import Ledger
 from library.llm_judge import Judgement
+from library.merged_stack import merged_stack
 from library.models import load_model
 from protocol.artifacts import ArtifactError, ArtifactStore
 from protocol.clients import StudentClient
@@ -67,10 +73,12 @@ class Auditor:
         self.workers = AuditorWorkers(config) if config.workers > 1 else None
         self.tau.record(self.ledger)
         self.decider = Decider(config, self.ledger, self.retention, signing_key)
-        self._base: dict[str, ModelResult] = {}  # context id -> the base model's result, computed once
+        # (context id, served stack) -> the result of the model judged against, computed once
+        self._base: dict[tuple[str, tuple[str, ...]], ModelResult] = {}
         # The judge's key is read here, in the auditor process, and nowhere else.
         self.judge_metric = JudgeMetric(config.judge) if config.metric == "judge" and config.judge else None
-        self._base_judged: dict[str, list[Judgement]] = {}  # context id -> the base's judgements, once all succeeded
+        # (context id, served stack) -> the judgements of the model judged against, once they all succeeded
+        self._base_judged: dict[tuple[str, tuple[str, ...]], list[Judgement]] = {}
         self.reviewer = Reviewer(config.reviewer) if config.reviewer else None
         self.handle = Dispatcher(
             AUDITOR_CHANNEL,
@@ -110,11 +118,14 @@ class Auditor:
         # A request re-sent after a crash gets the verdicts already recorded, never a second one.
         verdicts: dict[int, Verdict] = recorded_verdicts(self.ledger, request.candidates)
         pending = [c for c in request.candidates if id(c) not in verdicts]
-        usable, refused = self._check_artifacts(request.context_id, pending)
+        stack = self.student.describe_served(self.config.student_timeout_s).stack if pending else []
+        usable, refused = self._check_artifacts(request.context_id, pending, stack)
         adapter_ids = [c.candidate.adapter.adapter_id for c in usable]
-        results = self._evaluate(request.context_id, tau, adapter_ids)
-        judged = self._judge_outcomes(request.context_id, tau, results, adapter_ids)
-        probe_answers = self._probe_answers(adapter_ids)
+        learned = earlier_contexts(self.ledger, stack, request.context_id)
+        earlier = {c: self._acceptance_set(c) for c in learned if c in self.questions}  # τ this auditor holds
+        results = self._evaluate(request.context_id, tau, adapter_ids, stack, earlier)
+        judged = self._judge_outcomes((request.context_id, tuple(stack)), tau, results, adapter_ids)
+        probe_answers = self._probe_answers(adapter_ids, stack)
         base = results.pop(None)
         reward_counts = self.tau.reward_counts
         for c in usable:
@@ -132,6 +143,7 @@ class Auditor:
                 judged.get(adapter_id),
                 extra,
                 reward_counts.get(request.context_id),
+                earlier,
             )
         for c, why in refused:
             verdicts[id(c)] = self.decider.refuse(request.context_id, c, why)
@@ -139,12 +151,17 @@ class Auditor:
             log.info("%s %s: %s", "ACCEPT" if v.accepted else "reject", v.adapter_id[:12], v.reason)
         return Verdicts(verdicts=[verdicts[id(c)] for c in request.candidates])
 
-    def _probe_answers(self, adapter_ids: list[str]) -> dict[str | None, list[str]]:
-        """The protected probes' answers, after training, of the base (None) and each candidate; {} without probes."""
+    def _acceptance_set(self, context_id: str) -> list[QAItem]:
+        """The questions a verdict on this passage is accepted on: its sealed acceptance set, when τ is split."""
+        return self.questions[context_id][self.tau.reward_counts.get(context_id, 0) :]
+
+    def _probe_answers(self, adapter_ids: list[str], stack: list[str]) -> dict[str | None, list[str]]:
+        """The protected probes' answers, after training, of the model judged against (None: the base, or the
+        served stack) and each candidate on top of it; {} without probes."""
         if not self.probes or not adapter_ids:
             return {}
         reply = self.student.answer_questions(
-            [p.prompt for p in self.probes], [None, *dict.fromkeys(adapter_ids)], self.config.probe_tokens
+            [p.prompt for p in self.probes], [None, *dict.fromkeys(adapter_ids)], self.config.probe_tokens, stack=stack
         )
         return {r.adapter_id: r.answers for r in reply.results}
 
@@ -167,14 +184,19 @@ class Auditor:
         return outcome.vetoes, {"reviewer": outcome.record}
 
     def _judge_outcomes(
-        self, context_id: str, tau: list[QAItem], results: dict[str | None, ModelResult], adapter_ids: list[str]
+        self,
+        key: tuple[str, tuple[str, ...]],
+        tau: list[QAItem],
+        results: dict[str | None, ModelResult],
+        adapter_ids: list[str],
     ) -> dict[str, JudgeOutcome]:
-        """With ``--metric judge``: the judge's grades of base and each candidate (the base's once they all succeed)."""
+        """With ``--metric judge``: the judge's grades of base and each candidate (the base's, per context and
+        served stack, kept once they all succeed)."""
         if self.judge_metric is None or not adapter_ids:
             return {}
-        base = self._base_judged.get(context_id) or self.judge_metric.grade(tau, results[None].answers)
+        base = self._base_judged.get(key) or self.judge_metric.grade(tau, results[None].answers)
         if all(j.correct is not None for j in base):
-            self._base_judged[context_id] = base
+            self._base_judged[key] = base
         return {
             a: self.judge_metric.compare(tau, base, self.judge_metric.grade(tau, results[a].answers))
             for a in dict.fromkeys(adapter_ids)
@@ -183,11 +205,12 @@ class Auditor:
     # ----------------------------------------------------------------- evaluation
 
     def _check_artifacts(
-        self, context_id: str, candidates: list[CandidateToJudge]
+        self, context_id: str, candidates: list[CandidateToJudge], stack: list[str]
     ) -> tuple[list[CandidateToJudge], list[tuple[CandidateToJudge, str]]]:
         """Split candidates into the usable and the refused, with why.
 
-        Usable: the adapter is intact, for our base model, and its provenance names the self-edit and passage judged.
+        Usable: the adapter is intact, for our base model, and its provenance names the self-edit and passage judged,
+        the served ``stack`` as what it was trained on top of, and only rehearsal data this auditor accepted.
         """
         usable, refused = [], []
         for item in candidates:
@@ -196,7 +219,12 @@ class Auditor:
                 refused.append((item, f"adapter is for base model {ref.base_model}, not {self.config.model}"))
                 continue
             try:
-                problem = provenance_problem(item, self.store.provenance(ref.adapter_id), context_id)
+                provenance = self.store.provenance(ref.adapter_id)
+                problem = (
+                    provenance_problem(item, provenance, context_id)
+                    or stack_problem(provenance, stack)
+                    or rehearsal_problem(self.ledger, provenance)
+                )
             except ArtifactError as exc:
                 problem = str(exc)
             if problem:
@@ -205,38 +233,62 @@ class Auditor:
                 usable.append(item)
         return usable, refused
 
-    def _evaluate(self, context_id: str, tau: list[QAItem], adapter_ids: list[str]) -> dict[str | None, ModelResult]:
-        """Answers from the student, likelihoods from our own copy of the model (the base's once per context)."""
+    def _evaluate(
+        self,
+        context_id: str,
+        tau: list[QAItem],
+        adapter_ids: list[str],
+        stack: list[str],
+        earlier: dict[str, list[QAItem]],
+    ) -> dict[str | None, ModelResult]:
+        """Answers from the student, likelihoods from our own copy of the model (the base's once per context).
+
+        With a served ``stack``, None is the stack and each candidate answers and is scored on top of it; the
+        questions of the ``earlier`` passages are answered after τ and the retention set.
+        """
         models: list[str | None] = [None, *dict.fromkeys(adapter_ids)]
-        questions = [q.question for q in tau] + [q.question for q in self.retention]
-        reply = self.student.answer_questions(questions, models, self.config.answer_tokens)
+        asked = [*tau, *self.retention, *(q for questions in earlier.values() for q in questions)]
+        reply = self.student.answer_questions(
+            [q.question for q in asked],
+            models,
+            self.config.answer_tokens,
+            instruction=self.config.answer_instruction,
+            stack=stack,
+        )
         answers = {r.adapter_id: r.answers for r in reply.results}
-        to_score = models if context_id not in self._base else models[1:]
-        results = self._score(to_score, tau, answers) if to_score else {}
+        key = (context_id, tuple(stack))
+        to_score = models if key not in self._base else models[1:]
+        with merged_stack(self.model, [self.store.path(a) for a in stack]):
+            results = self._score(to_score, tau, answers, stack) if to_score else {}
         if None in results:
-            self._base[context_id] = results[None]
-        results[None] = self._base[context_id]
+            self._base[key] = results[None]
+        results[None] = self._base[key]
         return results
 
     def _score(
-        self, models: list[str | None], tau: list[QAItem], answers: dict[str | None, list[str]]
+        self, models: list[str | None], tau: list[QAItem], answers: dict[str | None, list[str]], stack: list[str]
     ) -> dict[str | None, ModelResult]:
         """Gold-answer likelihood on τ (best over the golds) and of the base's retention answers, per model.
 
         Every model is scored in one batched pass (:func:`auditor.scoring.score_models`, which the knowledge
         bench measures): each row is routed to its own adapter (None: the base).
         """
-        base_retention = answers[None][len(tau) :]
+        retained = len(tau) + len(self.retention)  # answers past this are to earlier passages' questions
+        base_retention = answers[None][len(tau) : retained]
         retention_pairs = [(q.question, a) for q, a in zip(self.retention, base_retention, strict=True)]
         folders = {m: self.store.path(m) for m in models if m is not None}
-        if self.workers is not None:  # the models spread over the Ray workers
-            scores = self.workers.score(models, folders, tau, retention_pairs)
+        if self.workers is not None and not stack:  # the models spread over the Ray workers (they hold the base only)
+            scores = self.workers.score(models, folders, tau, retention_pairs, self.config.answer_instruction)
         else:
-            scores = score_models(self.model, self.tokenizer, models, folders, tau, retention_pairs)
+            scores = score_models(
+                self.model, self.tokenizer, models, folders, tau, retention_pairs, self.config.answer_instruction
+            )
         results = {}
         for model_id in models:
             given, scored = answers[model_id], scores[model_id]
-            results[model_id] = ModelResult(given[: len(tau)], scored.gold, given[len(tau) :], scored.pairs)
+            results[model_id] = ModelResult(
+                given[: len(tau)], scored.gold, given[len(tau) : retained], scored.pairs, given[retained:]
+            )
         return results
 
     def close(self) -> None:

@@ -32,10 +32,11 @@ class AuditorWorker:
         adapters: Mapping[str, AdapterFiles],
         tau: list[QAItem],
         pairs: list[tuple[str, str]] | None,
+        instruction: str | None = None,
     ) -> dict[str | None, ModelScores]:
         """:func:`auditor.scoring.score_models` on ``models`` (None: the base), with their adapters' files."""
         with unpacked(adapters) as folders:
-            return score_models(self.model, self.tokenizer, models, folders, tau, pairs)
+            return score_models(self.model, self.tokenizer, models, folders, tau, pairs, instruction)
 
 
 class AuditorWorkers:
@@ -53,13 +54,14 @@ class AuditorWorkers:
         folders: Mapping[str, Path],
         tau: list[QAItem],
         pairs: list[tuple[str, str]] | None = None,
+        instruction: str | None = None,
     ) -> dict[str | None, ModelScores]:
         """What :func:`auditor.scoring.score_models` returns, the models spread over the workers."""
         jobs = []
         for part in shards(len(models), self.config.workers):
             share = models[part.start : part.stop]
             adapters = {m: pack_folder(folders[m]) for m in share if m is not None}
-            jobs.append((share, adapters, tau, pairs))
+            jobs.append((share, adapters, tau, pairs, instruction))
         scores: dict[str | None, ModelScores] = {}
         for reply in self.pool.run("score", jobs):
             scores |= reply

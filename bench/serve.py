@@ -113,7 +113,7 @@ def change_costs(client: openai.OpenAI, spec: str, store: ArtifactStore) -> dict
     """Seconds from a promotion (then a rollback) in the registry until an answer names the new version."""
     adapter = _random_adapter(spec, store)
     key = Ed25519PrivateKey.generate()
-    scores = Scores(exact_match=0.0, f1=0.0, loglik=-3.0, n_questions=1)
+    scores = Scores(exact_match=0.0, f1=0.0, loglik=-3.0, answer_recall=0.0, n_questions=1)
     verdict = Verdict(
         context_id="bench",
         self_edit_id="bench",

@@ -38,6 +38,14 @@ TRAINED_ON_CONTEXT = "trained_on_context"
 it trained on (``library.datasets.context_id_for``). The auditor judges an adapter only for that context: its τ is
 keyed by the same content id, so a passage swapped in under another context's id is caught."""
 
+TRAINED_ON_STACK = "trained_on_stack"
+"""Provenance key: the adapter ids (bottom first) the adapter was trained on top of, frozen; empty: the base model.
+The auditor judges an adapter only against that stack, and only while that stack is the one served."""
+
+REHEARSED = "rehearsed"
+"""Provenance key: the :func:`self_edit_sha256` of every earlier self-edit whose lines were mixed into the training
+(rehearsal). The auditor judges an adapter only if it accepted each of them before."""
+
 
 def self_edit_sha256(self_edit: SelfEdit) -> str:
     """Hash of a self-edit over its canonical JSON: the student records it in provenance, the auditor signs it.

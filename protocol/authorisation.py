@@ -16,8 +16,9 @@ EVERY_ROLE = frozenset({"ping"})  # liveness is no secret
 # channel -> caller role -> the request types it may send (beside a ping)
 PERMISSIONS: dict[str, dict[Role, frozenset[str]]] = {
     "student": {
-        "teacher": frozenset({"describe_student", "apply_self_edits"}),
-        "auditor": frozenset({"describe_student", "answer_questions"}),
+        # Both read the served stack (continual adaptation trains and judges on top of it); only the CLI changes it.
+        "teacher": frozenset({"describe_student", "apply_self_edits", "describe_served"}),
+        "auditor": frozenset({"describe_student", "answer_questions", "describe_served"}),
         "cli": frozenset({"promote", "rollback", "describe_served", "answer_served"}),
     },
     "auditor": {

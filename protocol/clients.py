@@ -129,9 +129,21 @@ class StudentClient(_TypedClient):
         adapter_ids: list[str | None],
         max_new_tokens: int,
         timeout_s: float | None = None,
+        instruction: str | None = None,
+        stack: list[str] | None = None,
     ) -> Answers:
-        """Every question answered by every listed model (None: the base model), greedily."""
-        request = AnswerQuestions(questions=questions, adapter_ids=adapter_ids, max_new_tokens=max_new_tokens)
+        """Every question answered by every listed model (None: the base model, or ``stack``), greedily.
+
+        ``instruction``: the answer instruction (None: the standard one, "": none); ``stack``: adapters under
+        every model (see :class:`protocol.messages.AnswerQuestions`).
+        """
+        request = AnswerQuestions(
+            questions=questions,
+            adapter_ids=adapter_ids,
+            max_new_tokens=max_new_tokens,
+            instruction=instruction,
+            stack=stack or [],
+        )
         return self._request(request, Answers, timeout_s)
 
     def promote(self, verdict: Verdict, timeout_s: float | None = None) -> ServedStack:

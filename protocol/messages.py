@@ -34,7 +34,7 @@ ErrorReason = Literal[
     "internal",
     "worker_failed",  # a Ray worker died more often than the role allows (library.ray_pool)
 ]
-Metric = Literal["loglik", "f1", "exact_match", "judge"]
+Metric = Literal["loglik", "f1", "exact_match", "answer_recall", "judge"]
 # An adapter's id is the sha256 of its weights and config: requests can name nothing else (no paths).
 AdapterId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of an adapter's weights and config.")]
 
@@ -110,6 +110,12 @@ class TrainJob(Body):
     context: Context
     self_edit: SelfEdit
     settings: TrainConfig | None = Field(None, description="None: the student's configured defaults.")
+    on_top_of: list[AdapterId] = Field(
+        default_factory=list, description="Train on top of these adapters (bottom first, frozen): the served stack."
+    )
+    rehearsal: list[SelfEdit] = Field(
+        default_factory=list, description="Earlier accepted self-edits whose lines are mixed into the training."
+    )
 
 
 class AdapterRef(Body):
@@ -145,6 +151,7 @@ class Scores(Body):
     exact_match: float
     f1: float
     loglik: float = Field(description="Gold answers' mean per-token log-likelihood (nats).")
+    answer_recall: float = Field(description="Share of questions whose answer contains a gold answer (normalised).")
     n_questions: int
     judge: float | None = Field(
         None,
@@ -168,10 +175,13 @@ class Verdict(Body):
     adapter_id: str
     accepted: bool
     metric: Metric
-    reward: float = Field(description="Gain on `metric` of the candidate over the base model.")
-    base: Scores
+    reward: float = Field(description="Gain on `metric` of the candidate over the base model (or the served stack).")
+    base: Scores = Field(description="The model the candidate is judged against: the base, or the served stack.")
     candidate: Scores
     retention_drop: float = Field(description="Base minus candidate retention score (nats/token).")
+    earlier_drop: float = Field(
+        0.0, description="Largest drop in answer recall on a passage accepted earlier (before minus candidate)."
+    )
     vetoes: list[Veto] = []
     reason: str
     self_edit_sha256: str = Field("", description="sha256 of the self-edit as judged (canonical JSON).")
@@ -237,6 +247,13 @@ class AnswerQuestions(Body):
     questions: list[str] = Field(min_length=1)
     adapter_ids: list[AdapterId | None] = Field(min_length=1, description="None stands for the base model.")
     max_new_tokens: int = Field(32, ge=1, le=1024)
+    instruction: str | None = Field(
+        None, max_length=2000, description="Answer instruction before each question; None: the standard one, '': none."
+    )
+    stack: list[AdapterId] = Field(
+        default_factory=list,
+        description="Adapters (bottom first) under every model: None is then this stack, an adapter on top of it.",
+    )
 
 
 class Answers(Body):

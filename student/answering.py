@@ -37,14 +37,18 @@ def generate_answers(
     max_new_tokens: int,
     batch_size: int = 16,
     adapter_names: list[str] | None = None,
+    instruction: str | None = None,
 ) -> list[str]:
     """Greedy answers to ``questions``, in order, in batches of ``batch_size`` rows.
 
     With ``adapter_names`` (one per question; ``model`` a mixed-adapter model holding those adapters),
     row ``i`` is answered by adapter ``adapter_names[i]``. Rows are grouped by adapter, then by
-    prompt length, so a batch mixes few adapters and wastes little padding.
+    prompt length, so a batch mixes few adapters and wastes little padding. ``instruction``: as in
+    :func:`library.qa_format.question_prompt`.
     """
-    prompts = [tokenizer(question_prompt(tokenizer, q), add_special_tokens=False)["input_ids"] for q in questions]
+    prompts = [
+        tokenizer(question_prompt(tokenizer, q, instruction), add_special_tokens=False)["input_ids"] for q in questions
+    ]
     names = adapter_names or [BASE_ADAPTER] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: (names[i], len(prompts[i])))
     answers: dict[int, str] = {}
@@ -63,6 +67,7 @@ def answer_with_adapters(
     questions: list[str],
     max_new_tokens: int,
     batch_size: int = 16,
+    instruction: str | None = None,
 ) -> list[list[str]]:
     """Every question answered by every adapter of ``folders`` (id -> peft folder), in one mixed batch.
 
@@ -78,6 +83,7 @@ def answer_with_adapters(
             max_new_tokens,
             batch_size * MIXED_BATCH_FACTOR,
             adapter_names=[a for a, _ in rows],
+            instruction=instruction,
         )
     n = len(questions)
     return [answers[i * n : (i + 1) * n] for i in range(len(folders))]

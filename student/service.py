@@ -13,9 +13,18 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from library.datasets import context_id_for
+from library.merged_stack import merged_stack
 from library.models import load_model
 from library.vllm_engine import require_vllm
-from protocol.artifacts import TRAINED_FROM, TRAINED_ON_CONTEXT, ArtifactError, ArtifactStore, self_edit_sha256
+from protocol.artifacts import (
+    REHEARSED,
+    TRAINED_FROM,
+    TRAINED_ON_CONTEXT,
+    TRAINED_ON_STACK,
+    ArtifactError,
+    ArtifactStore,
+    self_edit_sha256,
+)
 from protocol.codec import STUDENT_CHANNEL, ProtocolError
 from protocol.dispatch import Dispatcher
 from protocol.messages import (
@@ -35,8 +44,9 @@ from protocol.messages import (
 from student.answering import answer_with_adapters, generate_answers
 from student.config import StudentConfig
 from student.serving import ServedModel
+from student.training import TrainedAdapter
 from student.vllm_answering import VLLMAnswerer  # imports vllm only when one is built
-from student.workers import StudentWorkers, train_in_shards  # imports ray only when workers start
+from student.workers import Jobs, StudentWorkers, train_in_shards  # imports ray only when workers start
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +68,8 @@ class Student:
         if config.answer_backend == "vllm":
             self.vllm = VLLMAnswerer(config.model, config.vllm, engine=vllm_engine)
         self.workers = StudentWorkers(config) if config.workers > 1 else None
-        self._base_answers: dict[tuple[str, int], str] = {}  # (question, max_new_tokens) -> answer
+        # (question, max_new_tokens, instruction, stack) -> the answer of the base model, or of that stack
+        self._base_answers: dict[tuple[str, int, str | None, tuple[str, ...]], str] = {}
         self.handle = Dispatcher(
             STUDENT_CHANNEL,
             {
@@ -79,18 +90,26 @@ class Student:
         return StudentInfo(base_model=self.config.model, device=device, default_settings=self.config.train)
 
     def apply_self_edits(self, request: ApplySelfEdits) -> CandidatesTrained:
-        """Train one candidate adapter per job, all together (one base-model pass per step), into the store."""
+        """Train one candidate adapter per job, into the store; the jobs on one stack all together.
+
+        Jobs on top of the same adapters (``on_top_of``: the served stack) share one base-model pass per
+        step, with that stack merged into the base (:func:`library.merged_stack.merged_stack`).
+        """
         jobs = [(job, job.settings or self.config.train) for job in request.jobs]
-        if self.workers is not None:  # the K candidates spread over the Ray workers, one shard each
-            trained = self.workers.train(jobs)
-        else:
-            trained = train_in_shards(self.model, self.tokenizer, jobs, self.config.model, self.config.train_shards)
+        by_stack: dict[tuple[str, ...], list[int]] = {}
+        for i, (job, _) in enumerate(jobs):
+            by_stack.setdefault(tuple(job.on_top_of), []).append(i)
+        trained: dict[int, TrainedAdapter] = {}
+        for stack, indices in by_stack.items():
+            trained |= dict(zip(indices, self._train_on_stack(stack, [jobs[i] for i in indices]), strict=True))
         candidates = []
-        for (job, settings), result in zip(jobs, trained, strict=True):
+        for (job, settings), result in zip(jobs, [trained[i] for i in range(len(jobs))], strict=True):
             try:
                 provenance = {
                     TRAINED_FROM: [self_edit_sha256(job.self_edit)],  # binds the adapter to its text for the auditor
                     TRAINED_ON_CONTEXT: context_id_for(job.context.title, job.context.text),  # and to its passage
+                    TRAINED_ON_STACK: list(job.on_top_of),  # and to the model it was trained on top of
+                    REHEARSED: [self_edit_sha256(e) for e in job.rehearsal],
                     "self_edit_id": job.self_edit.self_edit_id,
                     "context_id": job.context.context_id,
                     "settings": settings.model_dump(),
@@ -127,49 +146,76 @@ class Student:
 
         All requested adapters answer together, so K candidates share each forward pass: on
         transformers one mixed-adapter batch routes each row to its own adapter; on vLLM each
-        candidate is a LoRA of one ``generate`` call. The base model answers in a call of its own.
+        candidate is a LoRA of one ``generate`` call. The base model answers in a call of its own. With a
+        ``stack``, that stack is merged into the base model first: None answers with the stack, an adapter on
+        top of it (transformers only).
         """
+        if request.stack and self.vllm is not None:
+            raise ProtocolError("unsupported", "--answer-backend vllm does not answer on top of a stack", "stack")
+        stack = [self._adapter_folder(a, "stack") for a in request.stack]
         results: dict[str | None, list[str]] = {}
-        if None in request.adapter_ids:
-            results[None] = self._answer_with_base(request.questions, request.max_new_tokens)
-        adapter_ids = list(dict.fromkeys(a for a in request.adapter_ids if a is not None))
-        if adapter_ids:
-            answers = self._answer_with_adapters(adapter_ids, request.questions, request.max_new_tokens)
-            results |= dict(zip(adapter_ids, answers, strict=True))
+        with merged_stack(self.model, stack):
+            if None in request.adapter_ids:
+                results[None] = self._answer_with_base(request)
+            adapter_ids = list(dict.fromkeys(a for a in request.adapter_ids if a is not None))
+            if adapter_ids:
+                answers = self._answer_with_adapters(adapter_ids, request)
+                results |= dict(zip(adapter_ids, answers, strict=True))
         return Answers(results=[ModelAnswers(adapter_id=a, answers=results[a]) for a in request.adapter_ids])
 
-    def _answer_with_base(self, questions: list[str], max_new_tokens: int) -> list[str]:
-        missing = [q for q in dict.fromkeys(questions) if (q, max_new_tokens) not in self._base_answers]
+    def _answer_with_base(self, request: AnswerQuestions) -> list[str]:
+        key = (request.max_new_tokens, request.instruction, tuple(request.stack))
+        missing = [q for q in dict.fromkeys(request.questions) if (q, *key) not in self._base_answers]
         if missing:
-            for question, answer in zip(missing, self._generate_base(missing, max_new_tokens), strict=True):
-                self._base_answers[(question, max_new_tokens)] = answer
-        return [self._base_answers[(q, max_new_tokens)] for q in questions]
+            for question, answer in zip(missing, self._generate_base(missing, request), strict=True):
+                self._base_answers[(question, *key)] = answer
+        return [self._base_answers[(q, *key)] for q in request.questions]
 
-    def _generate_base(self, questions: list[str], max_new_tokens: int) -> list[str]:
+    def _generate_base(self, questions: list[str], request: AnswerQuestions) -> list[str]:
         if self.vllm is not None:
-            return self.vllm.answer(questions, [None], max_new_tokens)[0]
-        return generate_answers(self.model, self.tokenizer, questions, max_new_tokens, self.config.answer_batch_size)
+            return self.vllm.answer(questions, [None], request.max_new_tokens, request.instruction)[0]
+        return generate_answers(
+            self.model,
+            self.tokenizer,
+            questions,
+            request.max_new_tokens,
+            self.config.answer_batch_size,
+            instruction=request.instruction,
+        )
 
-    def _adapter_folder(self, adapter_id: str) -> Path:
+    def _adapter_folder(self, adapter_id: str, field: str = "adapter_ids") -> Path:
         try:
             return self.store.path(adapter_id)
         except ArtifactError as exc:  # the caller learns which adapter, not where the store lives
             log.warning("refused to answer: %s", exc)
             reason = f"adapter {adapter_id[:12]} is not in the student's store, or does not match its hash"
-            raise ProtocolError("refused", reason, "adapter_ids") from None
+            raise ProtocolError("refused", reason, field) from None
 
-    def _answer_with_adapters(
-        self, adapter_ids: list[str], questions: list[str], max_new_tokens: int
-    ) -> list[list[str]]:
+    def _answer_with_adapters(self, adapter_ids: list[str], request: AnswerQuestions) -> list[list[str]]:
         """One list of answers per adapter, in order; an adapter missing from the store is a typed refusal."""
         folders = {a: self._adapter_folder(a) for a in adapter_ids}
+        questions, max_new_tokens = request.questions, request.max_new_tokens
         if self.vllm is not None:
-            return self.vllm.answer(questions, list(folders.values()), max_new_tokens)
-        if self.workers is not None:
-            return self.workers.answer(folders, questions, max_new_tokens)
+            return self.vllm.answer(questions, list(folders.values()), max_new_tokens, request.instruction)
+        if self.workers is not None and not request.stack:  # the workers hold the base model, not the stack
+            return self.workers.answer(folders, questions, max_new_tokens, request.instruction)
         return answer_with_adapters(
-            self.model, self.tokenizer, folders, questions, max_new_tokens, self.config.answer_batch_size
+            self.model,
+            self.tokenizer,
+            folders,
+            questions,
+            max_new_tokens,
+            self.config.answer_batch_size,
+            instruction=request.instruction,
         )
+
+    def _train_on_stack(self, stack: tuple[str, ...], jobs: Jobs) -> list[TrainedAdapter]:
+        """The jobs' adapters trained on top of ``stack``: on the Ray workers when there are some and no stack
+        (they hold the base model only), else here with the stack merged into the base, shard by shard."""
+        if self.workers is not None and not stack:  # the K candidates spread over the workers, one shard each
+            return self.workers.train(jobs)
+        with merged_stack(self.model, [self._adapter_folder(a, "jobs.on_top_of") for a in stack]):
+            return train_in_shards(self.model, self.tokenizer, jobs, self.config.model, self.config.train_shards)
 
     def close(self) -> None:
         """Stop the Ray workers, if any (and the local Ray runtime they started)."""

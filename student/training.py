@@ -35,12 +35,20 @@ class TrainedAdapter:
 
 
 def training_texts(job: TrainJob, settings: TrainConfig) -> list[str]:
-    """The sequences a job trains on: the passage, then one per self-edit line (list markers removed)."""
-    lines = [_LIST_MARKER.sub("", line).strip() for line in job.self_edit.text.splitlines()]
-    texts = [line for line in lines if line]
+    """The sequences a job trains on: the passage, then one per self-edit line (list markers removed).
+
+    The lines of the job's rehearsal self-edits (earlier accepted ones) follow the self-edit's own.
+    """
+    texts = [line for edit in (job.self_edit, *job.rehearsal) for line in _lines(edit.text)]
     if settings.include_context:
         texts.insert(0, job.context.text)
     return texts
+
+
+def _lines(text: str) -> list[str]:
+    """A self-edit's non-empty lines, list markers removed."""
+    lines = [_LIST_MARKER.sub("", line).strip() for line in text.splitlines()]
+    return [line for line in lines if line]
 
 
 def tokenize_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> list[list[int]]:

@@ -39,7 +39,11 @@ class VLLMAnswerer:
         self.adapters = LoRANames("candidate")
 
     def answer(
-        self, questions: list[str], adapters: Sequence[Path | str | None], max_new_tokens: int = 32
+        self,
+        questions: list[str],
+        adapters: Sequence[Path | str | None],
+        max_new_tokens: int = 32,
+        instruction: str | None = None,
     ) -> list[list[str]]:
         """Greedy answers to every question by every model: one list per entry of ``adapters``, in order.
 
@@ -47,7 +51,7 @@ class VLLMAnswerer:
         None stands for the base model. All ``len(adapters) * len(questions)`` answers come from
         one ``generate`` call (two on a CPU build when the base model is among them).
         """
-        prompt_ids = [self._prompt_ids(q) for q in questions]
+        prompt_ids = [self._prompt_ids(q, instruction) for q in questions]
         loras = [None if folder is None else self.adapters.request(folder) for folder in adapters]
         # Model-major: row m * len(questions) + q is question q put to model m.
         rows = [(lora, ids) for lora in loras for ids in prompt_ids]
@@ -81,8 +85,9 @@ class VLLMAnswerer:
         requests = [{"prompt_token_ids": ids} for _, ids in rows]
         return self.engine.generate(requests, params, lora_request=[lora for lora, _ in rows], use_tqdm=False)
 
-    def _prompt_ids(self, question: str) -> list[int]:
-        return self.tokenizer(question_prompt(self.tokenizer, question), add_special_tokens=False)["input_ids"]
+    def _prompt_ids(self, question: str, instruction: str | None) -> list[int]:
+        prompt = question_prompt(self.tokenizer, question, instruction)
+        return self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
 
     def _decode(self, output: Any) -> str:
         return clean_answer(self.tokenizer.decode(list(output.outputs[0].token_ids), skip_special_tokens=True))

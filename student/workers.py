@@ -67,11 +67,18 @@ class StudentWorker:
         return out
 
     def answer(
-        self, adapters: Mapping[str, AdapterFiles], questions: list[str], max_new_tokens: int, batch_size: int
+        self,
+        adapters: Mapping[str, AdapterFiles],
+        questions: list[str],
+        max_new_tokens: int,
+        batch_size: int,
+        instruction: str | None = None,
     ) -> list[list[str]]:
-        """Every question answered by each adapter of ``adapters``, in their order."""
+        """Every question answered by each adapter of ``adapters``, in their order (after ``instruction``)."""
         with unpacked(adapters) as folders:
-            return answer_with_adapters(self.model, self.tokenizer, folders, questions, max_new_tokens, batch_size)
+            return answer_with_adapters(
+                self.model, self.tokenizer, folders, questions, max_new_tokens, batch_size, instruction=instruction
+            )
 
 
 class StudentWorkers:
@@ -98,7 +105,9 @@ class StudentWorkers:
             raise
         return trained
 
-    def answer(self, folders: Mapping[str, Path], questions: list[str], max_new_tokens: int) -> list[list[str]]:
+    def answer(
+        self, folders: Mapping[str, Path], questions: list[str], max_new_tokens: int, instruction: str | None = None
+    ) -> list[list[str]]:
         """One list of answers per adapter of ``folders`` (stored, hash-checked), in order."""
         ids = list(folders)
         jobs = [
@@ -107,6 +116,7 @@ class StudentWorkers:
                 questions,
                 max_new_tokens,
                 self.config.answer_batch_size,
+                instruction,
             )
             for part in shards(len(ids), self.config.workers)
         ]

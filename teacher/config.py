@@ -45,6 +45,14 @@ class TeacherConfig(BaseModel):
         default_factory=RestemConfig, description="ReST^EM rounds (seal train-teacher); 0 rounds: one pass."
     )
     run_dir: Path = Field(Path("runs/demo"), description="Where results are written; a rerun resumes from here.")
+    rehearsal: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Earlier accepted self-edits whose lines are mixed into each new candidate's training "
+        "(rehearsal against forgetting); 0: none.",
+    )
+    rehearsal_seed: int = Field(0, description="Seed of the rehearsal sample (drawn per context).")
     ready_timeout_s: float = Field(600, gt=0, description="Seconds to wait for the student and auditor to come up.")
     train_timeout_s: float = Field(1800, gt=0, description="Seconds to wait for the student to train a batch.")
     judge_timeout_s: float = Field(1800, gt=0, description="Seconds to wait for the auditor's verdicts.")

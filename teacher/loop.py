@@ -1,7 +1,9 @@
 """The outer loop, driven by the teacher: propose, apply, judge, collect rewards.
 
 Each finished context is appended to ``results.jsonl`` in the run folder, and a
-rerun skips contexts already there, so an interrupted pass resumes.
+rerun skips contexts already there, so an interrupted pass resumes. Candidates are
+trained on top of the stack the student serves (the base model when none is), which
+is also what the auditor judges them against.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from protocol.messages import (
     TrainJob,
     Verdict,
 )
+from teacher.rehearsal import accepted_self_edits, rehearsal_sample
 
 
 @dataclass
@@ -69,11 +72,13 @@ def adapt_context(
     train_timeout_s: float,
     judge_timeout_s: float,
     settings: list[TrainConfig | None] | None = None,
+    rehearsal: list[SelfEdit] | None = None,
 ) -> Outcome:
     """Have the auditor's rules review the self-edits, train the rest as candidates, have them judged.
 
     ``settings``: train every allowed self-edit once per entry (e.g. the same settings with R seeds, whose
-    verdicts are then averaged); None trains each once with the student's defaults.
+    verdicts are then averaged); None trains each once with the student's defaults. Every candidate is
+    trained on top of the served stack, with the lines of the ``rehearsal`` self-edits mixed in.
     """
     if not self_edits:  # every sample was refused by an API teacher: a failed proposal, no candidates
         return Outcome(context, [], [])
@@ -82,7 +87,12 @@ def adapt_context(
     allowed = [e for e, r in zip(self_edits, reviewed.reviews, strict=True) if not r.vetoes]
     if not allowed:
         return Outcome(context, self_edits, [], vetoed)
-    jobs = [TrainJob(context=context, self_edit=e, settings=s) for e in allowed for s in (settings or [None])]
+    stack = student.describe_served(train_timeout_s).stack
+    jobs = [
+        TrainJob(context=context, self_edit=e, settings=s, on_top_of=stack, rehearsal=rehearsal or [])
+        for e in allowed
+        for s in (settings or [None])
+    ]
     trained = student.apply_self_edits(jobs, train_timeout_s)
     to_judge = [
         CandidateToJudge(self_edit=j.self_edit, candidate=c) for j, c in zip(jobs, trained.candidates, strict=True)
@@ -105,10 +115,12 @@ def run_pass(
     run_dir: Path,
     timeouts: tuple[float, float] = (1800.0, 1800.0),
     settings: list[TrainConfig | None] | None = None,
+    rehearsal: tuple[int, int] = (0, 0),
 ) -> list[Outcome]:
     """One adaptation pass over ``contexts``, resumable from ``run_dir/results.jsonl``.
 
-    ``settings`` as in :func:`adapt_context` (repeated trainings per self-edit).
+    ``settings`` as in :func:`adapt_context` (repeated trainings per self-edit). ``rehearsal``: (how many, seed):
+    each context's candidates rehearse that many self-edits accepted for the contexts finished before it.
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     results = run_dir / "results.jsonl"
@@ -119,7 +131,9 @@ def run_pass(
             if context.context_id in done:
                 continue
             progress.update(task, description=f"{context.title[:30] or context.context_id}")
-            outcome = adapt_context(context, propose(context), student, auditor, *timeouts, settings)
+            earlier = [e for o in done.values() for e in accepted_self_edits(o.self_edits, o.verdicts)]
+            replay = rehearsal_sample(earlier, *rehearsal, context.context_id)
+            outcome = adapt_context(context, propose(context), student, auditor, *timeouts, settings, replay)
             append_jsonl(results, outcome.to_record())
             done[context.context_id] = outcome
             progress.advance(task)

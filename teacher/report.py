@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from protocol.messages import Scores
 from teacher.loop import Outcome
 from teacher.restem import RoundSummary
 
-COLUMNS = ["context", "F1 base→cand", "log-lik base→cand", "reward", "retention drop", "verdict", "adapter"]
+COLUMNS = [
+    "context",
+    "right base→cand",
+    "F1 base→cand",
+    "log-lik base→cand",
+    "reward",
+    "retention drop",
+    "verdict",
+    "adapter",
+]
 
 
 def outcomes_table(outcomes: list[Outcome], wall_seconds: float | None = None) -> Table:
@@ -22,6 +32,7 @@ def outcomes_table(outcomes: list[Outcome], wall_seconds: float | None = None) -
             verdict = "[green]accepted[/]" if v.accepted else f"[red]rejected[/] ({_short_reason(v.reason)})"
             table.add_row(
                 title,
+                f"{right_answers(v.base)}→{right_answers(v.candidate)}",
                 f"{v.base.f1:.2f}→{v.candidate.f1:.2f}",
                 f"{v.base.loglik:.2f}→{v.candidate.loglik:.2f}",
                 f"{v.reward:+.3f}",
@@ -30,7 +41,7 @@ def outcomes_table(outcomes: list[Outcome], wall_seconds: float | None = None) -
                 v.adapter_id[:12],
             )
         for review in outcome.vetoed:
-            table.add_row(title, "", "", "", "", f"[red]vetoed[/] ({review.vetoes[0].reason[:40]})", "-")
+            table.add_row(title, "", "", "", "", "", f"[red]vetoed[/] ({review.vetoes[0].reason[:40]})", "-")
     accepted = sum(v.accepted for v in verdicts)
     mean_reward = _mean([v.reward for v in verdicts])
     metric = verdicts[0].metric if verdicts else "-"
@@ -41,10 +52,20 @@ def outcomes_table(outcomes: list[Outcome], wall_seconds: float | None = None) -
     return table
 
 
+def right_answers(scores: Scores) -> str:
+    """Questions answered right (answer recall) out of those asked: "3/5"."""
+    return f"{round(scores.answer_recall * scores.n_questions)}/{scores.n_questions}"
+
+
 def _short_reason(reason: str) -> str:
     if reason.startswith("not evaluated"):
         return "not evaluated"
-    labels = {"vetoed": "veto", "retention dropped": "retention", "below the minimum": "gain too small"}
+    labels = {
+        "vetoed": "veto",
+        "retention dropped": "retention",
+        "earlier passage": "forgot earlier passage",
+        "below the minimum": "gain too small",
+    }
     return ", ".join(label for key, label in labels.items() if key in reason)
 
 

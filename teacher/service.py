@@ -53,7 +53,10 @@ class Teacher:
             return rounds_table(summaries, time.perf_counter() - started)
         propose_for = proposer_for(self.backend, config, config.version)
         timeouts = (config.train_timeout_s, config.judge_timeout_s)
-        outcomes = run_pass(self.contexts, propose_for, self.student, self.auditor, config.run_dir, timeouts)
+        rehearsal = (config.rehearsal, config.rehearsal_seed)
+        outcomes = run_pass(
+            self.contexts, propose_for, self.student, self.auditor, config.run_dir, timeouts, rehearsal=rehearsal
+        )
         return outcomes_table(outcomes, time.perf_counter() - started)
 
 

@@ -61,7 +61,7 @@ CANDIDATE = Candidate(
     losses=[2.5, 1.0],
     seconds=1.5,
 )
-SCORES = Scores(exact_match=0.0, f1=0.2, loglik=-3.5, n_questions=5)
+SCORES = Scores(exact_match=0.0, f1=0.2, loglik=-3.5, answer_recall=0.4, n_questions=5)
 VERDICT = Verdict(
     context_id="c1",
     self_edit_id="e1",

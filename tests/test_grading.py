@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from auditor.grading import exact_match, f1_score, mean_ci95, normalize_answer
+from auditor.grading import answer_recall, exact_match, f1_score, mean_ci95, normalize_answer
 
 
 @pytest.mark.parametrize(
@@ -71,3 +71,18 @@ def test_mean_ci95_degenerate() -> None:
     assert mean_ci95([2.0, 2.0, 2.0]) == (2.0, 0.0)
     with pytest.raises(ValueError):
         mean_ci95([])
+
+
+@pytest.mark.parametrize(
+    ("prediction", "golds", "expected"),
+    [
+        ("An adult weighs about 640 grams.", ["640 grams"], 1.0),  # a sentence holding the gold answer
+        ("It weighs 640 g.", ["640 grams", "640 g"], 1.0),  # best over the golds
+        ("It was founded in 1846.", ["4"], 0.0),  # whole words only: "4" is not in "1846"
+        ("The Beatles!", ["beatles"], 1.0),  # normalised on both sides
+        ("Paris", ["Paris, France"], 0.0),  # the gold must be contained in the answer, not the other way
+        ("anything", ["the"], 0.0),  # a gold answer that normalises to nothing is never contained
+    ],
+)
+def test_answer_recall(prediction: str, golds: list[str], expected: float) -> None:
+    assert answer_recall(prediction, golds) == expected
