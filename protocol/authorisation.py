@@ -16,13 +16,15 @@ EVERY_ROLE = frozenset({"ping"})  # liveness is no secret
 # channel -> caller role -> the request types it may send (beside a ping)
 PERMISSIONS: dict[str, dict[Role, frozenset[str]]] = {
     "student": {
-        "teacher": frozenset({"describe_student", "apply_self_edits"}),
-        "auditor": frozenset({"describe_student", "answer_questions"}),
+        "teacher": frozenset({"describe_student", "apply_self_edits", "train_task"}),
+        "auditor": frozenset({"describe_student", "answer_questions", "answer_task"}),
         "cli": frozenset({"promote", "rollback", "describe_served", "answer_served"}),
     },
     "auditor": {
         # The CLI asks nothing of the auditor: a CLI key must not be able to append verdicts to its ledger.
-        "teacher": frozenset({"review_self_edits", "judge_candidates", "record_teacher_version"}),
+        "teacher": frozenset(
+            {"review_self_edits", "judge_candidates", "record_teacher_version", "judge_task", "grade_in_context"}
+        ),
     },
 }
 
