@@ -199,8 +199,9 @@ def _run_row(
 def _attempt(task: ArcTask, proposal: FewShotProposal | None, peers: FewShotPeers) -> dict[str, Any]:
     """The auditor's in-context grade (no proposal), or the proposal trained by the student and judged."""
     if proposal is None:
+        started = time.perf_counter()
         grade = peers.auditor.grade_in_context(task.task_id).grade
-        return {"solved": grade.solved, "grade": grade.model_dump(), "seconds": 0.0}
+        return {"solved": grade.solved, "grade": grade.model_dump(), "seconds": round(time.perf_counter() - started, 1)}
     return FewShotDomain.try_proposal(peers, task, proposal)
 
 
