@@ -28,7 +28,7 @@ from protocol.messages import SamplingConfig, SelfEdit
 from teacher.backends import Completion, TeacherBackend
 
 log = logging.getLogger(__name__)
-Sampled = list[list[Completion]]  # per prompt, its n completions
+Completions = list[list[Completion]]  # per prompt, its n completions
 MAX_SHOWN_CHARS = 3000
 """Demonstrations shown to the teacher are cut to about this many characters."""
 EXAMPLE_SELF_EDIT = FewShotSelfEdit(
@@ -111,7 +111,7 @@ def as_self_edit(proposal: FewShotProposal) -> SelfEdit:
     )
 
 
-def sampler_for(backend: TeacherBackend, structured: bool) -> Callable[[list[str], int, SamplingConfig], Sampled]:
+def sampler_for(backend: TeacherBackend, structured: bool) -> Callable[[list[str], int, SamplingConfig], Completions]:
     """``backend.complete``, or its structured-output mode under the self-edit's schema where it has one."""
     complete_json = getattr(backend, "complete_json", None) if structured else None
     if complete_json is None:
