@@ -42,6 +42,6 @@ def fewshot_table(records: list[dict[str, Any]], in_context: dict[str, ArcGrade]
 
 def _why(best: dict[str, Any] | None, samples: list[dict[str, Any]]) -> str:
     if best is not None:
-        return best["verdict"]["reason"][:48]
+        return best["verdict"]["reason"]
     skipped = next((s["skipped"] for s in samples if s.get("skipped")), None)
-    return f"skipped: {skipped[:40]}" if skipped else "no valid self-edit"
+    return f"skipped: {skipped}" if skipped else "no valid self-edit"
