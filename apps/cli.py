@@ -31,6 +31,7 @@ from apps.cli_config import (
     build_config,
     validate_config,
 )
+from apps.fewshot_cli import add_fewshot_commands, add_fewshot_launch_arguments, run_fewshot_role
 from apps.governance_cli import add_governance_commands, add_security_args, keys_folder, run_governance
 from apps.judge_cli import add_judge_arguments, judge_from_args
 from apps.serve_cli import add_serve_commands, run_serve_command
@@ -97,9 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=None, help="Student epochs per candidate (default: 10).")
     demo.add_argument("--max-retention-drop", type=float, default=None, help="Auditor's retention limit (default 1.0).")
     _add_auto_promote(demo)
+    add_fewshot_launch_arguments(demo)
 
     _add_train_teacher(sub)
     add_adapt_command(sub)
+    add_fewshot_commands(sub)
     add_governance_commands(sub)
     add_bench_commands(sub)
     add_serve_commands(sub)
@@ -138,6 +141,7 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--sft-epochs", type=int, default=None, help="Teacher fine-tuning epochs (default: 3).")
     _add_auto_promote(train)
     add_mlflow_argument(train)
+    add_fewshot_launch_arguments(train)
 
 
 def _add_auto_promote(parser: argparse.ArgumentParser) -> None:
@@ -195,13 +199,14 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         return _demo(args)
     elif args.command == "train-teacher":
         return _train_teacher(args)
-    elif args.command in ("bench", "serve", "ask", "mlflow", "adapt"):  # the applications that run the product's code
+    elif args.command in ("bench", "serve", "ask", "mlflow", "adapt", "fewshot"):  # apps running the product's code
         apps = {
             "bench": run_bench,
             "serve": run_serve_command,
             "ask": run_serve_command,
             "mlflow": run_tracking,
             "adapt": run_adapt_command,
+            "fewshot": run_fewshot_role,
         }
         return apps[args.command](args)
     elif args.command in ("keys", "promote", "rollback", "status", "shadow", "shadow-report", "ledger"):
@@ -217,7 +222,10 @@ def _demo(args: argparse.Namespace) -> int:
     """Teacher, student and auditor on loopback: one adaptation pass."""
     from apps.demo import LaunchConfig, run_demo
 
-    return run_demo(LaunchConfig(**_launch_fields(args, "demo"), min_gain=args.min_gain), title="seal demo")
+    opts = LaunchConfig(**_launch_fields(args, "demo"), min_gain=args.min_gain)
+    if args.domain == "fewshot":
+        return _fewshot_launch(opts, args, "seal demo --domain fewshot")
+    return run_demo(opts, title="seal demo")
 
 
 def _train_teacher(args: argparse.Namespace) -> int:
@@ -230,9 +238,22 @@ def _train_teacher(args: argparse.Namespace) -> int:
         values["sft"] = {"epochs": args.sft_epochs}
     restem = validate_config(RestemConfig, values, prefix="restem.")
     opts = LaunchConfig(**_launch_fields(args, "restem"), min_gain=0.0, restem=restem)
+    if args.domain == "fewshot":
+        return _fewshot_launch(opts, args, "seal train-teacher --domain fewshot")
     code = run_demo(opts, title="seal train-teacher")
     mirror_after_run(args.mlflow, opts.run_dir)  # also after a failed run: what it recorded is worth seeing
     return code
+
+
+def _fewshot_launch(opts: Any, args: argparse.Namespace, title: str) -> int:
+    """The few-shot roles as three processes (``--domain fewshot``), with the few-shot flags."""
+    from apps.fewshot_demo import FewShotLaunch, run_fewshot_demo
+    from student.fewshot_config import FewShotStudentConfig
+
+    limits = {"max_length": args.max_length, "max_examples": args.max_examples, "views": args.views}
+    ttt = validate_config(FewShotStudentConfig, limits)
+    launch = FewShotLaunch(ttt, max_attempts=args.max_attempts, structured=not args.unstructured)
+    return run_fewshot_demo(opts, launch, title)
 
 
 def _launch_fields(args: argparse.Namespace, run_prefix: str) -> dict[str, Any]:

@@ -4,13 +4,17 @@ Command: ``seal bench fewshot --out bench/results/fewshot`` (the paper's curated
 
 On the evaluation tasks it reports: in-context only; test-time training (TTT) with self-edits from
 the untrained teacher; TTT with self-edits after ReST^EM; TTT with a fixed hand-chosen configuration
-(the oracle row). ReST^EM (:mod:`apps.fewshot_restem`, run by the one driver
+(the oracle row). ReST^EM (:mod:`teacher.fewshot_restem`, run by the one driver
 :func:`teacher.restem.run_rounds`) samples ``n`` self-edits per training task, keeps those whose
 adapter solved the task, and fine-tunes the teacher on them, for ``restem_rounds``: every grade is a
-verdict in ``ledger.jsonl``, and every version (v1, v2, ...) is recorded there by the auditor and
-booked in ``teacher/versions.json``.
-The roles keep their data apart even in one process: the teacher and the student get tasks without
-answers (:func:`library.arc.load_tasks`), and only the graders hold the answer grids.
+signed verdict in ``ledger.jsonl``, and every version (v1, v2, ...) is recorded there by the auditor
+and booked in ``teacher/versions.json``; the rows' verdicts on evaluation tasks are in
+``eval-ledger.jsonl`` (both signed with ``keys/auditor.sign``).
+It runs the services that ``seal demo --domain fewshot`` runs as processes, here in one process over
+in-process links (every message through the codec): the few-shot student
+(:class:`student.fewshot_service.FewShotStudentService`) and two auditors
+(:class:`auditor.fewshot_service.FewShotAuditor`, one per task set), which alone read the answer grids;
+the teacher's side gets tasks without answers (:func:`library.arc.load_tasks`).
 Every result is appended to ``records.jsonl`` (``restem.jsonl`` for ReST^EM) as soon as it exists,
 so a rerun with the same ``--out`` resumes where the last one stopped.
 """
@@ -24,20 +28,21 @@ from pathlib import Path
 from typing import Any
 
 from apps.fewshot_report import summarise, write_report
-from apps.fewshot_restem import FewShotDomain, FewShotSampling
-from auditor.arc_auditor import ArcAuditor
-from auditor.arc_grading import ArcGrader
-from library.arc import load_solutions, load_tasks
+from auditor.fewshot_config import FewShotAuditorConfig
+from auditor.fewshot_service import FewShotAuditor
+from library.arc import load_tasks
 from library.jsonl import JsonlLog
-from library.ledger import Ledger
-from library.models import DEFAULT_MODEL, load_model
-from protocol.artifacts import ArtifactStore
+from library.models import DEFAULT_MODEL
+from protocol.canonical import short_id
 from protocol.fewshot import ArcTask, FewShotProposal, FewShotSelfEdit
+from protocol.fewshot_clients import fewshot_auditor_in_process, fewshot_student_in_process
 from protocol.messages import SamplingConfig
-from student.fewshot import FewShotStudent
-from student.fewshot_config import FewShotStudentConfig
+from protocol.signing import create_signing_key, load_signing_key
+from student.fewshot_config import FewShotStudentConfig, FewShotStudentServiceConfig
+from student.fewshot_service import FewShotStudentService
 from teacher.backends import TransformersTeacher
-from teacher.fewshot import propose_fewshot
+from teacher.fewshot import completion_text, propose_fewshot
+from teacher.fewshot_restem import FewShotDomain, FewShotPeers, FewShotSampling
 from teacher.m_step import MStepConfig
 from teacher.restem import run_rounds
 from teacher.sft import SFTConfig
@@ -83,10 +88,10 @@ class FewShotBenchConfig:
 
 @dataclass
 class _Bench:
-    """The loaded pieces of one run."""
+    """The loaded pieces of one run: the services, the teacher, and the logs."""
 
     opts: FewShotBenchConfig
-    student: FewShotStudent
+    student: FewShotStudentService
     teacher: TransformersTeacher
     records: JsonlLog
     restem: JsonlLog
@@ -100,23 +105,28 @@ def run_fewshot_bench(opts: FewShotBenchConfig) -> int:
     opts.out_dir.mkdir(parents=True, exist_ok=True)
     eval_tasks = load_tasks(opts.eval_data, opts.eval_limit)
     train_tasks = load_tasks(opts.train_data, opts.train_limit)
-    eval_grader = ArcGrader(load_solutions(opts.eval_data))  # the auditor's half: answer grids
-    train_grader = ArcGrader(load_solutions(opts.train_data))
-    model, tokenizer = load_model(opts.model, opts.device)
+    student_config = FewShotStudentServiceConfig(
+        model=opts.model, device=opts.device, store=opts.out_dir / "store", ttt=opts.student
+    )
     bench = _Bench(
         opts=opts,
-        student=FewShotStudent(model, tokenizer, opts.model, opts.student, ArtifactStore(opts.out_dir / "store")),
+        student=FewShotStudentService(student_config),
         teacher=TransformersTeacher(opts.teacher_model or opts.model, opts.device),
         records=JsonlLog(opts.out_dir / "records.jsonl"),
         restem=JsonlLog(opts.out_dir / "restem.jsonl"),
     )
-    _run_row(bench, "in_context", eval_tasks, eval_grader, fixed=None)
-    _run_row(bench, "oracle", eval_tasks, eval_grader, fixed=ORACLE)
-    _run_row(bench, "ttt_untrained", eval_tasks, eval_grader, teacher_seed=opts.sampling.seed)
-    with Ledger(opts.out_dir / "ledger.jsonl") as ledger:  # the one writer of this run's ledger
-        trained = _restem(bench, train_tasks, ArcAuditor(train_grader, ledger, opts.model))
-    if trained:
-        _run_row(bench, "ttt_restem", eval_tasks, eval_grader, teacher_seed=opts.sampling.seed)
+    eval_auditor = _auditor(bench, opts.eval_data, opts.eval_limit, "eval-ledger.jsonl")
+    train_auditor = _auditor(bench, opts.train_data, opts.train_limit, "ledger.jsonl")
+    try:
+        evaluate = _peers(bench, eval_auditor)
+        _run_row(bench, "in_context", eval_tasks, evaluate)
+        _run_row(bench, "oracle", eval_tasks, evaluate, fixed=ORACLE)
+        _run_row(bench, "ttt_untrained", eval_tasks, evaluate, teacher_seed=opts.sampling.seed)
+        if _restem(bench, train_tasks, _peers(bench, train_auditor)):
+            _run_row(bench, "ttt_restem", eval_tasks, evaluate, teacher_seed=opts.sampling.seed)
+    finally:
+        eval_auditor.close()
+        train_auditor.close()
     rows = summarise(bench.records.records, [t.task_id for t in eval_tasks], bench.notes)
     extra = {
         "eval_data": opts.eval_data,
@@ -132,6 +142,26 @@ def run_fewshot_bench(opts: FewShotBenchConfig) -> int:
     return 0
 
 
+def _auditor(bench: _Bench, data: str, limit: int | None, ledger: str) -> FewShotAuditor:
+    """An auditor for one task set: it alone reads the set's answer grids; it signs with the run's key."""
+    keys = bench.opts.out_dir / "keys"
+    keys.mkdir(exist_ok=True)
+    create_signing_key(keys)
+    config = FewShotAuditorConfig(
+        data=data,
+        limit=limit,
+        model=bench.opts.model,
+        store=bench.student.config.store,
+        ledger=bench.opts.out_dir / ledger,
+    )
+    return FewShotAuditor(config, fewshot_student_in_process(bench.student.handle, "auditor"), load_signing_key(keys))
+
+
+def _peers(bench: _Bench, auditor: FewShotAuditor) -> FewShotPeers:
+    """The teacher's links: to the student, and to ``auditor``."""
+    return FewShotPeers(fewshot_student_in_process(bench.student.handle), fewshot_auditor_in_process(auditor.handle))
+
+
 # --------------------------------------------------------------------------- rows
 
 
@@ -139,69 +169,70 @@ def _run_row(
     bench: _Bench,
     row: str,
     tasks: list[ArcTask],
-    grader: ArcGrader,
+    peers: FewShotPeers,
     fixed: FewShotSelfEdit | None = None,
     teacher_seed: int | None = None,
 ) -> None:
-    """Each task not yet recorded for ``row``: a self-edit (fixed, or the teacher's), TTT, grade, record."""
+    """Each task not yet recorded for ``row``: in context, or a self-edit (fixed, or the teacher's) tried and judged."""
     pending = [t for t in tasks if bench.records.find(row=row, task_id=t.task_id) is None]
-    fitting = [t for t in pending if bench.student.too_long(t) is None]
+    fitting = [t for t in pending if bench.student.solver.too_long(t) is None]
     for task in pending:
         if task not in fitting:
+            skipped = bench.student.solver.too_long(task)
             bench.records.append(
-                {
-                    "row": row,
-                    "task_id": task.task_id,
-                    "solved": False,
-                    "skipped": bench.student.too_long(task),
-                    "seconds": 0.0,
-                }
+                {"row": row, "task_id": task.task_id, "solved": False, "skipped": skipped, "seconds": 0.0}
             )
     proposals: dict[str, FewShotProposal] = {}
     if teacher_seed is not None and fitting:
         sampling = bench.opts.sampling.model_copy(update={"seed": teacher_seed})
         found = propose_fewshot(bench.teacher, fitting, 1, sampling, bench.served, bench.opts.max_attempts)
         proposals = {task.task_id: row_proposals[0] for task, row_proposals in zip(fitting, found, strict=True)}
+    elif fixed is not None:
+        proposals = {task.task_id: _fixed(task, fixed) for task in fitting}
     for task in fitting:
         proposal = proposals.get(task.task_id)
-        edit = proposal.self_edit if proposal else fixed
         record = {"row": row, "task_id": task.task_id, "proposal": proposal.model_dump() if proposal else None}
-        bench.records.append(record | _attempt(bench.student, grader, task, edit, needs_edit=teacher_seed is not None))
+        bench.records.append(record | _attempt(task, proposal, peers))
         log.info("%s %s: solved=%s", row, task.task_id, bench.records.records[-1]["solved"])
 
 
-def _attempt(
-    student: FewShotStudent, grader: ArcGrader, task: ArcTask, edit: FewShotSelfEdit | None, needs_edit: bool
-) -> dict[str, Any]:
-    """The student's prediction for ``task`` under ``edit``, graded; a missing teacher self-edit is a failure."""
-    if needs_edit and edit is None:
-        return {"solved": False, "failed_proposal": True, "seconds": 0.0}
-    prediction = student.solve(task, edit)
-    grade = grader.grade(prediction)
-    return {
-        "solved": grade.solved,
-        "skipped": prediction.skipped,
-        "prediction": prediction.model_dump(),
-        "grade": grade.model_dump(),
-        "seconds": round(prediction.seconds, 1),
-    }
+def _attempt(task: ArcTask, proposal: FewShotProposal | None, peers: FewShotPeers) -> dict[str, Any]:
+    """The auditor's in-context grade (no proposal), or the proposal trained by the student and judged."""
+    if proposal is None:
+        started = time.perf_counter()
+        grade = peers.auditor.grade_in_context(task.task_id).grade
+        return {"solved": grade.solved, "grade": grade.model_dump(), "seconds": round(time.perf_counter() - started, 1)}
+    return FewShotDomain.try_proposal(peers, task, proposal)
+
+
+def _fixed(task: ArcTask, edit: FewShotSelfEdit) -> FewShotProposal:
+    """The hand-chosen recipe as a proposal, so it is trained and judged exactly as a teacher's."""
+    return FewShotProposal(
+        proposal_id=short_id(task.task_id, "oracle", completion_text(edit)),
+        task_id=task.task_id,
+        self_edit=edit,
+        completions=[completion_text(edit)],
+        prompt="(the bench's fixed oracle configuration)",
+        teacher_model="oracle",
+        teacher_version="oracle",
+    )
 
 
 # --------------------------------------------------------------------------- ReST^EM
 
 
-def _restem(bench: _Bench, tasks: list[ArcTask], auditor: ArcAuditor) -> bool:
-    """Run (or resume) the ReST^EM rounds (:mod:`apps.fewshot_restem`); True when a trained version now samples."""
+def _restem(bench: _Bench, tasks: list[ArcTask], peers: FewShotPeers) -> bool:
+    """Run (or resume) the ReST^EM rounds (:mod:`teacher.fewshot_restem`); True when a trained version now samples."""
     opts = bench.opts
     if opts.restem_rounds == 0:
         bench.notes["ttt_restem"] = "not run: --restem-rounds 0"
         return False
-    fitting = [t for t in tasks if bench.student.too_long(t) is None]
+    fitting = [t for t in tasks if bench.student.solver.too_long(t) is None]
     book = VersionBook(opts.out_dir)
     sampling = FewShotSampling(opts.n, opts.sampling, opts.max_attempts)
-    domain = FewShotDomain(bench.teacher, bench.student, auditor, bench.restem, fitting, sampling)
+    domain = FewShotDomain(bench.teacher, peers, bench.restem, fitting, sampling)
     m_step = MStepConfig(opts.sft, opts.device)
-    run_rounds(domain, bench.teacher, book, auditor, opts.restem_rounds, 0.0, m_step)
+    run_rounds(domain, bench.teacher, book, peers.auditor, opts.restem_rounds, 0.0, m_step)
     last = book.made_in(opts.restem_rounds - 1)
     if last is None or last.kind != "lora":  # every round kept nothing: the teacher is still v0
         kept = "no sampled self-edit solved its training task"

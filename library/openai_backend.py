@@ -9,6 +9,7 @@ that carries a ``refusal`` (or stops on the content filter) is a failed proposal
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any
 
 from library.api_common import CHECK_RETRIES, APITeacher, describe, map_ordered, request_error
@@ -19,6 +20,8 @@ from protocol.messages import SamplingConfig
 
 log = logging.getLogger(__name__)
 KEY_VARIABLE = "OPENAI_API_KEY"
+SCHEMA_NAME = "self_edit"
+"""The name a structured-output schema is sent under."""
 KEY_HINT = " (a vLLM server started without --api-key accepts any value, e.g. EMPTY)"
 
 
@@ -45,7 +48,20 @@ class OpenAITeacher(APITeacher):
         """``n`` completions per prompt, one request per prompt, ``concurrency`` requests in flight."""
         return map_ordered(lambda prompt: self._one(prompt, n, sampling), prompts, self.settings.concurrency)
 
-    def _one(self, prompt: str, n: int, sampling: SamplingConfig) -> list[Completion]:
+    def complete_json(
+        self, prompts: list[str], n: int, sampling: SamplingConfig, schema: dict[str, Any]
+    ) -> list[list[Completion]]:
+        """Like ``complete``, under OpenAI's structured outputs: ``response_format`` a strict JSON schema."""
+        response_format = {
+            "type": "json_schema",
+            "json_schema": {"name": SCHEMA_NAME, "schema": schema, "strict": True},
+        }
+        one = partial(self._one, n=n, sampling=sampling, extra={"response_format": response_format})
+        return map_ordered(one, prompts, self.settings.concurrency)
+
+    def _one(
+        self, prompt: str, n: int, sampling: SamplingConfig, extra: dict[str, Any] | None = None
+    ) -> list[Completion]:
         try:
             reply = self.client.chat.completions.create(
                 model=self.settings.model,
@@ -55,6 +71,7 @@ class OpenAITeacher(APITeacher):
                 top_p=sampling.top_p,
                 max_completion_tokens=sampling.max_new_tokens,
                 seed=sampling.seed,
+                **(extra or {}),
             )
             return self._completions(reply, n)
         except Exception as exc:  # the SDK's errors after its retries, and unreadable answers

@@ -71,6 +71,9 @@ def engine_kwargs(settings: VLLMConfig, on_gpu: bool, model_max_len: int | None 
         "max_model_len": settings.max_model_len,
         "enforce_eager": (not on_gpu) if settings.enforce_eager is None else settings.enforce_eager,
         "seed": settings.seed,
+        # Structured outputs (the teacher's guided JSON) as compact JSON: with whitespace allowed between tokens,
+        # a weak model can spend its whole budget on it. vLLM reads this from the engine, not from the request.
+        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
     }
     if not on_gpu:
         # vLLM 0.32 on CPU crashes ("CPU Generator does not use offset") when a seeded request's

@@ -17,13 +17,15 @@ EVERY_ROLE = frozenset({"ping"})  # liveness is no secret
 PERMISSIONS: dict[str, dict[Role, frozenset[str]]] = {
     "student": {
         # Both read the served stack (continual adaptation trains and judges on top of it); only the CLI changes it.
-        "teacher": frozenset({"describe_student", "apply_self_edits", "describe_served"}),
-        "auditor": frozenset({"describe_student", "answer_questions", "describe_served"}),
+        "teacher": frozenset({"describe_student", "apply_self_edits", "describe_served", "train_task"}),
+        "auditor": frozenset({"describe_student", "answer_questions", "describe_served", "answer_task"}),
         "cli": frozenset({"promote", "rollback", "describe_served", "answer_served"}),
     },
     "auditor": {
         # The CLI asks nothing of the auditor: a CLI key must not be able to append verdicts to its ledger.
-        "teacher": frozenset({"review_self_edits", "judge_candidates", "record_teacher_version"}),
+        "teacher": frozenset(
+            {"review_self_edits", "judge_candidates", "record_teacher_version", "judge_task", "grade_in_context"}
+        ),
     },
 }
 

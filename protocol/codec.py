@@ -24,6 +24,12 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import from_json
 
+from protocol.fewshot_messages import (
+    FewShotAuditorReply,
+    FewShotAuditorRequest,
+    FewShotStudentReply,
+    FewShotStudentRequest,
+)
 from protocol.messages import (
     AuditorReply,
     AuditorRequest,
@@ -92,6 +98,9 @@ class Channel:
 
 STUDENT_CHANNEL = Channel("student", TypeAdapter(StudentRequest), TypeAdapter(StudentReply))
 AUDITOR_CHANNEL = Channel("auditor", TypeAdapter(AuditorRequest), TypeAdapter(AuditorReply))
+# The few-shot (ARC) domain's sockets: the same roles and keys, its own message family (protocol.fewshot_messages).
+FEWSHOT_STUDENT_CHANNEL = Channel("student", TypeAdapter(FewShotStudentRequest), TypeAdapter(FewShotStudentReply))
+FEWSHOT_AUDITOR_CHANNEL = Channel("auditor", TypeAdapter(FewShotAuditorRequest), TypeAdapter(FewShotAuditorReply))
 
 
 def make_envelope(body: Body, sender: Role, correlation_id: str | None = None, msg_id: str | None = None) -> Envelope:

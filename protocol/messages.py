@@ -21,7 +21,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Role = Literal["teacher", "student", "auditor", "cli"]
-SelfEditFormat = Literal["implications", "rewrite", "self_qa", "passage_only", "recorded"]
+SelfEditFormat = Literal["implications", "rewrite", "self_qa", "passage_only", "recorded", "fewshot"]
+"""'fewshot': an ARC training recipe, the JSON of :class:`protocol.fewshot.FewShotSelfEdit` (see fewshot_messages)."""
 ErrorReason = Literal[
     "undecodable",
     "unknown_type",
@@ -35,6 +36,8 @@ ErrorReason = Literal[
     "worker_failed",  # a Ray worker died more often than the role allows (library.ray_pool)
 ]
 Metric = Literal["loglik", "f1", "exact_match", "answer_recall", "judge"]
+VerdictMetric = Metric | Literal["arc_exact"]
+"""What a verdict's reward measures: a knowledge metric, or 'arc_exact' (few-shot: every test grid matched)."""
 # An adapter's id is the sha256 of its weights and config: requests can name nothing else (no paths).
 AdapterId = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of an adapter's weights and config.")]
 
@@ -174,7 +177,7 @@ class Verdict(Body):
     self_edit_id: str
     adapter_id: str
     accepted: bool
-    metric: Metric
+    metric: VerdictMetric
     reward: float = Field(description="Gain on `metric` of the candidate over the base model (or the served stack).")
     base: Scores = Field(description="The model the candidate is judged against: the base, or the served stack.")
     candidate: Scores

@@ -2,10 +2,11 @@
 
 For a task and a :class:`~protocol.fewshot.FewShotSelfEdit` the student clamps the self-edit
 into its limits, builds the training set from the task's demonstrations
-(:func:`student.ttt_data.build_training_set`), trains a fresh LoRA on it, answers each test
-input under several invertible views (:data:`student.augment.INFERENCE_VIEWS`), maps each
-answer back and votes two attempts. Without a self-edit it answers in context only, with the
-base model and the identity view. A task whose prompt does not fit ``max_length`` is skipped.
+(:func:`student.ttt_data.build_training_set`) and trains a fresh LoRA on it, kept in the store
+(:meth:`FewShotStudent.train`). Asked for answers with that adapter (:meth:`FewShotStudent.answer`),
+it answers each test input under several invertible views (:data:`student.augment.INFERENCE_VIEWS`),
+maps each answer back and votes two attempts; without one it answers in context only, with the base
+model and the identity view. A task whose prompt does not fit ``max_length`` is skipped.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import logging
 import shutil
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from peft import PeftModel, get_peft_model
@@ -24,6 +27,7 @@ from library.lora import lora_config, save_portable
 from library.training import IGNORE_INDEX, ModelBatch, fit_causal_lm
 from protocol.artifacts import ArtifactStore
 from protocol.fewshot import ArcPrediction, ArcTask, FewShotSelfEdit, Grid
+from protocol.messages import AdapterRef
 from student.augment import IDENTITY, INFERENCE_VIEWS, Transform
 from student.fewshot_config import FewShotStudentConfig
 from student.ttt_data import TrainingExample, build_training_set, transform_pair, vote
@@ -31,6 +35,17 @@ from student.ttt_data import TrainingExample, build_training_set, transform_pair
 log = logging.getLogger(__name__)
 STOP_STRINGS = ["\n\n", "Input", "Output"]  # an answer grid ends at a blank or a non-grid line
 _Encoded = tuple[list[int], list[int]]  # (input_ids, labels) of one training example
+
+
+@dataclass(frozen=True)
+class TrainedTask:
+    """What test-time training on one task gave: the adapter's id in the store, or why it was skipped."""
+
+    adapter: AdapterRef | None
+    num_examples: int
+    losses: list[float]
+    seconds: float
+    skipped: str | None = None
 
 
 class FewShotStudent:
@@ -41,8 +56,8 @@ class FewShotStudent:
         model: PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase,
         base_model: str,
+        store: ArtifactStore,
         config: FewShotStudentConfig | None = None,
-        store: ArtifactStore | None = None,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -50,17 +65,16 @@ class FewShotStudent:
         self.config = config or FewShotStudentConfig()
         self.store = store
 
-    def solve(self, task: ArcTask, edit: FewShotSelfEdit | None) -> ArcPrediction:
-        """Two attempts per test input: after test-time training on ``edit``, or in context only (None)."""
+    def train(self, task: ArcTask, edit: FewShotSelfEdit, provenance: dict[str, Any]) -> TrainedTask:
+        """A fresh LoRA trained on ``task``'s demonstrations as ``edit`` says (clamped), kept in the store.
+
+        ``provenance`` is recorded with the adapter (what it was trained from). A task too long for
+        ``max_length`` is not trained (``adapter_id`` None, ``skipped`` says why).
+        """
         started = time.perf_counter()
         too_long = self.too_long(task)
         if too_long:
-            return ArcPrediction(task_id=task.task_id, attempts=[], votes=[], skipped=too_long)
-        if edit is None:
-            attempts, votes = self._answer(self.model, task, [IDENTITY])
-            return ArcPrediction(
-                task_id=task.task_id, attempts=attempts, votes=votes, seconds=time.perf_counter() - started
-            )
+            return TrainedTask(None, 0, [], 0.0, too_long)
         edit = self.config.clamp(edit)
         examples = build_training_set(task, edit, self.config.max_examples, self.config.seed)
         sequences = [s for s in (self._encode(e, edit) for e in examples) if len(s[0]) <= self.config.max_length]
@@ -69,17 +83,36 @@ class FewShotStudent:
         peft_model = get_peft_model(self.model, config)
         try:
             losses = fit_causal_lm(peft_model, edit.learning_rate, self._epochs(sequences, edit)).losses
-            attempts, votes = self._answer(peft_model, task, list(INFERENCE_VIEWS[: self.config.views]))
-            adapter_id = self._store(peft_model, task, edit, losses)
+            adapter = self._store(peft_model, task, edit, losses, provenance)
         finally:
             peft_model.unload()  # the base model is shared by every task
-        log.info("%s: %d examples, loss %s, votes %s", task.task_id, len(sequences), _ends(losses), votes)
+        log.info("%s: %d examples, loss %s", task.task_id, len(sequences), _ends(losses))
+        return TrainedTask(adapter, len(sequences), losses, time.perf_counter() - started)
+
+    def answer(self, task: ArcTask, adapter_id: str | None) -> ArcPrediction:
+        """Two attempts per test input: with the stored adapter ``adapter_id`` under the configured views
+        (mapped back and voted), or in context only with the base model and the identity view (None).
+
+        An adapter missing from the store, or altered, raises :class:`protocol.artifacts.ArtifactError`.
+        """
+        started = time.perf_counter()
+        too_long = self.too_long(task)
+        if too_long:
+            return ArcPrediction(task_id=task.task_id, attempts=[], votes=[], skipped=too_long)
+        if adapter_id is None:
+            attempts, votes = self._answer(self.model, task, [IDENTITY])
+        else:
+            peft_model = PeftModel.from_pretrained(self.model, self.store.path(adapter_id))
+            try:
+                attempts, votes = self._answer(peft_model, task, list(INFERENCE_VIEWS[: self.config.views]))
+            finally:
+                peft_model.unload()
+        log.info("%s answered (%s): votes %s", task.task_id, "adapted" if adapter_id else "in context", votes)
         return ArcPrediction(
             task_id=task.task_id,
             attempts=attempts,
             votes=votes,
             adapter_id=adapter_id,
-            num_examples=len(sequences),
             seconds=time.perf_counter() - started,
         )
 
@@ -99,14 +132,14 @@ class FewShotStudent:
             permutation = torch.randperm(len(sequences), generator=order).tolist()
             yield (_as_batch(*sequences[index]) for index in permutation)
 
-    def _store(self, model: PeftModel, task: ArcTask, edit: FewShotSelfEdit, losses: list[float]) -> str | None:
-        """Keep the test-time adapter as a content-addressed artifact (when the student has a store)."""
-        if self.store is None:
-            return None
+    def _store(
+        self, model: PeftModel, task: ArcTask, edit: FewShotSelfEdit, losses: list[float], provenance: dict[str, Any]
+    ) -> AdapterRef:
+        """Keep the test-time adapter as a content-addressed artifact, with what it was trained from."""
         folder = save_portable(model, self.base_model, "arc-adapter-")
         try:
-            provenance = {"task_id": task.task_id, "self_edit": edit.model_dump(), "losses": losses}
-            return self.store.put_adapter(folder, self.base_model, provenance).adapter_id
+            recorded = {"task_id": task.task_id, "self_edit": edit.model_dump(), "losses": losses, **provenance}
+            return self.store.put_adapter(folder, self.base_model, recorded)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

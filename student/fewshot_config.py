@@ -6,8 +6,11 @@ self-edit can make it do (the training set's size, sequence length, learning rat
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from library.model_specs import DEFAULT_MODEL, DTypeName
 from protocol.fewshot import FewShotSelfEdit
 
 
@@ -40,3 +43,17 @@ class FewShotStudentConfig(BaseModel):
         return edit.model_copy(
             update={"learning_rate": learning_rate, "num_train_epochs": min(edit.num_train_epochs, self.max_epochs)}
         )
+
+
+class FewShotStudentServiceConfig(BaseModel):
+    """Everything the few-shot student process needs to start (``seal fewshot student``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(DEFAULT_MODEL, description="Base model: the embedded default, a local folder or a hub id.")
+    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu' or 'cuda'.")
+    dtype: DTypeName = Field("auto", description="Weights' dtype: 'auto', 'float32' or 'bfloat16'.")
+    store: Path = Field(Path("runs/store"), description="Artifact store folder for the test-time adapters.")
+    ttt: FewShotStudentConfig = Field(
+        default_factory=FewShotStudentConfig, description="Test-time training limits and LoRA settings."
+    )

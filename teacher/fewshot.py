@@ -5,22 +5,30 @@ one JSON object that validates as :class:`~protocol.fewshot.FewShotSelfEdit`. A 
 is not such JSON (no object, bad JSON, a missing or unknown key, a value out of bounds) is
 resampled, at most ``max_attempts`` samples in all for that slot; a slot that never validates
 becomes a failed proposal (``self_edit`` None, with the last error), never an exception.
+
+Where a backend has a structured-output mode (``complete_json``: vLLM's guided decoding, OpenAI's
+``response_format`` JSON schema, an Anthropic tool whose input schema is the self-edit's), the
+completions are asked for under :data:`SELF_EDIT_SCHEMA`; validation and the bounded resampling stay,
+as the fallback for what the mode does not enforce. The transformers teacher has no such mode.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 from pydantic import ValidationError
 
 from library.arc import pair_text
 from protocol.canonical import short_id
 from protocol.fewshot import ArcTask, FewShotProposal, FewShotSelfEdit
-from protocol.messages import SamplingConfig
-from teacher.backends import TeacherBackend
+from protocol.fewshot_messages import FEWSHOT_FORMAT
+from protocol.messages import SamplingConfig, SelfEdit
+from teacher.backends import Completion, TeacherBackend
 
 log = logging.getLogger(__name__)
+Completions = list[list[Completion]]  # per prompt, its n completions
 MAX_SHOWN_CHARS = 3000
 """Demonstrations shown to the teacher are cut to about this many characters."""
 EXAMPLE_SELF_EDIT = FewShotSelfEdit(
@@ -34,6 +42,8 @@ EXAMPLE_SELF_EDIT = FewShotSelfEdit(
     learning_rate=1e-4,
     num_train_epochs=2,
 )
+SELF_EDIT_SCHEMA: dict = FewShotSelfEdit.model_json_schema()
+"""The JSON schema a self-edit must validate against: what a structured-output mode is given."""
 PROMPT = """You are setting up test-time training for a small language model on a grid puzzle.
 Each grid is written as rows of digits (one colour per digit). The model will be trained on
 the puzzle's demonstrations and their augmented copies, then asked to solve a new input.
@@ -86,6 +96,29 @@ def completion_text(edit: FewShotSelfEdit) -> str:
     return edit.model_dump_json()
 
 
+def as_self_edit(proposal: FewShotProposal) -> SelfEdit:
+    """A valid proposal as the self-edit that crosses the wire: format 'fewshot', its canonical JSON as text."""
+    if proposal.self_edit is None:
+        raise ValueError(f"proposal {proposal.proposal_id} has no valid self-edit")
+    return SelfEdit(
+        self_edit_id=proposal.proposal_id,
+        context_id=proposal.task_id,
+        format=FEWSHOT_FORMAT,
+        text=completion_text(proposal.self_edit),
+        prompt=proposal.prompt,
+        teacher_model=proposal.teacher_model,
+        teacher_version=proposal.teacher_version,
+    )
+
+
+def sampler_for(backend: TeacherBackend, structured: bool) -> Callable[[list[str], int, SamplingConfig], Completions]:
+    """``backend.complete``, or its structured-output mode under the self-edit's schema where it has one."""
+    complete_json = getattr(backend, "complete_json", None) if structured else None
+    if complete_json is None:
+        return backend.complete
+    return lambda prompts, n, sampling: complete_json(prompts, n, sampling, SELF_EDIT_SCHEMA)
+
+
 def propose_fewshot(
     backend: TeacherBackend,
     tasks: list[ArcTask],
@@ -93,10 +126,15 @@ def propose_fewshot(
     sampling: SamplingConfig,
     teacher_version: str,
     max_attempts: int = 3,
+    structured: bool = True,
 ) -> list[list[FewShotProposal]]:
-    """``n`` proposals per task; each slot resampled until its JSON validates or ``max_attempts`` are spent."""
+    """``n`` proposals per task; each slot resampled until its JSON validates or ``max_attempts`` are spent.
+
+    With ``structured``, a backend with a structured-output mode samples under the self-edit's schema.
+    """
     if max_attempts < 1:
         raise ValueError("max_attempts must be at least 1")
+    complete = sampler_for(backend, structured)
     prompts = [fewshot_prompt(task) for task in tasks]
     history: list[list[list[str]]] = [[[] for _ in range(n)] for _ in tasks]  # (task, slot, attempts)
     for attempt in range(max_attempts):
@@ -106,7 +144,7 @@ def propose_fewshot(
             break
         seeded = sampling.model_copy(update={"seed": sampling.seed + attempt})
         for t, slots in wanted:  # one call per task: a backend samples n completions for one prompt together
-            completions = backend.complete([prompts[t]], len(slots), seeded)[0]
+            completions = complete([prompts[t]], len(slots), seeded)[0]
             for slot, completion in zip(slots, completions, strict=True):
                 history[t][slot].append(completion.text)
     return [

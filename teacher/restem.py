@@ -14,7 +14,7 @@ Knowledge incorporation (:class:`KnowledgeDomain`, :func:`run_restem`): the E-st
 pass (:func:`teacher.loop.run_pass`), K self-edits per context, each trained by the student (R times,
 with different seeds, when ``repeats`` > 1). Everything lands in the run folder
 (``round-<r>/results.jsonl``, ``teacher/``), and a rerun resumes: finished tasks and versions already
-made are not redone. The few-shot domain lives with its bench (:mod:`apps.fewshot_restem`).
+made are not redone. The few-shot domain is :mod:`teacher.fewshot_restem`.
 """
 
 from __future__ import annotations

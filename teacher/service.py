@@ -8,11 +8,13 @@ links to the student and the auditor (ZeroMQ or in-process), and ends with a tab
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
 from rich.console import Console, RenderableType
 
 from library.datasets import DEMO_DOCUMENTS, load_contexts
 from protocol.clients import AuditorClient, StudentClient
+from protocol.messages import Pong
 from protocol.transport import PeerUnavailable
 from teacher.backends import TeacherBackend
 from teacher.config import TeacherConfig
@@ -31,18 +33,7 @@ class Teacher:
 
     def wait_for_peers(self) -> None:
         """Ping the student and the auditor until each answers; the error names the one that never did."""
-        deadline_s = self.config.ready_timeout_s
-        until = time.monotonic() + deadline_s
-        for name, peer in (("student", self.student), ("auditor", self.auditor)):
-            while True:
-                try:
-                    peer.ping(timeout_s=2.0)
-                    break
-                except PeerUnavailable:
-                    if time.monotonic() > until:
-                        raise PeerUnavailable(
-                            f"the {name} at {peer.endpoint} did not come up within {deadline_s:.0f}s"
-                        ) from None
+        wait_for_peers({"student": self.student, "auditor": self.auditor}, self.config.ready_timeout_s)
 
     def run(self) -> RenderableType:
         """The configured work (ReST^EM rounds when ``restem.rounds`` > 0, else one pass); returns its table."""
@@ -58,6 +49,29 @@ class Teacher:
             self.contexts, propose_for, self.student, self.auditor, config.run_dir, timeouts, rehearsal=rehearsal
         )
         return outcomes_table(outcomes, time.perf_counter() - started)
+
+
+def wait_for_peers(peers: dict[str, Pingable], deadline_s: float) -> None:
+    """Ping each peer until it answers; PeerUnavailable names the one that did not within ``deadline_s``."""
+    until = time.monotonic() + deadline_s
+    for name, peer in peers.items():
+        while True:
+            try:
+                peer.ping(timeout_s=2.0)
+                break
+            except PeerUnavailable:
+                if time.monotonic() > until:
+                    raise PeerUnavailable(
+                        f"the {name} at {peer.endpoint} did not come up within {deadline_s:.0f}s"
+                    ) from None
+
+
+class Pingable(Protocol):
+    """A typed client, as far as waiting for its peer goes."""
+
+    endpoint: str
+
+    def ping(self, timeout_s: float = 2.0) -> Pong: ...
 
 
 def run_teacher(config: TeacherConfig, backend: TeacherBackend, student: StudentClient, auditor: AuditorClient) -> None:

@@ -74,6 +74,19 @@ class VLLMTeacher:
 
     def complete(self, prompts: list[str], n: int, sampling: SamplingConfig) -> list[list[Completion]]:
         """``n`` completions for each prompt, all prompts in one ``generate`` call, with token counts."""
+        return self._generate(prompts, n, sampling, None)
+
+    def complete_json(
+        self, prompts: list[str], n: int, sampling: SamplingConfig, schema: dict[str, Any]
+    ) -> list[list[Completion]]:
+        """Like ``complete``, decoding guided by ``schema`` (vLLM's structured outputs: every text is such JSON,
+        unless it is cut off by ``max_new_tokens``). Compact JSON: the engine allows no whitespace between
+        tokens (:func:`library.vllm_engine.engine_kwargs`), so no sample spends its budget on it."""
+        from vllm.sampling_params import StructuredOutputsParams
+
+        return self._generate(prompts, n, sampling, StructuredOutputsParams(json=schema))
+
+    def _generate(self, prompts: list[str], n: int, sampling: SamplingConfig, guided: Any) -> list[list[Completion]]:
         from vllm import SamplingParams
         from vllm.exceptions import VLLMClientError
 
@@ -85,6 +98,7 @@ class VLLMTeacher:
             max_tokens=sampling.max_new_tokens,
             seed=sampling.seed,  # vLLM gives the i-th of the n samples seed + i
             detokenize=False,  # decoded below with the same tokenizer as the transformers teacher
+            structured_outputs=guided,
         )
         token_prompts = [{"prompt_token_ids": self._prompt_ids(p)} for p in prompts]
         try:

@@ -2,6 +2,17 @@
 
 from __future__ import annotations
 
+from protocol.fewshot import ArcGrade, ArcPair, ArcPrediction, ArcTask, FewShotSelfEdit
+from protocol.fewshot_messages import (
+    AnswerTask,
+    GradeInContext,
+    InContextGraded,
+    JudgeTask,
+    TaskAnswers,
+    TaskTrained,
+    TrainTask,
+    TTTCandidate,
+)
 from protocol.messages import (
     AdapterRef,
     AnswerQuestions,
@@ -77,6 +88,29 @@ VERDICT = Verdict(
     ledger_entry="cd" * 32,
 )
 
+RECIPE = FewShotSelfEdit(
+    use_basic_augmentations=True,
+    use_size_augmentations=False,
+    use_chain_augmentations=False,
+    use_repeat_augmentations=False,
+    permute_colors=True,
+    permute_examples=False,
+    strategy="output_tokens",
+    learning_rate=1e-4,
+    num_train_epochs=2,
+)
+ARC_TASK = ArcTask(task_id="t1", train=[ArcPair(input=[[1, 0]], output=[[0, 1]])], test_inputs=[[[2, 0]]])
+FEWSHOT_EDIT = SELF_EDIT.model_copy(update={"format": "fewshot", "context_id": "t1", "text": RECIPE.model_dump_json()})
+TTT = TTTCandidate(task_id="t1", self_edit_id="e1", adapter=ADAPTER, num_examples=3, losses=[0.9], seconds=1.5)
+FEWSHOT_EXAMPLES: list[Body] = [
+    TrainTask(task=ARC_TASK, self_edit=FEWSHOT_EDIT),
+    TaskTrained(candidate=TTT),
+    AnswerTask(task=ARC_TASK, adapter_id="ab" * 32),
+    TaskAnswers(prediction=ArcPrediction(task_id="t1", attempts=[[[[0, 2]]]], votes=[[2]], adapter_id="ab" * 32)),
+    JudgeTask(task_id="t1", self_edit=FEWSHOT_EDIT, candidate=TTT),
+    GradeInContext(task_id="t1"),
+    InContextGraded(grade=ArcGrade(task_id="t1", solved=False, correct=[False])),
+]
 EXAMPLES: list[Body] = [
     Ping(),
     Pong(role="student", busy=True),
@@ -108,4 +142,5 @@ EXAMPLES: list[Body] = [
         losses=[1.5, 0.9],
     ),
     TeacherVersionRecorded(ledger_entry="ef" * 32),
+    *FEWSHOT_EXAMPLES,
 ]

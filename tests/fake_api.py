@@ -29,6 +29,20 @@ Flavour = Literal["openai", "anthropic"]
 FAKE_KEY = "sk-fake-test-key-0123456789"
 REFUSAL = "I can't help with that."
 GARBAGE = "%%{ lorem ipsum, colourless green ideas }"
+FEWSHOT_JSON = json.dumps(
+    {
+        "use_basic_augmentations": True,
+        "use_size_augmentations": False,
+        "use_chain_augmentations": False,
+        "use_repeat_augmentations": False,
+        "permute_colors": False,
+        "permute_examples": True,
+        "strategy": "output_tokens",
+        "learning_rate": 0.0003,
+        "num_train_epochs": 1,
+    }
+)
+"""The few-shot self-edit the fake servers write (as text, or as the input of a forced tool call)."""
 
 
 def canned_text(prompt: str, index: int) -> str:
@@ -37,9 +51,12 @@ def canned_text(prompt: str, index: int) -> str:
     A grading prompt (``Predicted answer:``) gets a grader's reply instead: "Yes" when the prediction
     equals one gold answer (case aside), "No" otherwise, and a hedge that is neither for a "??" answer.
     A reviewer's prompt (``APPROVE``) gets "VETO: ..." when it mentions Berlin, "APPROVE" otherwise.
+    A few-shot prompt (``test-time training``) gets :data:`FEWSHOT_JSON`, a valid self-edit.
     """
     if "Reply with APPROVE" in prompt:
         return "VETO: it teaches that the capital of France is Berlin." if "Berlin" in prompt else "APPROVE"
+    if "test-time training" in prompt:
+        return FEWSHOT_JSON
     if "Predicted answer:" in prompt:
         gold = prompt.split("Gold answer:", 1)[1].split("\n", 1)[0].strip().lower().split(" / ")
         predicted = prompt.split("Predicted answer:", 1)[1].split("\n", 1)[0].strip().lower()
@@ -241,13 +258,17 @@ def _openai_reply(body: dict[str, Any], refuse: bool, garbage: bool = False) -> 
 def _anthropic_reply(body: dict[str, Any], refuse: bool, garbage: bool = False) -> dict[str, Any]:
     prompt = _prompt_of(body)
     text = "" if refuse else (GARBAGE if garbage else canned_text(prompt, 0))
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    forced = (body.get("tool_choice") or {}).get("name") if not (refuse or garbage) else None
+    if forced:  # a forced tool call: the answer is the tool's input
+        content = [{"type": "tool_use", "id": "toolu_fake", "name": forced, "input": json.loads(text)}]
     return {
         "id": "msg_fake",
         "type": "message",
         "role": "assistant",
         "model": body["model"],
-        "content": [{"type": "text", "text": text}] if text else [],
-        "stop_reason": "refusal" if refuse else "end_turn",
+        "content": content,
+        "stop_reason": "refusal" if refuse else ("tool_use" if forced else "end_turn"),
         "stop_sequence": None,
         "usage": {"input_tokens": len(prompt.split()), "output_tokens": len(text.split())},
     }

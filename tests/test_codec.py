@@ -8,6 +8,8 @@ import pytest
 
 from protocol.codec import (
     AUDITOR_CHANNEL,
+    FEWSHOT_AUDITOR_CHANNEL,
+    FEWSHOT_STUDENT_CHANNEL,
     PROTOCOL_VERSION,
     STUDENT_CHANNEL,
     ProtocolError,
@@ -18,16 +20,18 @@ from protocol.codec import (
 from protocol.messages import ApplySelfEdits, Ping
 from tests.examples import CONTEXT, EXAMPLES, SELF_EDIT
 
+CHANNELS = (STUDENT_CHANNEL, AUDITOR_CHANNEL, FEWSHOT_STUDENT_CHANNEL, FEWSHOT_AUDITOR_CHANNEL)
+
 
 def _channel_and_direction(body):
-    for channel in (STUDENT_CHANNEL, AUDITOR_CHANNEL):
+    for channel in CHANNELS:
         for direction in ("request", "reply"):
             if body.type in channel.type_tags(direction):
                 yield channel, direction
 
 
 def test_examples_cover_every_message_type():
-    tags = {t for ch in (STUDENT_CHANNEL, AUDITOR_CHANNEL) for d in ("request", "reply") for t in ch.type_tags(d)}
+    tags = {t for ch in CHANNELS for d in ("request", "reply") for t in ch.type_tags(d)}
     assert tags == {e.type for e in EXAMPLES}
 
 

@@ -16,11 +16,13 @@ from apps.fewshot_bench import ORACLE, FewShotBenchConfig, run_fewshot_bench
 from auditor.arc_grading import ArcGrader
 from library.jsonl import JsonlLog, read_jsonl
 from library.ledger import verify_ledger
+from library.ledger_signatures import signature_problems
 from library.models import load_model
 from library.training import IGNORE_INDEX
 from protocol.artifacts import ArtifactStore
 from protocol.fewshot import ArcPair, ArcTask, FewShotSelfEdit
 from protocol.messages import SamplingConfig
+from protocol.signing import load_verify_key
 from student.fewshot import FewShotStudent
 from student.fewshot_config import FewShotStudentConfig
 from student.ttt_data import TrainingExample
@@ -76,28 +78,34 @@ def _task(task_id: str) -> ArcTask:
 def test_student_trains_a_stored_adapter_and_answers_every_test_input(tiny, tiny_model_dir, tmp_path):
     model, tokenizer = tiny
     store = ArtifactStore(tmp_path / "store")
-    student = FewShotStudent(model, tokenizer, tiny_model_dir, STUDENT, store)
+    student = FewShotStudent(model, tokenizer, tiny_model_dir, store, STUDENT)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    prediction = student.solve(_task("t2"), ORACLE)
-    assert prediction.num_examples == 3 and prediction.skipped is None  # 2 leave-one-out tasks, 1 augmented (the cap)
+    trained = student.train(_task("t2"), ORACLE, {"trained_from": ["x"]})
+    assert trained.num_examples == 3 and trained.skipped is None  # 2 leave-one-out tasks, 1 augmented (the cap)
+    provenance = store.provenance(trained.adapter.adapter_id)
+    assert provenance["self_edit"]["num_train_epochs"] == 1 and provenance["trained_from"] == ["x"]  # clamped from 2
+    prediction = student.answer(_task("t2"), trained.adapter.adapter_id)
+    assert prediction.adapter_id == trained.adapter.adapter_id and prediction.skipped is None
     assert len(prediction.attempts) == 2 and all(len(a) <= 2 for a in prediction.attempts)
-    assert store.provenance(prediction.adapter_id)["self_edit"]["num_train_epochs"] == 1  # clamped from 2
     after = model.state_dict()
     assert set(after) == set(before) and all((after[k] == v).all() for k, v in before.items())  # base untouched
 
 
-def test_student_skips_tasks_longer_than_its_limit_and_answers_in_context_without_a_self_edit(tiny, tiny_model_dir):
+def test_student_skips_tasks_longer_than_its_limit_and_answers_in_context_without_a_self_edit(
+    tiny, tiny_model_dir, tmp_path
+):
     model, tokenizer = tiny
-    student = FewShotStudent(model, tokenizer, tiny_model_dir, STUDENT)
-    skipped = student.solve(_task("big"), ORACLE)
-    assert skipped.skipped and "max_length" in skipped.skipped and skipped.attempts == []
-    in_context = student.solve(_task("t1"), None)
+    student = FewShotStudent(model, tokenizer, tiny_model_dir, ArtifactStore(tmp_path), STUDENT)
+    skipped = student.train(_task("big"), ORACLE, {})
+    assert skipped.adapter is None and skipped.skipped and "max_length" in skipped.skipped
+    assert student.answer(_task("big"), None).attempts == []
+    in_context = student.answer(_task("t1"), None)
     assert in_context.adapter_id is None and in_context.num_examples == 0 and len(in_context.attempts) == 1
 
 
-def test_output_tokens_strategy_puts_the_loss_on_the_answer_only(tiny, tiny_model_dir):
+def test_output_tokens_strategy_puts_the_loss_on_the_answer_only(tiny, tiny_model_dir, tmp_path):
     model, tokenizer = tiny
-    student = FewShotStudent(model, tokenizer, tiny_model_dir, STUDENT)
+    student = FewShotStudent(model, tokenizer, tiny_model_dir, ArtifactStore(tmp_path), STUDENT)
     example = TrainingExample(prompt="Input:\n1\nOutput:\n", answer="11", transform="identity")
     outputs = FewShotSelfEdit.model_validate(EXAMPLE_SELF_EDIT.model_dump() | {"strategy": "output_tokens"})
     ids, labels = student._encode(example, outputs)
@@ -139,13 +147,16 @@ def test_bench_runs_every_row_resumes_and_trains_the_teacher_on_kept_self_edits(
     assert {r["proposal"]["teacher_version"] for r in restem_row} == {"v1"}, "the ReST^EM row samples with v1"
     report = verify_ledger(out / "ledger.jsonl")
     assert report.ok and report.entries == 2  # t1's one verdict, then v1
+    for ledger in ("ledger.jsonl", "eval-ledger.jsonl"):  # every verdict signed by the bench's auditor key
+        assert signature_problems(out / ledger, load_verify_key(out / "keys")) == []
+    assert len(read_jsonl(out / "eval-ledger.jsonl")) == 3  # t1 in the oracle, untrained and ReST^EM rows
     summary = json.loads((out / "summary.json").read_text())
     assert [r["row"] for r in summary["rows"]] == ["in_context", "ttt_untrained", "ttt_restem", "oracle"]
     assert "| TTT, self-edits after ReST^EM |" in (out / "results.md").read_text()
     assert (out / "solved.png").stat().st_size > 0
 
     monkeypatch.setattr(fewshot_bench, "_attempt", _must_not_run)  # everything is recorded: a rerun only reports
-    monkeypatch.setattr(FewShotStudent, "solve", _must_not_run)
+    monkeypatch.setattr(FewShotStudent, "train", _must_not_run)
     assert run_fewshot_bench(opts) == 0
     assert verify_ledger(out / "ledger.jsonl").entries == 2, "a finished run adds nothing to the ledger"
 
@@ -184,11 +195,11 @@ def test_bench_records_survive_a_torn_last_line_and_the_cut_result_is_made_again
     done = {"row": "oracle", "task_id": "t1", "solved": True, "seconds": 1.0}
     path.write_text(json.dumps(done) + "\n" + '{"row": "oracle", "task_id": "t2", "sol')  # killed mid-write
     monkeypatch.setattr(fewshot_bench, "_attempt", lambda *args, **kwargs: {"solved": False, "seconds": 0.0})
-    student = SimpleNamespace(too_long=lambda task: None)  # every task fits; _attempt stands in for solving
+    student = SimpleNamespace(solver=SimpleNamespace(too_long=lambda task: None))  # every task fits
     records, restem = JsonlLog(path), JsonlLog(tmp_path / "restem.jsonl")
     bench = fewshot_bench._Bench(opts=None, student=student, teacher=None, records=records, restem=restem)
     with caplog.at_level(logging.WARNING, logger="library.jsonl"):
-        fewshot_bench._run_row(bench, "oracle", [_task("t1"), _task("t2")], grader=None, fixed=ORACLE)
+        fewshot_bench._run_row(bench, "oracle", [_task("t1"), _task("t2")], peers=None, fixed=ORACLE)
     assert "dropped its last line" in caplog.text
     assert [(r["task_id"], r["solved"]) for r in read_jsonl(path)] == [("t1", True), ("t2", False)]
 

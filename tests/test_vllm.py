@@ -269,3 +269,20 @@ def test_restem_m_step_makes_a_version_the_vllm_teacher_serves(vllm_model_dir, v
     after = teacher.sample([prompt], 1, greedy)[0][0]
     assert after != before and target.startswith(after[:6]), (before, after)
     teacher.serve_base()
+
+
+def test_teacher_guided_json_writes_self_edits_that_parse(vllm_model_dir, vllm_settings, vllm_engine):
+    """Under the self-edit's schema even a random model writes the JSON's keys and types (values may still fall
+    outside the schema's bounds; validation and resampling catch those)."""
+    from teacher.fewshot import SELF_EDIT_SCHEMA, parse_self_edit
+
+    teacher = _teacher(vllm_model_dir, vllm_settings, vllm_engine)
+    sampling = SamplingConfig(temperature=1.0, max_new_tokens=400, seed=3)
+    [free] = teacher.complete(["Write the training configuration as JSON."], 4, sampling)
+    [guided] = teacher.complete_json(["Write the training configuration as JSON."], 4, sampling, SELF_EDIT_SCHEMA)
+    assert not any(c.text.lstrip().startswith("{") for c in free), "a random model writes no JSON unguided"
+    for completion in guided:
+        data = json.loads(completion.text)
+        assert set(data) == set(SELF_EDIT_SCHEMA["properties"]) and isinstance(data["use_basic_augmentations"], bool)
+        assert data["strategy"] in ("all_tokens", "output_tokens")
+    assert all(parse_self_edit(c.text) for c in guided if 0 < json.loads(c.text)["learning_rate"] <= 1e-2)
