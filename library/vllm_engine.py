@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,6 +51,14 @@ class VLLMConfig(BaseModel):
     max_lora_rank: int = Field(32, ge=1, le=512, description="Largest LoRA rank an adapter may have.")
     enforce_eager: bool | None = Field(None, description="Skip torch.compile and CUDA graphs; default: on CPU.")
     seed: int = Field(0, description="Engine seed.")
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="GPUs one model is split over (GPU only); above 1, vLLM's own Ray executor runs it."
+    )
+    distributed_executor_backend: Literal["ray", "mp"] = Field(
+        "ray",
+        description="vLLM's executor when tensor_parallel_size > 1: 'ray' (vLLM on the Ray cluster of "
+        "RAY_ADDRESS, or a local one; needed across nodes) or 'mp' (processes on this node).",
+    )
 
 
 def vllm_available() -> bool:
@@ -89,6 +97,11 @@ def engine_kwargs(settings: VLLMConfig, on_gpu: bool, model_max_len: int | None 
         kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization or default
     if settings.enable_lora:
         kwargs.update(enable_lora=True, max_loras=settings.max_loras, max_lora_rank=settings.max_lora_rank)
+    if settings.tensor_parallel_size > 1:
+        if not on_gpu:
+            raise ModelLoadError(f"tensor_parallel_size {settings.tensor_parallel_size} needs GPUs; this one has none")
+        kwargs["tensor_parallel_size"] = settings.tensor_parallel_size
+        kwargs["distributed_executor_backend"] = settings.distributed_executor_backend
     return kwargs
 
 

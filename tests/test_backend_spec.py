@@ -130,3 +130,16 @@ def test_vllm_engine_defaults_on_cpu_and_gpu():
     gpu = engine_kwargs(VLLMConfig(kv_cache_memory_bytes=1 << 30, enable_lora=False), on_gpu=True)
     assert gpu["kv_cache_memory_bytes"] == 1 << 30 and "gpu_memory_utilization" not in gpu
     assert "enable_chunked_prefill" not in gpu and "enable_lora" not in gpu and gpu["enforce_eager"] is False
+    assert "tensor_parallel_size" not in gpu, "one GPU: vLLM's default executor"
+
+
+def test_vllm_tensor_parallelism_runs_on_vllms_own_ray_executor_and_needs_gpus():
+    from library.model_specs import ModelLoadError
+    from library.vllm_engine import VLLMConfig, engine_kwargs
+
+    split = engine_kwargs(VLLMConfig(tensor_parallel_size=4), on_gpu=True)
+    assert split["tensor_parallel_size"] == 4 and split["distributed_executor_backend"] == "ray"
+    one_node = engine_kwargs(VLLMConfig(tensor_parallel_size=2, distributed_executor_backend="mp"), on_gpu=True)
+    assert one_node["distributed_executor_backend"] == "mp"
+    with pytest.raises(ModelLoadError, match="needs GPUs"):
+        engine_kwargs(VLLMConfig(tensor_parallel_size=2), on_gpu=False)
