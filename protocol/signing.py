@@ -81,3 +81,7 @@ def check_verdict(verdict: Verdict, key: Ed25519PublicKey, adapter_id: str) -> N
         raise VerdictRefused(f"the verdict is for adapter {verdict.adapter_id[:12]}, not {adapter_id[:12]}")
     if not verdict.accepted:
         raise VerdictRefused(f"the auditor rejected adapter {adapter_id[:12]}: {verdict.reason}")
+    if verdict.metric == "arc_exact":
+        raise VerdictRefused(
+            f"adapter {adapter_id[:12]} is a few-shot test-time adapter (judged on one ARC task): it is never served"
+        )

@@ -83,3 +83,11 @@ def test_the_self_edit_hash_is_the_one_verdicts_were_signed_with():
     edit = SELF_EDIT.model_copy(update={"text": "Café — “Regatta”"})
     earlier = json.dumps(edit.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     assert self_edit_sha256(edit) == hashlib.sha256(earlier.encode()).hexdigest()
+
+
+def test_a_few_shot_adapters_accepting_verdict_never_promotes_it():
+    """An ARC test-time adapter is judged on one task; its signed accepting verdict must not put it in service."""
+    private = Ed25519PrivateKey.generate()
+    fewshot = VERDICT.model_copy(update={"metric": "arc_exact", "accepted": True})
+    with pytest.raises(VerdictRefused, match="few-shot"):
+        check_verdict(sign_verdict(fewshot, private), private.public_key(), ADAPTER)
