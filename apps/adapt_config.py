@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from auditor.tau_config import DocumentTauConfig
 from library.model_specs import DEFAULT_MODEL, DTypeName
-from protocol.messages import Metric
 
 
 class AdaptConfig(BaseModel):
@@ -27,7 +27,9 @@ class AdaptConfig(BaseModel):
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda' for every role.")
     dtype: DTypeName = Field("auto", description="Weights' dtype for every role: auto, float32 or bfloat16.")
     k: int = Field(1, ge=1, le=64, description="Self-edits (candidates) per passage.")
-    metric: Metric = Field("loglik", description="Reward and acceptance metric: loglik, f1 or exact_match.")
+    metric: Literal["loglik", "f1", "exact_match", "answer_recall"] = Field(
+        "loglik", description="Reward and acceptance metric: loglik, f1, exact_match or answer_recall."
+    )
     min_gain: float = Field(0.05, description="Smallest gain on the acceptance set the auditor accepts.")
     epochs: int | None = Field(None, ge=1, description="Student epochs per candidate (default: the student's).")
     max_retention_drop: float | None = Field(None, ge=0, description="Auditor's retention limit (default: its own).")

@@ -7,11 +7,13 @@ checked first, then the student checks the verdict again; each promotion is one 
 registry's history, and anything ``seal promote`` refuses (an unsigned, forged or rejecting verdict, a
 ledger that does not verify) is refused here too, in one line, and the others go on.
 
-Which adapters: per context, the accepted verdict with the highest reward (the earlier on a tie), promoted
-in the ledger order of those verdicts; an adapter already in the served stack (a resumed run) is skipped.
-Adapters of different contexts **stack**: each goes on top of the served stack and all are active at once
-(their LoRA deltas add up), so the served model has learnt every promoted context. Each was judged against
-the base model alone, not on top of the others (see README, Governance: Registry).
+Which adapters: per context, the accepted verdict with the highest reward (the earlier on a tie), in the
+ledger order of those verdicts; an adapter already in the served stack (a resumed run) is skipped. A verdict
+names the stack its candidate was trained on top of and judged against (``Verdict.on_top_of``), and the
+registry promotes an adapter only onto that very stack: a candidate judged against the base model is not
+promoted once another context's adapter is served (it is counted as judged against another stack; adapt its
+passage again on top of the served one). So after one ``seal demo`` pass, whose candidates were all judged
+against the same model, the first context's best adapter is promoted.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class AutoPromotion:
     promotions: list[Promotion]
     already_served: list[str]
     stack: ServedStack
+    judged_on_another_stack: list[str]
 
     def summary(self) -> str:
         """One line for the demo's log: what was promoted, and the served stack now."""
@@ -59,6 +62,8 @@ class AutoPromotion:
         line = f"auto-promote: promoted {len(done)} adapter(s)" + (f": {promoted}" if promoted else "")
         if self.already_served:
             line += f"; {len(self.already_served)} already served"
+        if self.judged_on_another_stack:
+            line += f"; {len(self.judged_on_another_stack)} judged against another stack, not promoted"
         stack = "".join(f" + {a[:12]}" for a in self.stack.stack)
         return f"{line}; serving registry version {self.stack.version}: base{stack}"
 
@@ -83,10 +88,13 @@ def best_accepted(ledger: Path) -> list[Verdict]:
 def promote_accepted(client: StudentClient, ledger: Path, keys: Path) -> AutoPromotion:
     """Promote each context's best accepted adapter through ``client`` (the CLI's), as ``seal promote`` would."""
     served = client.describe_served()
-    promotions, skipped = [], []
+    promotions, skipped, stale = [], [], []
     for verdict in best_accepted(ledger):
         if verdict.adapter_id in served.stack:
             skipped.append(verdict.adapter_id)
+            continue
+        if verdict.on_top_of != served.stack:  # judged against another model than the one served now
+            stale.append(verdict.adapter_id)
             continue
         promotion = Promotion(verdict.context_id, verdict.adapter_id, verdict.reward)
         try:
@@ -94,7 +102,7 @@ def promote_accepted(client: StudentClient, ledger: Path, keys: Path) -> AutoPro
         except (LedgerError, SecurityError, VerdictRefused, TransportError) as exc:  # what seal promote reports
             promotion.refused = str(exc)
         promotions.append(promotion)
-    return AutoPromotion(promotions, skipped, served)
+    return AutoPromotion(promotions, skipped, served, stale)
 
 
 def promote_after_pass(run_dir: Path, student_endpoint: str, console: Console) -> bool:

@@ -54,6 +54,7 @@ class AuditorConfig(WorkersConfig):
     )
     answer_instruction: str | None = Field(
         None,
+        max_length=2000,  # what an answer_questions request may carry
         description="Instruction put before every question the student answers (and the auditor scores); "
         "default: ask for only the short answer; '' for none.",
     )
@@ -74,4 +75,9 @@ class AuditorConfig(WorkersConfig):
     def _judge_for_judge_metric(self) -> AuditorConfig:
         if self.metric == "judge" and self.judge is None:
             raise ValueError("metric 'judge' needs a judge: give --judge.model openai:MODEL (or anthropic:MODEL)")
+        if self.metric == "judge" and self.documents.paths:
+            raise ValueError(
+                "metric 'judge' does not yet split its judgements into τ's reward and sealed acceptance sets: "
+                "use another --metric with --documents.paths (seal adapt)"
+            )
         return self

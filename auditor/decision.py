@@ -90,6 +90,7 @@ class Decider:
         extra: dict[str, Any] | None = None,
         reward_count: int | None = None,
         earlier: dict[str, list[QAItem]] | None = None,
+        on_top_of: list[str] | None = None,
     ) -> Verdict:
         """Accept only on enough gain, retention held, earlier passages kept, and no veto.
 
@@ -99,7 +100,8 @@ class Decider:
         With ``reward_count``, τ's first ``reward_count`` pairs are the reward set, whose gain is the verdict's
         reward, and the rest the sealed acceptance set, whose gain (and scores) the decision reads.
         ``earlier``: the questions of the passages that model learned before (by context id), which the
-        answers' tails hold.
+        answers' tails hold. ``on_top_of``: the served stack ``base`` is (signed into the verdict: the registry
+        promotes the candidate only onto that stack).
         """
         n = reward_count or 0
         base_scores, cand_scores = scores(tau[n:], base.questions(n)), scores(tau[n:], cand.questions(n))
@@ -116,7 +118,7 @@ class Decider:
             reward = getattr(reward_sets[1], self.config.metric) - getattr(reward_sets[0], self.config.metric)
         drop = _mean(base.retention_logliks) - _mean(cand.retention_logliks)
         if not (math.isfinite(gain) and math.isfinite(reward) and math.isfinite(drop)):
-            return self.refuse(context_id, item, "its scores are not finite (did training diverge?)")
+            return self.refuse(context_id, item, "its scores are not finite (did training diverge?)", vetoes, extra)
         accepted, reason = self._rule(gain, drop, vetoes, passages)
         details = {
             "thresholds": {
@@ -135,6 +137,7 @@ class Decider:
         return self._conclude(
             context_id, item, accepted, reason, (reward, drop), (base_scores, cand_scores), vetoes, details,
             earlier_drop,
+            on_top_of or [],
         )
 
     def refuse(
@@ -183,6 +186,7 @@ class Decider:
         vetoes: list[Veto],
         details: dict[str, Any],
         earlier_drop: float = 0.0,
+        on_top_of: list[str] | None = None,
     ) -> Verdict:
         verdict = Verdict(
             context_id=context_id,
@@ -195,6 +199,7 @@ class Decider:
             candidate=base_cand[1],
             retention_drop=gain_drop[1],
             earlier_drop=earlier_drop,
+            on_top_of=on_top_of or [],
             vetoes=vetoes,
             reason=reason,
             self_edit_sha256=self_edit_sha256(item.self_edit),

@@ -44,7 +44,10 @@ def read_question_file(path: Path) -> list[UserQuestion]:
     if suffix == ".jsonl":
         rows = _jsonl_rows(path, text)
     elif suffix == ".csv":
-        rows = list(csv.DictReader(text.splitlines()))
+        try:
+            rows = list(csv.DictReader(text.splitlines()))
+        except csv.Error as exc:
+            raise DatasetError(f"{path}: not a readable CSV file ({exc})") from None
     elif suffix in (".yaml", ".yml"):
         rows = _yaml_rows(path, text)
     else:

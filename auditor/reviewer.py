@@ -112,7 +112,8 @@ class Reviewer:
             rows = self._connect().complete(prompts, 1, self._sampling)
         except TeacherBackendError as exc:
             return [self._failed(p, f"the reviewer {self.config.model} was unreachable: {exc}") for p in prompts]
-        return [self._outcome(p, row[0] if row else None) for p, row in zip(prompts, rows, strict=True)]
+        rows = [*rows, *[[]] * (len(prompts) - len(rows))]  # a backend that answered fewer: those fail closed
+        return [self._outcome(p, row[0] if row else None) for p, row in zip(prompts, rows[: len(prompts)], strict=True)]
 
     def _outcome(self, prompt: str, completion: Completion | None) -> ReviewOutcome:
         reply = "" if completion is None else (completion.refusal or completion.text)

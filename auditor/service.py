@@ -120,21 +120,34 @@ class Auditor:
         pending = [c for c in request.candidates if id(c) not in verdicts]
         stack = self.student.describe_served(self.config.student_timeout_s).stack if pending else []
         usable, refused = self._check_artifacts(request.context_id, pending, stack)
+        if usable:  # a re-sent request whose verdicts are all recorded needs no student
+            verdicts |= self._evaluate_and_decide(request.context_id, tau, usable, stack)
+        for c, why in refused:
+            verdicts[id(c)] = self.decider.refuse(request.context_id, c, why)
+        for v in verdicts.values():
+            log.info("%s %s: %s", "ACCEPT" if v.accepted else "reject", v.adapter_id[:12], v.reason)
+        return Verdicts(verdicts=[verdicts[id(c)] for c in request.candidates])
+
+    def _evaluate_and_decide(
+        self, context_id: str, tau: list[QAItem], usable: list[CandidateToJudge], stack: list[str]
+    ) -> dict[int, Verdict]:
+        """Verdicts on candidates whose artifacts passed the checks, each judged against the served ``stack``."""
         adapter_ids = [c.candidate.adapter.adapter_id for c in usable]
-        learned = earlier_contexts(self.ledger, stack, request.context_id)
+        learned = earlier_contexts(self.ledger, stack, context_id)
         earlier = {c: self._acceptance_set(c) for c in learned if c in self.questions}  # τ this auditor holds
-        results = self._evaluate(request.context_id, tau, adapter_ids, stack, earlier)
-        judged = self._judge_outcomes((request.context_id, tuple(stack)), tau, results, adapter_ids)
+        results = self._evaluate(context_id, tau, adapter_ids, stack, earlier)
+        judged = self._judge_outcomes((context_id, tuple(stack)), tau, results, adapter_ids)
         probe_answers = self._probe_answers(adapter_ids, stack)
         base = results.pop(None)
-        reward_counts = self.tau.reward_counts
+        reward_count = self.tau.reward_counts.get(context_id)
+        verdicts = {}
         for c in usable:
             adapter_id = c.candidate.adapter.adapter_id
             r_vetoes, extra = self._reviewer_check(c, probe_answers)
             c_vetoes = review_text(c.self_edit.text, self.config.deny_patterns)
             c_vetoes += self._probe_vetoes(probe_answers, adapter_id) + r_vetoes
             verdicts[id(c)] = self.decider.decide(
-                request.context_id,
+                context_id,
                 tau,
                 c,
                 base,
@@ -142,14 +155,11 @@ class Auditor:
                 c_vetoes,
                 judged.get(adapter_id),
                 extra,
-                reward_counts.get(request.context_id),
+                reward_count,
                 earlier,
+                stack,
             )
-        for c, why in refused:
-            verdicts[id(c)] = self.decider.refuse(request.context_id, c, why)
-        for v in verdicts.values():
-            log.info("%s %s: %s", "ACCEPT" if v.accepted else "reject", v.adapter_id[:12], v.reason)
-        return Verdicts(verdicts=[verdicts[id(c)] for c in request.candidates])
+        return verdicts
 
     def _acceptance_set(self, context_id: str) -> list[QAItem]:
         """The questions a verdict on this passage is accepted on: its sealed acceptance set, when τ is split."""

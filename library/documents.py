@@ -156,7 +156,10 @@ def _hidden(relative: Path) -> bool:
 
 
 def _read_text(path: Path) -> str:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DocumentError(f"{path}: cannot be read ({exc.strerror or exc}), skipped") from None
     if not data.strip():
         raise DocumentError(f"{path}: empty, skipped")
     if b"\0" in data:
@@ -182,7 +185,11 @@ def _pdf_text(path: Path) -> str:
     from pypdf import PdfReader
     from pypdf.errors import PyPdfError
 
-    if path.stat().st_size == 0:
+    try:
+        empty = path.stat().st_size == 0
+    except OSError as exc:
+        raise DocumentError(f"{path}: cannot be read ({exc.strerror or exc}), skipped") from None
+    if empty:
         raise DocumentError(f"{path}: empty, skipped")
     logging.getLogger("pypdf").setLevel(logging.ERROR)  # its warnings about odd files are not ours to print
     try:

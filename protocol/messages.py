@@ -154,7 +154,11 @@ class Scores(Body):
     exact_match: float
     f1: float
     loglik: float = Field(description="Gold answers' mean per-token log-likelihood (nats).")
-    answer_recall: float = Field(description="Share of questions whose answer contains a gold answer (normalised).")
+    answer_recall: float | None = Field(
+        None,
+        exclude_if=lambda v: v is None,  # absent in verdicts signed before it existed (and in few-shot ones)
+        description="Share of questions whose answer contains a gold answer (normalised).",
+    )
     n_questions: int
     judge: float | None = Field(
         None,
@@ -178,12 +182,23 @@ class Verdict(Body):
     adapter_id: str
     accepted: bool
     metric: VerdictMetric
-    reward: float = Field(description="Gain on `metric` of the candidate over the base model (or the served stack).")
+    reward: float = Field(
+        description="Gain on `metric` of the candidate over the model it was judged against (the base, or the served "
+        "stack): on τ's reward set when τ is split (then `base`, `candidate` and `reason` are the acceptance set's)."
+    )
     base: Scores = Field(description="The model the candidate is judged against: the base, or the served stack.")
     candidate: Scores
     retention_drop: float = Field(description="Base minus candidate retention score (nats/token).")
     earlier_drop: float = Field(
-        0.0, description="Largest drop in answer recall on a passage accepted earlier (before minus candidate)."
+        0.0,
+        exclude_if=lambda v: v == 0.0,  # absent when nothing was replayed: earlier verdicts' signatures stay valid
+        description="Largest drop in answer recall on a passage accepted earlier (before minus candidate).",
+    )
+    on_top_of: list[str] = Field(
+        default_factory=list,
+        exclude_if=lambda v: not v,  # absent when judged against the base model: earlier signatures stay valid
+        description="The served stack the candidate was trained on top of and judged against (empty: the base "
+        "model); the registry promotes it only onto that very stack.",
     )
     vetoes: list[Veto] = []
     reason: str

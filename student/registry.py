@@ -83,6 +83,8 @@ class Registry:
         with self._writing() as (history, state):
             if state.stack and state.stack[-1] == adapter_id:
                 return state
+            if verdict.on_top_of != state.stack:
+                raise VerdictRefused(stale_stack_reason(verdict, state.stack))
             stack = [*state.stack, adapter_id]
             verdicts = {**state.verdicts, adapter_id: verdict.ledger_entry}
             return self._change(history, state, "promote", stack, verdicts, verdict=verdict.model_dump(mode="json"))
@@ -176,3 +178,13 @@ def _kept_depth(stack: list[str], to: str | None) -> int:
     if len(matches) != 1:
         raise RegistryError(f"{to!r} names {len(matches)} adapters in the served stack, not one")
     return matches[0] + 1
+
+
+def stale_stack_reason(verdict: Verdict, served: list[str]) -> str:
+    """Why an accepting verdict judged against another model than the one served cannot be promoted onto it."""
+    judged = " + ".join(a[:12] for a in verdict.on_top_of) or "the base model"
+    now = " + ".join(a[:12] for a in served) or "the base model"
+    return (
+        f"adapter {verdict.adapter_id[:12]} was trained and judged on top of {judged}, but {now} is served: "
+        "adapt its passage again on top of the served stack"
+    )

@@ -215,7 +215,8 @@ class Student:
         if self.workers is not None and not stack:  # the K candidates spread over the workers, one shard each
             return self.workers.train(jobs)
         with merged_stack(self.model, [self._adapter_folder(a, "jobs.on_top_of") for a in stack]):
-            return train_in_shards(self.model, self.tokenizer, jobs, self.config.model, self.config.train_shards)
+            shards = self.config.train_shards or self.config.workers  # as the workers would cut them: the same ids
+            return train_in_shards(self.model, self.tokenizer, jobs, self.config.model, shards)
 
     def close(self) -> None:
         """Stop the Ray workers, if any (and the local Ray runtime they started)."""

@@ -54,6 +54,8 @@ def outcomes_table(outcomes: list[Outcome], wall_seconds: float | None = None) -
 
 def right_answers(scores: Scores) -> str:
     """Questions answered right (answer recall) out of those asked: "3/5"."""
+    if scores.answer_recall is None:  # a verdict signed before answer recall was scored
+        return "–"
     return f"{round(scores.answer_recall * scores.n_questions)}/{scores.n_questions}"
 
 

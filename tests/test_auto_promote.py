@@ -22,13 +22,14 @@ def test_best_accepted_per_context_stack_in_ledger_order_and_a_forged_verdict_is
     ledger = root / "ledger.jsonl"
     _record_verdict(root, keys, student, gain=1.0, context="c1")
     best_c1 = _record_verdict(root, keys, student, gain=2.0, context="c1")
-    c2 = _record_verdict(root, keys, student, gain=0.5, context="c2")
-    _record_verdict(root, keys, student, gain=0.0, context="c3")  # rejected: never promoted
+    c2 = _record_verdict(root, keys, student, gain=0.5, context="c2", on_top_of=[best_c1])
+    _record_verdict(root, keys, student, gain=0.0, context="c3", on_top_of=[best_c1])  # rejected: never promoted
+    stale = _record_verdict(root, keys, student, gain=3.0, context="c4")  # judged against the base: not promoted
     # An accepting verdict for another adapter, copied into a well-chained entry: its signature does not cover it.
     forged_adapter = student.apply_self_edits(ApplySelfEdits(jobs=[_job(self_edit="Forged.")])).candidates[0]
     forged = copy.deepcopy(read_entries(ledger)[-1]["record"])
     forged["adapter_id"] = forged["verdict"]["adapter_id"] = forged_adapter.adapter.adapter_id
-    forged["verdict"].update(context_id="c5", accepted=True, reward=9.0)
+    forged["verdict"].update(context_id="c5", accepted=True, reward=9.0, on_top_of=[best_c1, c2])
     forged["accepted"] = True
     writer = Ledger(ledger)
     writer.append("verdict", forged)
@@ -45,7 +46,8 @@ def test_best_accepted_per_context_stack_in_ledger_order_and_a_forged_verdict_is
         (c2, True),
         (forged_adapter.adapter.adapter_id, False),
     ]
-    assert result.stack.stack == [best_c1, c2], "two contexts' adapters stack, in ledger order"
+    assert result.stack.stack == [best_c1, c2], "two contexts' adapters stack, each judged on the one below"
+    assert result.judged_on_another_stack == [stale]
     assert again.already_served == [best_c1, c2] and again.stack.version == result.stack.version
     assert "promoted 2 adapter(s)" in result.summary() and "promoted 0 adapter(s)" in again.summary()
 

@@ -45,14 +45,16 @@ def world(tiny_model_dir, tmp_path_factory):
     thread.join(timeout=5)
 
 
-def _record_verdict(root, keys, student, gain: float, context: str = "c1") -> str:
+def _record_verdict(root, keys, student, gain: float, context: str = "c1", on_top_of: list[str] | None = None) -> str:
+    """An adapter trained by ``student`` and its verdict, signed and in the ledger; judged on top of ``on_top_of``."""
     job = _job(self_edit=f"Quorne founded it (gain {gain}).")
     candidate = student.apply_self_edits(ApplySelfEdits(jobs=[job])).candidates[0]
     config = AuditorConfig(model=student.config.model, ledger=root / "ledger.jsonl", min_gain=0.05)
     decider = Decider(config, Ledger(config.ledger), [], load_signing_key(keys))
     base = ModelResult(["?"], [-3.0], [], [])
     cand = ModelResult(["Quorne"], [-3.0 + gain], [], [])
-    decider.decide(context, TAU, CandidateToJudge(self_edit=job.self_edit, candidate=candidate), base, cand, [])
+    item = CandidateToJudge(self_edit=job.self_edit, candidate=candidate)
+    decider.decide(context, TAU, item, base, cand, [], on_top_of=on_top_of)
     return candidate.adapter.adapter_id
 
 
@@ -122,3 +124,19 @@ def test_shadow_report_summarises_a_shadow_log(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 requests" in out and "agreed on 50%" in out and "1874" in out
     assert main(["shadow-report", str(tmp_path / "missing.jsonl")]) == 2
+
+
+def test_an_adapter_judged_against_another_stack_than_the_served_one_is_refused(world, capsys):
+    """A verdict names the stack its candidate was judged against; the registry promotes only onto that stack."""
+    root, keys, student, endpoint = world
+    first = _record_verdict(root, keys, student, gain=1.0)
+    on_base = _record_verdict(root, keys, student, gain=1.1, context="c2")  # judged against the base model
+    on_first = _record_verdict(root, keys, student, gain=1.2, context="c3", on_top_of=[first])
+    common = ["--ledger", str(root / "ledger.jsonl"), "--keys", str(keys), "--student", endpoint]
+    assert main(["promote", on_first[:12], *common]) == 2, "judged on top of an adapter that is not served"
+    assert "judged on top of" in capsys.readouterr().err
+    assert main(["promote", first[:12], *common]) == 0
+    assert main(["promote", on_base[:12], *common]) == 2
+    assert "the base model, but" in capsys.readouterr().err
+    assert main(["promote", on_first[:12], *common]) == 0
+    assert main(["ledger", "verify", "--ledger", str(root / "ledger.jsonl"), "--keys", str(keys)]) == 0

@@ -30,18 +30,20 @@ def _flag(command: list[str], flag: str) -> str:
     return command[command.index(flag) + 1]
 
 
-def test_the_student_and_the_auditor_join_the_ray_head_as_clients(services):
+def test_the_student_joins_the_ray_head_as_a_client_and_the_auditor_never_does(services):
     head = services["ray-head"]["command"]
     assert head[:3] == ["ray", "start", "--head"] and "--block" in head
     client_port = _flag(head, "--ray-client-server-port")
     assert client_port in services["ray-head"]["expose"]
     assert _flag(head, "--num-gpus") == "0"  # the head schedules no model work
-    for name, model in (("student", StudentConfig), ("auditor", AuditorConfig)):
-        config = build_config(model, build_parser().parse_args(services[name]["command"][1:]))
-        address = urlparse(config.ray_address)
-        assert (address.scheme, address.hostname, str(address.port)) == ("ray", "ray-head", client_port)
-        assert config.workers >= 2
-        assert "ray-head" in services[name]["depends_on"]
+    config = build_config(StudentConfig, build_parser().parse_args(services["student"]["command"][1:]))
+    address = urlparse(config.ray_address)
+    assert (address.scheme, address.hostname, str(address.port)) == ("ray", "ray-head", client_port)
+    assert config.workers >= 2 and "ray-head" in services["student"]["depends_on"]
+    # The auditor holds τ: on the student's cluster, the student could run code beside its actors and read it.
+    auditor = build_config(AuditorConfig, build_parser().parse_args(services["auditor"]["command"][1:]))
+    assert auditor.ray_address is None and auditor.workers == 1
+    assert "ray-head" not in services["auditor"]["depends_on"] and "environment" not in services["auditor"]
 
 
 def test_ray_workers_join_the_head_with_a_gpu_each_and_hold_no_keys_store_or_ledger(services):
@@ -61,7 +63,7 @@ def test_the_image_installs_the_ray_extra():
 
 
 def test_every_ray_node_and_client_authenticates_with_one_token(services):
-    for name in ("ray-head", "ray-worker", "student", "auditor"):
+    for name in ("ray-head", "ray-worker", "student"):
         environment = services[name]["environment"]
         assert environment["RAY_AUTH_MODE"] == "token", f"{name}: Ray's token auth must be on"
         assert environment["RAY_AUTH_TOKEN"].startswith("${SEAL_RAY_TOKEN:?"), f"{name}: the token is required"
