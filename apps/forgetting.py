@@ -2,9 +2,9 @@
 
 Its input is one :class:`ForgettingRecord` per (update, passage) pair: after the j-th accepted update, how many
 of passage i's sealed acceptance questions the served model answered right. ``seal adapt`` writes the matrix
-when the auditor's continual judging supplies those answers (the auditor judging each candidate on top of the
-served stack, with earlier passages' acceptance questions replayed); until then the report says it is absent.
-A cell before passage i was learned is the model's accuracy before its update; an empty cell was not measured.
+from the auditor's continual judging (each candidate judged on top of the served stack, with earlier passages'
+acceptance questions replayed; :func:`apps.adapt_report.forgetting_records`). A cell before passage i was
+learned is the model's accuracy before its update; an empty cell was not measured.
 """
 
 from __future__ import annotations
