@@ -56,7 +56,7 @@ def forgetting_matrix(records: list[ForgettingRecord]) -> ForgettingMatrix:
     return ForgettingMatrix(passages, updates, [[cells.get((p, j)) for j in updates] for p in passages])
 
 
-def plot_matrix(matrix: ForgettingMatrix, path: Path) -> Path:
+def plot_matrix(matrix: ForgettingMatrix, path: Path, xlabel: str = "after update") -> Path:
     """A heatmap PNG of the matrix (accuracy 0 to 1; unmeasured cells blank), written to ``path``."""
     import matplotlib
 
@@ -69,7 +69,7 @@ def plot_matrix(matrix: ForgettingMatrix, path: Path) -> Path:
     image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(matrix.updates)), [str(j) for j in matrix.updates])
     ax.set_yticks(range(len(matrix.passages)), [p[:24] for p in matrix.passages])
-    ax.set_xlabel("after update")
+    ax.set_xlabel(xlabel)
     ax.set_title("accuracy on each passage's acceptance questions")
     for (i, j), value in np.ndenumerate(values):
         if not np.isnan(value):
