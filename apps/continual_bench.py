@@ -19,6 +19,7 @@ a rerun resumes (finished passages are not adapted again, measured steps not mea
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,7 @@ from typing import Any
 
 from rich.console import Console
 
+from apps.cli_config import ConfigError
 from apps.continual_config import ARMS, NAIVE, REHEARSAL, ContinualBenchConfig
 from apps.continual_report import arm_slug, write_report
 from apps.sequential_promote import promote_pending
@@ -51,6 +53,7 @@ def run_continual_bench(config: ContinualBenchConfig, command: str, console: Con
     """Sample the self-edits once, run the three arms, write the report; returns the report's path."""
     console = console or Console()
     started = time.perf_counter()
+    _check_resumable(config)
     config.out.mkdir(parents=True, exist_ok=True)
     (config.out / "config.json").write_text(config.model_dump_json(indent=1))
     contexts = load_contexts(config.data, config.limit)
@@ -62,6 +65,18 @@ def run_continual_bench(config: ContinualBenchConfig, command: str, console: Con
     report = write_report(config, contexts, read_jsonl(config.out / STEPS_FILE), command, time.perf_counter() - started)
     console.print(report.read_text())
     return report
+
+
+def _check_resumable(config: ContinualBenchConfig) -> None:
+    """Refuse to resume a run made with other settings (its arms' records would be mixed into one report)."""
+    saved = config.out / "config.json"
+    if not saved.exists():
+        return
+    before, now = json.loads(saved.read_text()), config.model_dump(mode="json")
+    changed = [name for name in now if before.get(name) != now[name]]
+    if changed:
+        flags = ", ".join(f"--{name.replace('_', '-')}" for name in changed)
+        raise ConfigError(f"{config.out} holds results made with other {flags}: use a new --out, or the same settings")
 
 
 def collect_self_edits(config: ContinualBenchConfig, contexts: list[Context]) -> dict[str, list[SelfEdit]]:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import shlex
 
+import pytest
+
 from apps.cli import build_parser
-from apps.cli_config import build_config
+from apps.cli_config import ConfigError, build_config
 from apps.continual_bench import STEPS_FILE, run_continual_bench
 from apps.continual_config import ARMS, NAIVE, ContinualBenchConfig, command_line
 from library.jsonl import read_jsonl
@@ -44,6 +46,9 @@ def test_three_arms_forgetting_matrices_means_and_a_resume(tiny_model_dir, tmp_p
     run_continual_bench(config, command)
     assert read_jsonl(config.out / STEPS_FILE) == steps
     assert len(read_jsonl(config.out / "naive_sequential" / "results.jsonl")) == 2
+    # A rerun with other settings is refused before anything is loaded or written.
+    with pytest.raises(ConfigError, match="--min-gain"):
+        run_continual_bench(config.model_copy(update={"min_gain": 0.5}), command)
     # The command in the report is the one that runs this configuration.
     args = build_parser().parse_args(shlex.split(command)[1:])
     assert build_config(ContinualBenchConfig, args) == config and args.threads == 1
