@@ -93,6 +93,7 @@ def _plot_means(means: dict[str, list[dict[str, Any]]], path: Path) -> None:
     for arm, rows in means.items():
         ax.errorbar([r["step"] for r in rows], [r["mean"] for r in rows], yerr=[r["ci95"] for r in rows],
                     label=arm, capsize=3, marker="o")  # fmt: skip
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("after step (passages adapted)")
     ax.set_ylabel("right answers on all seen passages")
     ax.set_ylim(0, 1)

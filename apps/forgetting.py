@@ -65,12 +65,13 @@ def plot_matrix(matrix: ForgettingMatrix, path: Path, xlabel: str = "after updat
     import numpy as np
 
     values = np.array([[np.nan if a is None else a for a in row] for row in matrix.accuracy], dtype=float)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(matrix.updates), 1.0 + 0.45 * len(matrix.passages)))
+    # room for the passage names on the left and the title on top, however few the updates
+    fig, ax = plt.subplots(figsize=(4.0 + 0.7 * len(matrix.updates), 1.6 + 0.45 * len(matrix.passages)))
     image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(matrix.updates)), [str(j) for j in matrix.updates])
     ax.set_yticks(range(len(matrix.passages)), [p[:24] for p in matrix.passages])
     ax.set_xlabel(xlabel)
-    ax.set_title("accuracy on each passage's acceptance questions")
+    ax.set_title("right answers per passage", fontsize=10)
     for (i, j), value in np.ndenumerate(values):
         if not np.isnan(value):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")
