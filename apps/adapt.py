@@ -16,6 +16,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -23,6 +24,7 @@ from apps.adapt_config import AdaptConfig
 from apps.adapt_report import write_report
 from apps.demo import LaunchConfig, run_demo
 from auditor.document_tau import DocumentTau, PairWriter, write_tau
+from auditor.tau_config import DocumentTauConfig
 from library.datasets import DatasetError
 from library.documents import token_counter
 from library.models import resolve_model
@@ -64,12 +66,20 @@ def run_adapt(config: AdaptConfig, threads: int | None = None, console: Console 
         min_gain=config.min_gain,
         epochs=config.epochs,
         max_retention_drop=config.max_retention_drop,
-        auditor_settings={"documents": documents},
+        auditor_settings=_auditor_settings(config, documents),
+        promote_each=config.promote == "accepted",
+        rehearsal=config.rehearsal,
     )
     code = run_demo(opts, console, title="seal adapt")
     if code == 0:
         console.print(write_report(run_dir, [p.passage.context() for p in tau.passages.values()]))
     return code
+
+
+def _auditor_settings(config: AdaptConfig, documents: DocumentTauConfig) -> dict[str, Any]:
+    """The auditor settings ``seal adapt`` adds to the launcher's: the documents, and the earlier-passage limit."""
+    limit = {} if config.max_earlier_drop is None else {"max_earlier_drop": config.max_earlier_drop}
+    return {"documents": documents, **limit}
 
 
 def _model_writer(config: AdaptConfig) -> PairWriter | None:

@@ -33,6 +33,17 @@ class AdaptConfig(BaseModel):
     min_gain: float = Field(0.05, description="Smallest gain on the acceptance set the auditor accepts.")
     epochs: int | None = Field(None, ge=1, description="Student epochs per candidate (default: the student's).")
     max_retention_drop: float | None = Field(None, ge=0, description="Auditor's retention limit (default: its own).")
+    max_earlier_drop: float | None = Field(
+        None, ge=0, le=1, description="Auditor's limit on an earlier passage's answer-recall drop (default: its own)."
+    )
+    promote: Literal["accepted", "none"] = Field(
+        "accepted",
+        description="'accepted': promote each passage's best accepted adapter before the next passage is "
+        "adapted (it then trains on top of it and is judged against it); 'none': promote nothing.",
+    )
+    rehearsal: int = Field(
+        0, ge=0, le=64, description="Earlier accepted self-edits mixed into each new candidate's training; 0: none."
+    )
     documents: DocumentTauConfig = Field(
         default_factory=DocumentTauConfig, description="Passages and τ (the PATHs fill --documents.paths)."
     )

@@ -3,7 +3,8 @@
 Built from the run folder alone: ``results.jsonl`` (the teacher's outcomes) and the auditor's ``ledger.jsonl``
 (each verdict's per-question detail, whose first ``sets.reward`` rows are the reward set and the rest the
 sealed acceptance set). Right answers are counted by answer recall (the normalised gold answer contained in
-the normalised answer). Written as ``report.md`` in the run folder and returned as a table for the terminal.
+the normalised answer). Written as ``report.md`` in the run folder and returned as a table for the terminal,
+with the forgetting matrix of the updates this run promoted (``promotions.jsonl``) and its heatmap.
 """
 
 from __future__ import annotations
@@ -14,10 +15,14 @@ from typing import Any
 
 from rich.table import Table
 
+from apps.forgetting import ForgettingRecord, forgetting_matrix, plot_matrix
+from apps.sequential_promote import promoted_stack
 from auditor.grading import answer_recall
 from library.ledger import read_entries
 from protocol.messages import Context
 from teacher.loop import load_outcomes
+
+FORGETTING_PNG = "forgetting.png"
 
 COLUMNS = [
     "passage",
@@ -80,8 +85,33 @@ def passage_rows(run_dir: Path, contexts: list[Context]) -> list[PassageRow]:
     return rows
 
 
+def forgetting_records(run_dir: Path, contexts: list[Context], stack: list[str]) -> list[ForgettingRecord]:
+    """The forgetting matrix's cells from the ledger: update j is ``stack[j - 1]``'s accepting verdict.
+
+    That verdict gives its own passage's acceptance-set right answers after update j (the candidate) and
+    before it (the served stack, after update j - 1), and each earlier passage's after update j (its
+    ``earlier`` records, the replay of their acceptance sets). Passages are named by their titles.
+    """
+    titles = {c.context_id: c.title[:40] or c.context_id[:12] for c in contexts}
+    verdicts = {e["record"]["adapter_id"]: e["record"] for e in read_entries(run_dir / "ledger.jsonl")
+                if e["kind"] == "verdict" and e["record"].get("accepted")}  # fmt: skip
+    records = []
+    for update, adapter_id in enumerate(stack, start=1):
+        record = verdicts.get(adapter_id)
+        acceptance = _set_scores(record)[1] if record else None
+        if record is None or acceptance is None:
+            continue  # not judged by this auditor on τ it holds: no cells
+        own = titles.get(record["context_id"], record["context_id"][:12])
+        records.append(ForgettingRecord(update - 1, own, acceptance.base_right, acceptance.n))
+        records.append(ForgettingRecord(update, own, acceptance.cand_right, acceptance.n))
+        for p in record.get("earlier", []):
+            name = titles.get(p["context_id"], p["context_id"][:12])
+            records.append(ForgettingRecord(update, name, p["candidate_right"], p["questions"]))
+    return records
+
+
 def write_report(run_dir: Path, contexts: list[Context]) -> Table:
-    """Write ``report.md`` for ``contexts`` and return the same table for the terminal."""
+    """Write ``report.md`` (and ``forgetting.png`` when updates were promoted) for ``contexts``; return the table."""
     rows = passage_rows(run_dir, contexts)
     accepted = sum(r.verdict.startswith("accepted") for r in rows)
     caption = (
@@ -90,6 +120,7 @@ def write_report(run_dir: Path, contexts: list[Context]) -> Table:
     )
     lines = ["# seal adapt", "", caption, "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(row.cells()) + " |" for row in rows]
+    lines += ["", *_forgetting_section(run_dir, contexts)]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     table = Table(title="seal adapt: per passage", caption=caption)
     for name in COLUMNS:
@@ -97,6 +128,23 @@ def write_report(run_dir: Path, contexts: list[Context]) -> Table:
     for row in rows:
         table.add_row(*row.cells())
     return table
+
+
+def _forgetting_section(run_dir: Path, contexts: list[Context]) -> list[str]:
+    """The matrix as Markdown lines (and the heatmap written beside it), or a line saying why there is none."""
+    records = forgetting_records(run_dir, contexts, promoted_stack(run_dir))
+    if not records:
+        return ["No update was promoted in this run (--promote none, or nothing accepted): no forgetting matrix."]
+    matrix = forgetting_matrix(records)
+    plot_matrix(matrix, run_dir / FORGETTING_PNG)
+    return [
+        "## Forgetting matrix",
+        "",
+        "Right answers (answer recall) on each passage's sealed acceptance set after update j (0: before the "
+        f"first); a passage's cell before its own update is the model it was judged against. Heatmap: {FORGETTING_PNG}",
+        "",
+        matrix.markdown(),
+    ]
 
 
 def _set_scores(record: dict[str, Any]) -> tuple[SetScores | None, SetScores | None]:

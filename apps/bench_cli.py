@@ -1,4 +1,4 @@
-"""``seal bench ...``: ``seal bench knowledge`` (SQuAD passages) and ``seal bench fewshot`` (ARC)."""
+"""``seal bench ...``: ``knowledge`` (SQuAD passages), ``fewshot`` (ARC) and ``continual`` (passages in sequence)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from apps.cli_config import add_config_arguments, add_threads_argument, apply_threads, build_config
+from apps.continual_config import ContinualBenchConfig, command_line
 from apps.knowledge_config import KnowledgeBenchConfig
 
 
@@ -34,6 +35,11 @@ def add_bench_commands(sub: argparse._SubParsersAction) -> None:
     few.add_argument("--views", type=int, default=4, help="Augmented views voted per test input.")
     few.add_argument("--teacher-tokens", type=int, default=160, help="Tokens the teacher may write per self-edit.")
     add_threads_argument(few)
+    continual = kinds.add_parser(
+        "continual", help="Passages in sequence: naive stacking, seal's gate, the gate with rehearsal; forgetting."
+    )
+    add_config_arguments(continual, ContinualBenchConfig)
+    add_threads_argument(continual)
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -43,6 +49,12 @@ def run_bench(args: argparse.Namespace) -> int:
         from apps.knowledge_bench import run_knowledge_bench
 
         run_knowledge_bench(build_config(KnowledgeBenchConfig, args))
+        return 0
+    if args.bench == "continual":
+        from apps.continual_bench import run_continual_bench
+
+        config = build_config(ContinualBenchConfig, args)
+        run_continual_bench(config, command_line(config, args.threads))
         return 0
     from apps.fewshot_bench import FewShotBenchConfig, run_fewshot_bench
     from library.model_specs import DEFAULT_MODEL

@@ -20,6 +20,7 @@ from rich.console import Console
 from apps.auto_promote import promote_after_pass
 from apps.cli_config import config_error
 from apps.processes import ProcessFailed, ProcessGroup, free_tcp_ports
+from apps.sequential_promote import PROMOTIONS_FILE, promote_while_teaching
 from auditor.config import AuditorConfig
 from auditor.judge_metric import JudgeConfig
 from library.ledger import verify_ledger
@@ -59,6 +60,8 @@ class LaunchConfig:
     auditor_settings: dict[str, Any] = field(default_factory=dict)  # more auditor settings (seal adapt: documents)
     ready_timeout_s: float = 600.0
     auto_promote: bool = False  # after the pass, promote each context's best accepted adapter (apps.auto_promote)
+    promote_each: bool = False  # after each context, promote its best accepted adapter (apps.sequential_promote)
+    rehearsal: int = 0  # the teacher's rehearsal sample per candidate (teacher --rehearsal)
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,8 @@ def role_configs(opts: LaunchConfig) -> RoleConfigs:
                 k=opts.k,
                 ready_timeout_s=opts.ready_timeout_s,
                 restem=opts.restem or RestemConfig(),
+                rehearsal=opts.rehearsal,
+                promotion_log=opts.run_dir / PROMOTIONS_FILE if opts.promote_each else None,
                 **corpus,
                 **placement,
             ),
@@ -179,10 +184,15 @@ def run_demo(opts: LaunchConfig, console: Console | None = None, title: str = "s
         group.spawn("auditor", commands["auditor"], opts.run_dir / "auditor.log")
         group.spawn("teacher", commands["teacher"])
         try:
-            code = group.wait_for("teacher")
+            if opts.promote_each:  # the launcher holds the CLI's key: it promotes between the teacher's contexts
+                code, promoted = promote_while_teaching(group, opts.run_dir, student_ep, console, opts.ready_timeout_s)
+            else:
+                code, promoted = group.wait_for("teacher"), True
         except ProcessFailed as exc:
             console.print(f"[red]demo failed:[/] {exc}")
             return 1
+        if not promoted:
+            code = code or 1
         if opts.auto_promote and code == 0 and not promote_after_pass(opts.run_dir, student_ep, console):
             code = 1  # while the student still runs: the launcher holds the CLI's key
     report = verify_ledger(opts.run_dir / "ledger.jsonl")

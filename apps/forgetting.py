@@ -2,9 +2,9 @@
 
 Its input is one :class:`ForgettingRecord` per (update, passage) pair: after the j-th accepted update, how many
 of passage i's sealed acceptance questions the served model answered right. ``seal adapt`` writes the matrix
-when the auditor's continual judging supplies those answers (the auditor judging each candidate on top of the
-served stack, with earlier passages' acceptance questions replayed); until then the report says it is absent.
-A cell before passage i was learned is the model's accuracy before its update; an empty cell was not measured.
+from the auditor's continual judging (each candidate judged on top of the served stack, with earlier passages'
+acceptance questions replayed; :func:`apps.adapt_report.forgetting_records`). A cell before passage i was
+learned is the model's accuracy before its update; an empty cell was not measured.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def forgetting_matrix(records: list[ForgettingRecord]) -> ForgettingMatrix:
     return ForgettingMatrix(passages, updates, [[cells.get((p, j)) for j in updates] for p in passages])
 
 
-def plot_matrix(matrix: ForgettingMatrix, path: Path) -> Path:
+def plot_matrix(matrix: ForgettingMatrix, path: Path, xlabel: str = "after update") -> Path:
     """A heatmap PNG of the matrix (accuracy 0 to 1; unmeasured cells blank), written to ``path``."""
     import matplotlib
 
@@ -65,12 +65,13 @@ def plot_matrix(matrix: ForgettingMatrix, path: Path) -> Path:
     import numpy as np
 
     values = np.array([[np.nan if a is None else a for a in row] for row in matrix.accuracy], dtype=float)
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(matrix.updates), 1.0 + 0.45 * len(matrix.passages)))
+    # room for the passage names on the left and the title on top, however few the updates
+    fig, ax = plt.subplots(figsize=(4.0 + 0.7 * len(matrix.updates), 1.6 + 0.45 * len(matrix.passages)))
     image = ax.imshow(values, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
     ax.set_xticks(range(len(matrix.updates)), [str(j) for j in matrix.updates])
     ax.set_yticks(range(len(matrix.passages)), [p[:24] for p in matrix.passages])
-    ax.set_xlabel("after update")
-    ax.set_title("accuracy on each passage's acceptance questions")
+    ax.set_xlabel(xlabel)
+    ax.set_title("right answers per passage", fontsize=10)
     for (i, j), value in np.ndenumerate(values):
         if not np.isnan(value):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="white" if value < 0.6 else "black")

@@ -60,13 +60,19 @@ class ProcessGroup:
 
     def wait_for(self, name: str, poll_s: float = 0.5) -> int:
         """Wait for ``name`` to exit; raise ProcessFailed if another member exits first."""
-        main = self.procs[name]
-        while main.poll() is None:
-            for other, proc in self.procs.items():
-                if other != name and proc.poll() is not None:
-                    raise ProcessFailed(f"the {other} exited with code {proc.returncode}{self._tail(other)}")
+        while (code := self.poll(name)) is None:
             time.sleep(poll_s)
-        return main.returncode
+        return code
+
+    def poll(self, name: str) -> int | None:
+        """``name``'s exit code, or None while it runs; raise ProcessFailed if another member has exited."""
+        code = self.procs[name].poll()
+        if code is not None:
+            return code
+        for other, proc in self.procs.items():
+            if other != name and proc.poll() is not None:
+                raise ProcessFailed(f"the {other} exited with code {proc.returncode}{self._tail(other)}")
+        return None
 
     def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM everyone still running, then SIGKILL after ``grace_s``."""

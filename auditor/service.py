@@ -302,6 +302,7 @@ class Auditor:
         return results
 
     def close(self) -> None:
-        """Stop the Ray workers, if any (and the local Ray runtime they started)."""
+        """Stop the Ray workers, if any (and the local Ray runtime they started), and release the ledger."""
         if self.workers is not None:
             self.workers.close()
+        self.ledger.close()

@@ -53,6 +53,12 @@ class TeacherConfig(BaseModel):
         "(rehearsal against forgetting); 0: none.",
     )
     rehearsal_seed: int = Field(0, description="Seed of the rehearsal sample (drawn per context).")
+    promotion_log: Path | None = Field(
+        None,
+        description="Before each new context, wait until this JSON-lines file names every finished one (the "
+        "launcher's promotion step, seal adapt --promote accepted); None: do not wait.",
+    )
+    promotion_timeout_s: float = Field(600, gt=0, description="Seconds to wait for one promotion step.")
     ready_timeout_s: float = Field(600, gt=0, description="Seconds to wait for the student and auditor to come up.")
     train_timeout_s: float = Field(1800, gt=0, description="Seconds to wait for the student to train a batch.")
     judge_timeout_s: float = Field(1800, gt=0, description="Seconds to wait for the auditor's verdicts.")

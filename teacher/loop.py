@@ -116,11 +116,14 @@ def run_pass(
     timeouts: tuple[float, float] = (1800.0, 1800.0),
     settings: list[TrainConfig | None] | None = None,
     rehearsal: tuple[int, int] = (0, 0),
+    before_context: Callable[[list[str]], None] | None = None,
 ) -> list[Outcome]:
     """One adaptation pass over ``contexts``, resumable from ``run_dir/results.jsonl``.
 
     ``settings`` as in :func:`adapt_context` (repeated trainings per self-edit). ``rehearsal``: (how many, seed):
     each context's candidates rehearse that many self-edits accepted for the contexts finished before it.
+    ``before_context``: called with the ids of the contexts finished so far before each new one is adapted
+    (``seal adapt``'s teacher waits there until the launcher has promoted what they learned).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     results = run_dir / "results.jsonl"
@@ -130,6 +133,8 @@ def run_pass(
         for context in contexts:
             if context.context_id in done:
                 continue
+            if before_context is not None:
+                before_context(list(done))
             progress.update(task, description=f"{context.title[:30] or context.context_id}")
             earlier = [e for o in done.values() for e in accepted_self_edits(o.self_edits, o.verdicts)]
             replay = rehearsal_sample(earlier, *rehearsal, context.context_id)

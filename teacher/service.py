@@ -8,6 +8,7 @@ links to the student and the auditor (ZeroMQ or in-process), and ends with a tab
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from rich.console import Console, RenderableType
@@ -19,6 +20,7 @@ from protocol.transport import PeerUnavailable
 from teacher.backends import TeacherBackend
 from teacher.config import TeacherConfig
 from teacher.loop import run_pass
+from teacher.promotion_wait import wait_for_promotions
 from teacher.proposer import proposer_for
 from teacher.report import outcomes_table, rounds_table
 from teacher.restem import run_restem
@@ -46,9 +48,23 @@ class Teacher:
         timeouts = (config.train_timeout_s, config.judge_timeout_s)
         rehearsal = (config.rehearsal, config.rehearsal_seed)
         outcomes = run_pass(
-            self.contexts, propose_for, self.student, self.auditor, config.run_dir, timeouts, rehearsal=rehearsal
+            self.contexts,
+            propose_for,
+            self.student,
+            self.auditor,
+            config.run_dir,
+            timeouts,
+            rehearsal=rehearsal,
+            before_context=self._promotion_gate(),
         )
         return outcomes_table(outcomes, time.perf_counter() - started)
+
+    def _promotion_gate(self) -> Callable[[list[str]], None] | None:
+        """With ``promotion_log``, a wait for the launcher's promotion of each finished context; else None."""
+        log = self.config.promotion_log
+        if log is None:
+            return None
+        return lambda done: wait_for_promotions(log, done, self.config.promotion_timeout_s)
 
 
 def wait_for_peers(peers: dict[str, Pingable], deadline_s: float) -> None:

@@ -7,8 +7,10 @@ import json
 import pytest
 
 from apps.cli import main
+from apps.sequential_promote import PROMOTIONS_FILE
 from library.datasets import DEMO_DOCUMENTS
 from library.ledger import read_entries, verify_ledger
+from protocol.artifacts import TRAINED_ON_STACK, ArtifactStore
 from tests.test_end_to_end import _seal
 
 
@@ -22,17 +24,20 @@ def _kinds(run_dir, kind):
     return [e["record"] for e in read_entries(run_dir / "ledger.jsonl") if e["kind"] == kind]
 
 
-def _adapt(docs, run_dir, model_dir):
-    flags = ["--model", model_dir, "--run-dir", str(run_dir), "--epochs", "1", "--threads", "1"]
+def _adapt(docs, run_dir, model_dir, *more):
+    flags = ["--model", model_dir, "--run-dir", str(run_dir), "--epochs", "1", "--threads", "1", *more]
     done = _seal("adapt", str(docs), *flags, "--documents.max-tokens", "512")
     assert done.returncode == 0, done.stdout + done.stderr
     return done
 
 
+ACCEPT_ALL = ["--min-gain", "-100", "--max-retention-drop", "1000", "--max-earlier-drop", "1"]
+
+
 def test_adapt_documents_end_to_end(tiny_model_dir, tmp_path):
     docs, run_dir = tmp_path / "docs", tmp_path / "run"
     _write_documents(docs, 2)
-    done = _adapt(docs, run_dir, tiny_model_dir)
+    done = _adapt(docs, run_dir, tiny_model_dir, *ACCEPT_ALL)
     assert "2 documents, 2 passages, 2 with τ" in done.stdout
     report = (run_dir / "report.md").read_text()
     assert "Marrowick Lantern Regatta" in report and "Dagny Vorhelm" in report and "acceptance right" in report
@@ -45,6 +50,27 @@ def test_adapt_documents_end_to_end(tiny_model_dir, tmp_path):
     assert all("fill in the blank" in v["per_question"][0]["question"] for v in verdicts)
     documents = _kinds(run_dir, "document")
     assert len(documents) == 2 and all(d["previous_passage_ids"] is None for d in documents)
+    _check_sequential_promotion(run_dir, verdicts)
+
+
+def _check_sequential_promotion(run_dir, verdicts):
+    """The first passage's update was served before the second was adapted: trained on, judged against, replayed."""
+    first, second = verdicts
+    steps = [json.loads(line) for line in (run_dir / PROMOTIONS_FILE).read_text().splitlines()]
+    assert [(s["context_id"], s["adapter_id"], s["outcome"]) for s in steps] == [
+        (first["context_id"], first["adapter_id"], "promoted"),
+        (second["context_id"], second["adapter_id"], "promoted"),
+    ]
+    assert steps[1]["stack"] == [first["adapter_id"], second["adapter_id"]]
+    store = ArtifactStore(run_dir / "store", writer=False)
+    assert store.provenance(first["adapter_id"])[TRAINED_ON_STACK] == []
+    assert store.provenance(second["adapter_id"])[TRAINED_ON_STACK] == [first["adapter_id"]]
+    # Judged against the served first update: the first passage's acceptance set replayed, before and after.
+    [earlier] = second["earlier"]
+    assert earlier["context_id"] == first["context_id"] and earlier["questions"] == first["sets"]["acceptance"]
+    report = (run_dir / "report.md").read_text()
+    assert "## Forgetting matrix" in report and "| passage | after 0 | after 1 | after 2 |" in report
+    assert (run_dir / "forgetting.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.slow  # two more launches of the three roles (tens of seconds); the ledger side is in test_question_writer

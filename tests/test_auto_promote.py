@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
 from apps.auto_promote import promote_accepted
 from apps.cli import main
+from apps.governance_cli import promote_from_ledger
 from apps.roles import student_client
+from apps.sequential_promote import PROMOTIONS_FILE, promote_pending, promoted_stack
+from library.jsonl import append_jsonl
 from library.ledger import Ledger, read_entries
-from protocol.messages import ApplySelfEdits
+from protocol.messages import ApplySelfEdits, Context
+from teacher.loop import Outcome
+from teacher.promotion_wait import PromotionTimeout, wait_for_promotions
 from tests.test_governance_cli import _record_verdict, world  # noqa: F401 (world: the fixture)
 from tests.test_student import _job
 
@@ -67,3 +74,38 @@ def test_demo_and_train_teacher_take_the_option_off_by_default(monkeypatch, tmp_
     _demo(parse(["demo", "--run-dir", str(tmp_path), "--auto-promote"]))
     _train_teacher(parse(["train-teacher", "--data", str(tmp_path / "d.json"), "--auto-promote"]))
     assert captured == [False, True, True]
+
+
+def test_seal_adapts_step_promotes_each_finished_passage_once_and_the_teacher_waits_for_it(world):  # noqa: F811
+    """``seal adapt --promote accepted``: a step per finished passage, in the teacher's order; never twice."""
+    root, keys, student, endpoint = world
+    run_dir = root  # the run folder: its ledger, and the teacher's results.jsonl written here
+    c1 = _record_verdict(root, keys, student, gain=1.5, context="s1")
+    _record_verdict(root, keys, student, gain=0.0, context="s2")  # rejected: nothing to promote
+    c3 = _record_verdict(root, keys, student, gain=0.7, context="s3")
+    results = run_dir / "results.jsonl"
+    client = student_client(endpoint, "cli", 30, keys)
+    try:
+        if client.describe_served().stack:  # what the test before served
+            client.rollback("base")
+        for context in ("s1", "s2"):
+            append_jsonl(results, Outcome(Context(context_id=context, text="x"), [], []).to_record())
+        steps = promote_pending(client, run_dir, keys)
+        assert [(s.context_id, s.adapter_id, s.outcome) for s in steps] == [
+            ("s1", c1, "promoted"),
+            ("s2", None, "nothing accepted"),
+        ]
+        assert promote_pending(client, run_dir, keys) == [], "a rerun steps no passage again"
+        # A run cut off between the promotion and its line: the rerun finds the adapter served, promotes nothing.
+        version = promote_from_ledger(client, run_dir / "ledger.jsonl", c3, keys).version
+        append_jsonl(results, Outcome(Context(context_id="s3", text="x"), [], []).to_record())
+        [step] = promote_pending(client, run_dir, keys)
+        assert (step.outcome, step.stack) == ("already served", [c1, c3])
+        assert client.describe_served().version == version
+    finally:
+        client.close()
+    assert promoted_stack(run_dir) == [c1, c3]
+    log = run_dir / PROMOTIONS_FILE
+    wait_for_promotions(log, ["s1", "s2", "s3"], timeout_s=1.0)
+    with pytest.raises(PromotionTimeout, match="for context s4 within 0s"):
+        wait_for_promotions(log, ["s1", "s4"], timeout_s=0.2, poll_s=0.05)
