@@ -82,7 +82,7 @@ def test_seal_adapts_step_promotes_each_finished_passage_once_and_the_teacher_wa
     run_dir = root  # the run folder: its ledger, and the teacher's results.jsonl written here
     c1 = _record_verdict(root, keys, student, gain=1.5, context="s1")
     _record_verdict(root, keys, student, gain=0.0, context="s2")  # rejected: nothing to promote
-    c3 = _record_verdict(root, keys, student, gain=0.7, context="s3")
+    c3 = _record_verdict(root, keys, student, gain=0.7, context="s3", on_top_of=[c1])  # judged on top of s1's
     results = run_dir / "results.jsonl"
     client = student_client(endpoint, "cli", 30, keys)
     try:

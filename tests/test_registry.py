@@ -30,8 +30,12 @@ def _candidate(student: Student, text: str) -> str:
     return student.apply_self_edits(ApplySelfEdits(jobs=[_job(self_edit=text)])).candidates[0].adapter.adapter_id
 
 
-def _verdict(adapter_id: str, key: Ed25519PrivateKey = AUDITOR_KEY, accepted: bool = True):
-    return sign_verdict(VERDICT.model_copy(update={"adapter_id": adapter_id, "accepted": accepted}), key)
+def _verdict(
+    adapter_id: str, key: Ed25519PrivateKey = AUDITOR_KEY, accepted: bool = True, on_top_of: list[str] | None = None
+):
+    """A signed verdict on ``adapter_id``, judged on top of ``on_top_of`` (the stack it may be promoted onto)."""
+    update = {"adapter_id": adapter_id, "accepted": accepted, "on_top_of": on_top_of or []}
+    return sign_verdict(VERDICT.model_copy(update=update), key)
 
 
 def _served(student: Student) -> list[str]:
@@ -46,7 +50,7 @@ def test_promote_then_rollback_restores_the_served_answers_exactly(student):
     promoted = _served(student)
     assert promoted != before
     second = _candidate(student, "The regatta trophy is the Copper Heron.")
-    student.handle(Promote(adapter_id=second, verdict=_verdict(second)))
+    student.handle(Promote(adapter_id=second, verdict=_verdict(second, on_top_of=[first])))
     assert student.handle(DescribeServed()).stack[-2:] == [first, second]
     assert student.handle(Rollback()).stack[-1] == first
     assert _served(student) == promoted

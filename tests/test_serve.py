@@ -30,7 +30,7 @@ from library.combined_lora import combine_stack
 from library.jsonl import read_jsonl
 from library.lora import adapters_loaded
 from library.qa_format import ANSWER_INSTRUCTION
-from protocol.messages import ApplySelfEdits, Promote, Rollback, TrainConfig
+from protocol.messages import ApplySelfEdits, DescribeServed, Promote, Rollback, TrainConfig
 from protocol.signing import VERIFY_KEY, public_hex, sign_verdict
 from student.config import StudentConfig
 from student.openai_server import VERSION_HEADER, ChatRequest, OpenAIServer, build_server, create_app
@@ -85,8 +85,9 @@ def _train(student: Student, text: str) -> str:
 
 def _promote(student: Student, text: str) -> str:
     adapter = _train(student, text)
-    verdict = sign_verdict(VERDICT.model_copy(update={"adapter_id": adapter, "accepted": True}), AUDITOR_KEY)
-    student.handle(Promote(adapter_id=adapter, verdict=verdict))
+    served = student.handle(DescribeServed()).stack  # the stack it was (as if) judged against
+    update = {"adapter_id": adapter, "accepted": True, "on_top_of": served}
+    student.handle(Promote(adapter_id=adapter, verdict=sign_verdict(VERDICT.model_copy(update=update), AUDITOR_KEY)))
     return adapter
 
 

@@ -46,7 +46,8 @@ def test_vllm_backend_answers_as_the_transformers_backend_on_every_stack(
     seen = set()
     for promote in [None, *ids]:  # base, one adapter, a stack of two (one LoRA of rank 16)
         if promote is not None:
-            registry.promote(promote, sign_verdict(VERDICT.model_copy(update={"adapter_id": promote}), KEY))
+            update = {"adapter_id": promote, "on_top_of": registry.state.stack}
+            registry.promote(promote, sign_verdict(VERDICT.model_copy(update=update), KEY))
         answers = []
         for versions, sampler in (hf, vllm):
             served = versions.current()
@@ -111,7 +112,8 @@ def test_vllm_streams_token_by_token_and_a_promotion_mid_stream_changes_nothing(
         while not server.sampler._waiting and time.monotonic() < deadline:
             time.sleep(0.01)
         adapter = store.put_adapter(adapters[0], vllm_model_dir, {}).adapter_id
-        registry.promote(adapter, sign_verdict(VERDICT.model_copy(update={"adapter_id": adapter}), KEY))
+        update = {"adapter_id": adapter, "on_top_of": registry.state.stack}
+        registry.promote(adapter, sign_verdict(VERDICT.model_copy(update=update), KEY))
         release.set()
         chunks += list(stream)
         joined = joining.result(timeout=60)

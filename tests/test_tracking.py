@@ -71,8 +71,9 @@ def _run_folder(root: Path, key: Ed25519PrivateKey) -> tuple[Path, str, str]:
     ledger.append("verdict", {"adapter_id": a})
     ledger.close()
     registry = Registry(run / "store" / "served", key.public_key())
-    for adapter in (a, b):
-        registry.promote(adapter, sign_verdict(_verdict(adapter, 0.5, True), key))
+    for adapter in (a, b):  # each judged on top of what was served before it
+        verdict = _verdict(adapter, 0.5, True).model_copy(update={"on_top_of": registry.state.stack})
+        registry.promote(adapter, sign_verdict(verdict, key))
     return run, a, b
 
 
