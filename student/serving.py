@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from library.lora import adapters_loaded
-from protocol.artifacts import ArtifactStore
+from protocol.artifacts import ArtifactError, ArtifactStore
 from protocol.codec import ProtocolError
 from protocol.messages import (
     Answers,
@@ -51,8 +51,8 @@ class ServedModel:
 
     def promote(self, request: Promote) -> ServedStack:
         """Serve the adapter on top of the stack: only on a valid, signed, accepting verdict for it."""
+        self._stored(request.adapter_id, "adapter_id")  # present and intact before it is served
         with _refusals():
-            self.store.path(request.adapter_id)  # present and intact before it is served
             self.registry.promote(request.adapter_id, request.verdict)
         return self.describe()
 
@@ -72,10 +72,19 @@ class ServedModel:
         stack = self.registry.state.stack
         results = [ModelAnswers(adapter_id=None, answers=self._answer(stack, request))]
         if request.shadow is not None:
+            self._stored(request.shadow, "shadow")
             results.append(
                 ModelAnswers(adapter_id=request.shadow, answers=self._answer([*stack, request.shadow], request))
             )
         return Answers(results=results)
+
+    def _stored(self, adapter_id: str, field: str) -> None:
+        """A typed refusal unless the adapter is in the store, intact; the caller never learns where the store is."""
+        try:
+            self.store.path(adapter_id)
+        except ArtifactError:
+            reason = f"adapter {adapter_id[:12]} is not in the student's store, or does not match its hash"
+            raise ProtocolError("refused", reason, field) from None
 
     def _answer(self, stack: list[str], request: AnswerServed) -> list[str]:
         if not stack:

@@ -164,3 +164,22 @@ def test_answering_with_an_adapter_not_in_the_store_is_refused_without_revealing
     with pytest.raises(ProtocolError, match="not in the student's store") as refused:
         student.handle(AnswerQuestions(questions=["Who?"], adapter_ids=[missing], max_new_tokens=4))
     assert refused.value.reason == "refused" and str(student.store.root) not in str(refused.value)
+
+
+@pytest.mark.parametrize("request_kind", ["promote", "shadow"])
+def test_promoting_or_shadowing_an_adapter_not_in_the_store_is_refused_not_an_internal_error(student, request_kind):
+    """Found by the full fuzz run: these raised the store's own error, which became an `internal` reply."""
+    from protocol.codec import ProtocolError
+    from protocol.messages import AnswerServed, Promote
+    from tests.examples import VERDICT
+
+    missing = "ab" * 32
+    request = (
+        Promote(adapter_id=missing, verdict=VERDICT.model_copy(update={"adapter_id": missing}))
+        if request_kind == "promote"
+        else AnswerServed(questions=["Who?"], max_new_tokens=4, shadow=missing)
+    )
+    with pytest.raises(ProtocolError, match="not in the student's store") as refused:
+        student.handle(request)
+    assert refused.value.reason == "refused" and str(student.store.root) not in str(refused.value)
+    assert refused.value.field == ("adapter_id" if request_kind == "promote" else "shadow")
