@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from apps.cli import main
 from apps.sequential_promote import PROMOTIONS_FILE
 from library.datasets import DEMO_DOCUMENTS
@@ -52,6 +50,17 @@ def test_adapt_documents_end_to_end(tiny_model_dir, tmp_path):
     assert len(documents) == 2 and all(d["previous_passage_ids"] is None for d in documents)
     _check_sequential_promotion(run_dir, verdicts)
 
+    # A rerun after one document changed: the judged passages are skipped, the changed one adapted again, on top.
+    first = {d["document"]: d for d in documents}
+    changed = docs / "Dagny_Vorhelm.md"
+    changed.write_text(changed.read_text().replace("1961", "1962"))
+    _adapt(docs, run_dir, tiny_model_dir, *ACCEPT_ALL)
+    assert len(_kinds(run_dir, "verdict")) == 3, "only the changed document's passage is adapted again"
+    [change] = _kinds(run_dir, "document")[2:]
+    assert change["document"] == str(changed.resolve())
+    assert change["previous_passage_ids"] == first[str(changed.resolve())]["passage_ids"] != change["passage_ids"]
+    assert verify_ledger(run_dir / "ledger.jsonl").ok
+
 
 def _check_sequential_promotion(run_dir, verdicts):
     """The first passage's update was served before the second was adapted: trained on, judged against, replayed."""
@@ -71,22 +80,6 @@ def _check_sequential_promotion(run_dir, verdicts):
     report = (run_dir / "report.md").read_text()
     assert "## Forgetting matrix" in report and "| passage | after 0 | after 1 | after 2 |" in report
     assert (run_dir / "forgetting.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.mark.slow  # two more launches of the three roles (tens of seconds); the ledger side is in test_question_writer
-def test_adapt_rerun_skips_judged_passages_and_records_a_changed_document(tiny_model_dir, tmp_path):
-    docs, run_dir = tmp_path / "docs", tmp_path / "run"
-    _write_documents(docs, 2)
-    _adapt(docs, run_dir, tiny_model_dir)
-    first = {d["document"]: d for d in _kinds(run_dir, "document")}
-    changed = docs / "Dagny_Vorhelm.md"
-    changed.write_text(changed.read_text().replace("1961", "1962"))
-    _adapt(docs, run_dir, tiny_model_dir)
-    assert len(_kinds(run_dir, "verdict")) == 3, "only the changed document's passage is adapted again"
-    [change] = _kinds(run_dir, "document")[2:]
-    assert change["document"] == str(changed.resolve())
-    assert change["previous_passage_ids"] == first[str(changed.resolve())]["passage_ids"] != change["passage_ids"]
-    assert verify_ledger(run_dir / "ledger.jsonl").ok
 
 
 def test_a_question_file_naming_an_unknown_document_is_one_line_and_nothing_is_written(
