@@ -13,6 +13,7 @@ import time
 
 import psutil
 import pytest
+import torch
 
 from auditor.config import AuditorConfig
 from auditor.service import Auditor
@@ -67,7 +68,13 @@ def _jobs() -> list[TrainJob]:
 
 @pytest.fixture(scope="module")
 def roles(tiny_model_dir, tmp_path_factory):
-    """Students and auditors: one in process, one on two Ray workers (and a student sharded in process)."""
+    """Students and auditors: one in process, one on two Ray workers (and a student sharded in process).
+
+    The workers run one torch thread each (``threads_per_worker``); the in-process side must too, as a role
+    started with ``--threads 1`` does, or its sums are cut differently and the bytes (so the ids) differ.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("ray")
     data = root / "tau.json"
     qa = [{"question": q, "answer": a} for q, a in QA]
@@ -86,6 +93,7 @@ def roles(tiny_model_dir, tmp_path_factory):
     yield made
     for role in made.values():
         role.close()
+    torch.set_num_threads(threads)
 
 
 def _train(student: Student):
