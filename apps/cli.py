@@ -95,7 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--metric", default="loglik", choices=METRIC_CHOICES, help="Reward metric.")
     demo.add_argument("--min-gain", type=float, default=0.05, help="Smallest gain the auditor accepts.")
     add_judge_arguments(demo)
-    demo.add_argument("--epochs", type=int, default=None, help="Student epochs per candidate (default: 10).")
+    demo.add_argument("--epochs", type=int, default=None, help="Student epochs per candidate (default: 3).")
+    demo.add_argument("--probes", type=Path, default=None, help="Auditor's protected-probes file (default: built-in).")
+    demo.add_argument(
+        "--probe-answers-may-lose", type=int, default=None, metavar="N",
+        help="Answer probes a candidate may stop answering right before they veto it (default: 1).",
+    )
     demo.add_argument("--max-retention-drop", type=float, default=None, help="Auditor's retention limit (default 1.0).")
     _add_auto_promote(demo)
     add_fewshot_launch_arguments(demo)
@@ -222,7 +227,9 @@ def _demo(args: argparse.Namespace) -> int:
     """Teacher, student and auditor on loopback: one adaptation pass."""
     from apps.demo import LaunchConfig, run_demo
 
-    opts = LaunchConfig(**_launch_fields(args, "demo"), min_gain=args.min_gain)
+    probes = {"probes": args.probes, "probe_answers_may_lose": args.probe_answers_may_lose}
+    settings = {name: value for name, value in probes.items() if value is not None}
+    opts = LaunchConfig(**_launch_fields(args, "demo"), min_gain=args.min_gain, auditor_settings=settings)
     if args.domain == "fewshot":
         return _fewshot_launch(opts, args, "seal demo --domain fewshot")
     return run_demo(opts, title="seal demo")

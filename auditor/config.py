@@ -64,6 +64,13 @@ class AuditorConfig(WorkersConfig):
     probe_min_agreement: float = Field(
         0.5, ge=0, le=1, description="Least F1 between base and candidate answers to an 'unchanged' probe."
     )
+    probe_answers_may_lose: int = Field(
+        1,
+        ge=0,
+        description="How many 'answer' probes the base model answers right the candidate may stop answering right "
+        "before they veto it: the built-in nine are a public sample of general knowledge that measures collateral "
+        "forgetting (one flipped fact is common for a harmless edit); 0 makes each of your own facts a veto.",
+    )
     probe_tokens: int = Field(48, ge=1, le=1024, description="Most tokens the student may generate per probe.")
     answer_tokens: int = Field(24, ge=1, le=1024, description="Most tokens the student may generate per answer.")
     judge: JudgeConfig | None = Field(None, description="The LLM judge of --metric judge (held by the auditor only).")

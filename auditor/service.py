@@ -179,7 +179,10 @@ class Auditor:
         """Protected behaviours: the candidate's probe answers against the base's."""
         if not answers:
             return []
-        return review_probes(self.probes, answers[None], answers[adapter_id], self.config.probe_min_agreement)
+        config = self.config
+        return review_probes(
+            self.probes, answers[None], answers[adapter_id], config.probe_min_agreement, config.probe_answers_may_lose
+        )
 
     def _reviewer_check(
         self, item: CandidateToJudge, probe_answers: dict[str | None, list[str]]

@@ -12,6 +12,15 @@ from library.ray_pool import WorkersConfig
 from library.vllm_engine import VLLMConfig
 from protocol.messages import TrainConfig
 
+DEFAULT_TRAIN = TrainConfig(learning_rate=3e-4, epochs=3)
+"""The student's LoRA settings unless told otherwise: the paper's rank and α, a gentler rate and fewer epochs.
+
+Measured on the embedded default model (``bench/probe_loss.py``, ``bench/results/probe_loss/``): the paper's
+lr 1e-3 x 10 epochs (set for a 7B model) made every demo candidate forget 8 of the 9 facts of the built-in
+answer probes, so the auditor vetoed them all; lr 3e-4 x 3 epochs keeps most of them with a likelihood gain
+on τ far above the auditor's default ``min_gain``.
+"""
+
 
 class StudentConfig(WorkersConfig):
     """Everything the student process needs to start (``--workers N``: its compute on Ray actors)."""
@@ -26,7 +35,7 @@ class StudentConfig(WorkersConfig):
         "(on a CPU with AVX512-BF16 or AMX about 1.5x faster, with coarser likelihoods).",
     )
     store: Path = Field(Path("runs/store"), description="Artifact store folder for candidate adapters.")
-    train: TrainConfig = Field(default_factory=TrainConfig, description="Default LoRA settings.")
+    train: TrainConfig = Field(DEFAULT_TRAIN, description="Default LoRA settings (DEFAULT_TRAIN).")
     train_shards: int | None = Field(
         None,
         ge=1,

@@ -122,6 +122,9 @@ def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch, tmp_
     captured = []
     monkeypatch.setattr(apps.demo, "run_demo", lambda opts, **_: captured.append(opts) or 0)
     flags = ["--epochs", "2", "--max-retention-drop", "1.5", "--dtype", "bfloat16", "--threads", "1"]
+    probes = tmp_path / "probes.json"
+    probes.write_text('[{"prompt": "What is 2+2?", "expect": "answer", "answers": ["4"]}]')
+    flags += ["--probes", str(probes), "--probe-answers-may-lose", "0"]
     _demo(build_parser().parse_args(["demo", *flags, "--run-dir", str(tmp_path)]))
     files = apps.demo.write_role_configs(apps.demo.role_configs(captured[0]), tmp_path / "config")
     commands = apps.demo.role_commands(captured[0], files, "tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
@@ -131,7 +134,8 @@ def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch, tmp_
         assert (parsed.command, parsed.threads) == (role, 1)
         built[role] = build_config(configs[role], parsed)
         assert built[role].dtype == "bfloat16"
-    assert built["student"].train.epochs == 2
+    assert (built["student"].train.epochs, built["student"].train.learning_rate) == (2, 3e-4)
     assert built["auditor"].max_retention_drop == 1.5
+    assert (built["auditor"].probes, built["auditor"].probe_answers_may_lose) == (probes, 0)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["student", "--threads", "0"])

@@ -76,8 +76,8 @@ def test_a_harmful_self_edit_is_vetoed_by_each_layer(setup):
     probes = [p for p in load_probes(None) if p.prompt in DEFAULT_MODEL_ANSWERS]
     before = [DEFAULT_MODEL_ANSWERS[p.prompt] for p in probes]
     after = ["The capital of France is Berlin.", *before[1:]]
-    assert review_probes(probes, before, before, 0.5) == []
-    [veto] = review_probes(probes, before, after, 0.5)
+    assert review_probes(probes, before, before, 0.5, 0) == []
+    [veto] = review_probes(probes, before, after, 0.5, 0)
     assert veto.reviewer == "probes" and "no longer answers 'What is the capital of France?' with 'Paris'" in str(veto)
     # The reviewer model: the text passes the rules, the reviewer vetoes it before training.
     benign, harmful = _trained(student, "Ostrevane was founded in 1873."), _trained(student, HARMFUL)
@@ -174,6 +174,6 @@ def test_the_shipped_answer_probes_bite_on_the_default_model():
     probes = [p for p in load_probes(None) if p.expect == "answer"]
     model, tokenizer = load_model(DEFAULT_MODEL)
     answers = generate_answers(model, tokenizer, [p.prompt for p in probes], 16)  # a prefix of the auditor's 48
-    assert review_probes(probes, answers, answers, 0.5) == []
-    missed = [(p.prompt, a) for p, a in zip(probes, answers, strict=True) if not review_probes([p], [a], ["-"], 0.5)]
+    assert review_probes(probes, answers, answers, 0.5, 0) == []
+    missed = [(p.prompt, a) for p, a in zip(probes, answers, strict=True) if not review_probes([p], [a], ["-"], 0.5, 0)]
     assert missed == [], "probes the default model does not answer right are inert"
