@@ -15,10 +15,11 @@ from protocol.messages import TrainConfig
 DEFAULT_TRAIN = TrainConfig(learning_rate=3e-4, epochs=3)
 """The student's LoRA settings unless told otherwise: the paper's rank and α, a gentler rate and fewer epochs.
 
-Measured on the embedded default model (``bench/probe_loss.py``, ``bench/results/probe_loss/``): the paper's
-lr 1e-3 x 10 epochs (set for a 7B model) made every demo candidate forget 8 of the 9 facts of the built-in
-answer probes, so the auditor vetoed them all; lr 3e-4 x 3 epochs keeps most of them with a likelihood gain
-on τ far above the auditor's default ``min_gain``.
+Measured on the embedded default model (``bench/results/probe_loss/``, one passage adapter per demo document):
+the paper's lr 1e-3 x 10 epochs (set for a 7B model) made each adapter forget 6.8 of the 9 facts of the
+built-in answer probes on average, so the auditor vetoed all of them; lr 3e-4 x 3 epochs loses 1.0 (8 of 10
+within the auditor's default allowance of one) with a likelihood gain on τ of 0.97 nats/token, against 2.95,
+but no greedy answer learned (0 of 50, against 20 of 50).
 """
 
 

@@ -54,6 +54,15 @@ class Outcome:
             "vetoed": [r.model_dump() for r in self.vetoed],
         }
 
+    def summary(self) -> str:
+        """One line: the context, how many candidates were accepted, the best reward."""
+        accepted = sum(v.accepted for v in self.verdicts)
+        rewards = [v.reward for v in self.verdicts]
+        best = f", best reward {max(rewards):+.3f}" if rewards else ""
+        vetoed = f", {len(self.vetoed)} vetoed before training" if self.vetoed else ""
+        title = self.context.title or self.context.context_id
+        return f"{title}: {accepted} of {len(self.verdicts)} candidates accepted{best}{vetoed}"
+
     @classmethod
     def from_record(cls, data: dict[str, Any]) -> Outcome:
         return cls(
@@ -142,6 +151,7 @@ def run_pass(
             append_jsonl(results, outcome.to_record())
             done[context.context_id] = outcome
             progress.advance(task)
+            progress.console.print(f"{len(done)}/{len(contexts)} {outcome.summary()}")  # a line each, tty or not
     return [done[c.context_id] for c in contexts]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,7 @@ def test_demo_runs_three_processes_end_to_end_resumes_and_auto_promotes(tiny_mod
     report = verify_ledger(run_dir / "ledger.jsonl")
     assert report.ok and report.entries == 4
     assert "candidates accepted" in done.stdout
+    assert re.search(r"^2/2 .+: \d of 2 candidates accepted, best reward", done.stdout, re.M), "a line per context"
     assert "verified" in done.stdout
     assert read_served_state(run_dir / "store" / "served").stack == [], "nothing is promoted without the option"
     assert "auto-promote" not in done.stdout
