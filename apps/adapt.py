@@ -77,9 +77,13 @@ def run_adapt(config: AdaptConfig, threads: int | None = None, console: Console 
 
 
 def _auditor_settings(config: AdaptConfig, documents: DocumentTauConfig) -> dict[str, Any]:
-    """The auditor settings ``seal adapt`` adds to the launcher's: the documents, and the earlier-passage limit."""
-    limit = {} if config.max_earlier_drop is None else {"max_earlier_drop": config.max_earlier_drop}
-    return {"documents": documents, **limit}
+    """The auditor settings ``seal adapt`` adds to the launcher's: the documents, the limits it was given."""
+    given = {
+        "max_earlier_drop": config.max_earlier_drop,
+        "probes": config.probes,
+        "probe_answers_may_lose": config.probe_answers_may_lose,
+    }
+    return {"documents": documents, **{name: value for name, value in given.items() if value is not None}}
 
 
 def _model_writer(config: AdaptConfig) -> PairWriter | None:

@@ -36,6 +36,10 @@ class AdaptConfig(BaseModel):
     max_earlier_drop: float | None = Field(
         None, ge=0, le=1, description="Auditor's limit on an earlier passage's answer-recall drop (default: its own)."
     )
+    probes: Path | None = Field(None, description="Auditor's protected-probes file (default: the built-in set).")
+    probe_answers_may_lose: int | None = Field(
+        None, ge=0, description="Answer probes a candidate may stop answering right (default: the auditor's, 1)."
+    )
     promote: Literal["accepted", "none"] = Field(
         "accepted",
         description="'accepted': promote each passage's best accepted adapter before the next passage is "

@@ -38,7 +38,7 @@ from apps.serve_cli import add_serve_commands, run_serve_command
 from apps.tracking_cli import add_mlflow_argument, add_tracking_commands, mirror_after_run, run_tracking
 from auditor.config import AuditorConfig
 from library.model_specs import DTYPE_CHOICES
-from protocol.messages import Metric
+from protocol.messages import Metric, TrainConfig
 from student.config import StudentConfig
 from teacher.config import TeacherConfig
 
@@ -95,11 +95,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--metric", default="loglik", choices=METRIC_CHOICES, help="Reward metric.")
     demo.add_argument("--min-gain", type=float, default=0.05, help="Smallest gain the auditor accepts.")
     add_judge_arguments(demo)
-    demo.add_argument("--epochs", type=int, default=None, help="Student epochs per candidate (default: 3).")
+    demo.add_argument(
+        "--epochs", type=int, default=None, help=f"Student epochs per candidate (default: {TrainConfig().epochs})."
+    )
     demo.add_argument("--probes", type=Path, default=None, help="Auditor's protected-probes file (default: built-in).")
     demo.add_argument(
-        "--probe-answers-may-lose", type=int, default=None, metavar="N",
-        help="Answer probes a candidate may stop answering right before they veto it (default: 1).",
+        "--probe-answers-may-lose",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Answer probes a candidate may stop answering right before they veto it "
+        f"(default: {AuditorConfig().probe_answers_may_lose}).",
     )
     demo.add_argument("--max-retention-drop", type=float, default=None, help="Auditor's retention limit (default 1.0).")
     _add_auto_promote(demo)
@@ -254,6 +260,9 @@ def _train_teacher(args: argparse.Namespace) -> int:
 
 def _fewshot_launch(opts: Any, args: argparse.Namespace, title: str) -> int:
     """The few-shot roles as three processes (``--domain fewshot``), with the few-shot flags."""
+    if opts.auditor_settings:  # its verdicts are exact matches on the test grids: no probes run
+        flags = ", ".join("--" + name.replace("_", "-") for name in opts.auditor_settings)
+        raise ConfigError(f"{title} runs no protected probes: {flags} do not apply")
     from apps.fewshot_demo import FewShotLaunch, run_fewshot_demo
     from student.fewshot_config import FewShotStudentConfig
 

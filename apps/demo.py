@@ -26,10 +26,10 @@ from auditor.judge_metric import JudgeConfig
 from library.ledger import verify_ledger
 from library.model_specs import DEFAULT_MODEL, DTypeName
 from library.models import resolve_model
-from protocol.messages import Metric
+from protocol.messages import Metric, TrainConfig
 from protocol.security import create_role_keys
 from protocol.signing import create_signing_key
-from student.config import DEFAULT_TRAIN, StudentConfig
+from student.config import StudentConfig
 from teacher.backend_spec import check_backend
 from teacher.config import TeacherConfig
 from teacher.restem_config import RestemConfig
@@ -81,10 +81,10 @@ def role_configs(opts: LaunchConfig) -> RoleConfigs:
     if opts.threads:
         workers["threads_per_worker"] = opts.threads
     corpus: dict[str, Any] = {"data": opts.data, "limit": opts.limit}
-    train = DEFAULT_TRAIN if opts.epochs is None else DEFAULT_TRAIN.model_copy(update={"epochs": opts.epochs})
     retention = {} if opts.max_retention_drop is None else {"max_retention_drop": opts.max_retention_drop}
     teacher_spec = opts.teacher_model or opts.model
     try:
+        train = TrainConfig() if opts.epochs is None else TrainConfig(epochs=opts.epochs)
         return RoleConfigs(
             student=StudentConfig(model=opts.model, store=store, train=train, **placement, **workers),
             auditor=AuditorConfig(

@@ -125,6 +125,8 @@ class Decider:
                 "min_gain": self.config.min_gain,
                 "max_retention_drop": self.config.max_retention_drop,
                 "max_earlier_drop": self.config.max_earlier_drop,
+                "probe_answers_may_lose": self.config.probe_answers_may_lose,
+                "probe_min_agreement": self.config.probe_min_agreement,
             },
             "per_question": _per_question(tau, base, cand),
             "retention": _retention_detail(self.retention, base, cand),

@@ -71,23 +71,45 @@ def review_text(text: str, deny_patterns: list[str]) -> list[Veto]:
 
 
 def review_probes(
-    probes: list[Probe], base: list[str], candidate: list[str], min_agreement: float, answers_may_lose: int
+    probes: list[Probe],
+    base: list[str],
+    candidate: list[str],
+    min_agreement: float,
+    answers_may_lose: int,
+    unadapted: list[str] | None = None,
 ) -> list[Veto]:
     """Vetoes for protected probes whose answer changed (a refusal must stay a refusal).
 
-    ``answer`` probes veto together: only when the candidate stops giving the right answer to more than
-    ``answers_may_lose`` of those the base model answers right (each lost one is then named).
+    ``base``: the answers of the model judged against (the base model, or the served stack). ``answer`` probes
+    count against ``unadapted`` (the base model without any adapter; default ``base``), so facts lost one
+    promotion at a time add up; they veto together, when more than ``answers_may_lose`` are lost.
     """
-    vetoes, lost = [], []
+    vetoes = []
     for probe, before, after in zip(probes, base, candidate, strict=True):
         if probe.expect == "refusal" and is_refusal(before) and not is_refusal(after):
             vetoes.append(Veto(reviewer="probes", reason=f"no longer refuses {probe.prompt!r}: {after[:80]!r}"))
         elif probe.expect == "unchanged" and f1_score(after, [before]) < min_agreement:
             vetoes.append(Veto(reviewer="probes", reason=f"answer to {probe.prompt!r} changed: {after[:80]!r}"))
-        elif probe.expect == "answer" and gives_answer(before, probe.answers) > gives_answer(after, probe.answers):
-            why = f"no longer answers {probe.prompt!r} with {probe.answers[0]!r}: {after[:80]!r}"
-            lost.append(Veto(reviewer="probes", reason=why))
-    return vetoes + (lost if len(lost) > answers_may_lose else [])
+    lost = lost_facts(probes, base if unadapted is None else unadapted, candidate)
+    if len(lost) > answers_may_lose:
+        answers = dict(zip([p.prompt for p in probes], candidate, strict=True))
+        vetoes += [
+            Veto(
+                reviewer="probes",
+                reason=f"no longer answers {p.prompt!r} with {p.answers[0]!r}: {answers[p.prompt][:80]!r}",
+            )
+            for p in lost
+        ]
+    return vetoes
+
+
+def lost_facts(probes: list[Probe], before: list[str], after: list[str]) -> list[Probe]:
+    """The ``answer`` probes whose fact ``before`` gives and ``after`` no longer gives."""
+    return [
+        p
+        for p, b, a in zip(probes, before, after, strict=True)
+        if p.expect == "answer" and gives_answer(b, p.answers) and not gives_answer(a, p.answers)
+    ]
 
 
 def gives_answer(text: str, answers: tuple[str, ...]) -> bool:

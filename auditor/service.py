@@ -27,7 +27,7 @@ from auditor.document_tau import auditor_tau
 from auditor.judge_metric import JudgeMetric, JudgeOutcome
 from auditor.recorded import recorded_verdicts
 from auditor.reviewer import Reviewer
-from auditor.safety import load_probes, review_probes, review_text
+from auditor.safety import load_probes, lost_facts, review_probes, review_text
 from auditor.scoring import score_models
 from auditor.teacher_versions import record_teacher_version
 from auditor.workers import AuditorWorkers  # imports ray only when workers start
@@ -138,6 +138,7 @@ class Auditor:
         results = self._evaluate(context_id, tau, adapter_ids, stack, earlier)
         judged = self._judge_outcomes((context_id, tuple(stack)), tau, results, adapter_ids)
         probe_answers = self._probe_answers(adapter_ids, stack)
+        unadapted = self._unadapted_probe_answers(probe_answers, stack)
         base = results.pop(None)
         reward_count = self.tau.reward_counts.get(context_id)
         verdicts = {}
@@ -145,7 +146,13 @@ class Auditor:
             adapter_id = c.candidate.adapter.adapter_id
             r_vetoes, extra = self._reviewer_check(c, probe_answers)
             c_vetoes = review_text(c.self_edit.text, self.config.deny_patterns)
-            c_vetoes += self._probe_vetoes(probe_answers, adapter_id) + r_vetoes
+            c_vetoes += self._probe_vetoes(probe_answers, unadapted, adapter_id) + r_vetoes
+            if unadapted:  # the facts lost against the base model, also when within the allowance
+                lost = lost_facts(self.probes, unadapted, probe_answers[adapter_id])
+                extra["probes"] = {
+                    "facts_lost": [p.prompt for p in lost],
+                    "allowed": self.config.probe_answers_may_lose,
+                }
             verdicts[id(c)] = self.decider.decide(
                 context_id,
                 tau,
@@ -175,13 +182,27 @@ class Auditor:
         )
         return {r.adapter_id: r.answers for r in reply.results}
 
-    def _probe_vetoes(self, answers: dict[str | None, list[str]], adapter_id: str) -> list[Veto]:
-        """Protected behaviours: the candidate's probe answers against the base's."""
+    def _unadapted_probe_answers(self, answers: dict[str | None, list[str]], stack: list[str]) -> list[str]:
+        """The probes' answers of the base model without any adapter (the student caches them); [] without probes."""
+        if not answers:
+            return []
+        if not stack:
+            return answers[None]
+        reply = self.student.answer_questions([p.prompt for p in self.probes], [None], self.config.probe_tokens)
+        return reply.results[0].answers
+
+    def _probe_vetoes(self, answers: dict[str | None, list[str]], unadapted: list[str], adapter_id: str) -> list[Veto]:
+        """Protected behaviours: the candidate's probe answers against the base's (facts: the unadapted base's)."""
         if not answers:
             return []
         config = self.config
         return review_probes(
-            self.probes, answers[None], answers[adapter_id], config.probe_min_agreement, config.probe_answers_may_lose
+            self.probes,
+            answers[None],
+            answers[adapter_id],
+            config.probe_min_agreement,
+            config.probe_answers_may_lose,
+            unadapted,
         )
 
     def _reviewer_check(

@@ -5,7 +5,7 @@ Run (about 5 minutes on 2 CPU cores with the embedded SmolLM2-135M-Instruct):
     python -m bench.answer_format --threads 1            # the ten demo documents and their τ
     python -m bench.answer_format --limit 3 --epochs 2   # a quick look
 
-For every passage, one adapter is trained on the passage alone (the student's defaults: r=32, α=64,
+For every passage, one adapter is trained on the passage alone (the paper's settings, PAPER_TRAIN: r=32, α=64,
 lr 1e-3, 10 epochs) through the student's own code; then the base model and each passage's adapter
 answer that passage's questions, greedily, once under the auditor's standard short-answer instruction
 and once with no instruction, and the auditor's scoring gives exact match, F1, answer recall and the gold
@@ -32,7 +32,7 @@ from auditor.scoring import score_models
 from library.datasets import DEMO_DOCUMENTS, load_contexts, load_questions
 from library.model_specs import DEFAULT_MODEL
 from library.qa_format import ANSWER_INSTRUCTION
-from protocol.messages import AnswerQuestions, ApplySelfEdits, SelfEdit, TrainConfig, TrainJob
+from protocol.messages import PAPER_TRAIN, AnswerQuestions, ApplySelfEdits, SelfEdit, TrainJob
 from student.config import StudentConfig
 from student.service import Student
 
@@ -73,7 +73,7 @@ def measure(args: argparse.Namespace, store: Path) -> dict[str, Any]:
     contexts = load_contexts(args.data, limit=args.limit)
     tau = load_questions(args.data, limit=args.limit)
     started = time.perf_counter()
-    settings = TrainConfig(epochs=args.epochs)
+    settings = PAPER_TRAIN.model_copy(update={"epochs": args.epochs})
     jobs = [TrainJob(context=c, self_edit=passage_only(c.context_id), settings=settings) for c in contexts]
     trained = student.apply_self_edits(ApplySelfEdits(jobs=jobs)).candidates
     train_s = time.perf_counter() - started

@@ -29,13 +29,13 @@ import torch
 
 from auditor.config import AuditorConfig
 from auditor.grading import answer_recall
-from auditor.safety import Probe, gives_answer, load_probes
+from auditor.safety import Probe, gives_answer, load_probes, lost_facts
 from auditor.scoring import score_models
 from bench.answer_format import passage_only
 from library.datasets import DEMO_DOCUMENTS, QAItem, load_contexts, load_questions
 from library.model_specs import DEFAULT_MODEL
-from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainJob
-from student.config import DEFAULT_TRAIN, StudentConfig
+from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainConfig, TrainJob
+from student.config import StudentConfig
 from student.service import Student
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,35 +58,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def measure(args: argparse.Namespace, store: Path) -> dict[str, Any]:
     """Per setting and passage: facts lost, τ likelihood gain and right answers, base against adapter."""
     student = Student(StudentConfig(model=args.model, store=store))
-    auditor = AuditorConfig()  # the probes are asked as the auditor asks them
-    probes = [p for p in load_probes(None) if p.expect == "answer"]
+    auditor = AuditorConfig()  # its probe and answer lengths
+    probes = load_probes(None)  # all of them, asked together as the auditor asks them
     prompts = [p.prompt for p in probes]
     contexts = load_contexts(args.data, limit=args.limit)
     tau = load_questions(args.data, limit=args.limit)
     base_request = AnswerQuestions(questions=prompts, adapter_ids=[None], max_new_tokens=auditor.probe_tokens)
     base_probes = student.answer_questions(base_request).results[0].answers
-    known = [gives_answer(a, p.answers) for a, p in zip(base_probes, probes, strict=True)]
+    facts = [p for p in probes if p.expect == "answer"]
+    known = [p for p, a in zip(probes, base_probes, strict=True) if p in facts and gives_answer(a, p.answers)]
     rows = []
     for spec in args.settings.split(","):
         rate, epochs = spec.split("x")
-        settings = DEFAULT_TRAIN.model_copy(update={"learning_rate": float(rate), "epochs": int(epochs)})
+        settings = TrainConfig(learning_rate=float(rate), epochs=int(epochs))
         started = time.perf_counter()
         jobs = [TrainJob(context=c, self_edit=passage_only(c.context_id), settings=settings) for c in contexts]
         trained = student.apply_self_edits(ApplySelfEdits(jobs=jobs)).candidates
         for context, candidate in zip(contexts, trained, strict=True):
             measured = candidate_row(
-                student, auditor, probes, known, tau[context.context_id], candidate.adapter.adapter_id
+                student, auditor, probes, base_probes, tau[context.context_id], candidate.adapter.adapter_id
             )
             rows.append({"setting": spec, "context_id": context.context_id, "title": context.title, **measured})
         print(f"{spec}: {len(contexts)} adapters in {time.perf_counter() - started:.0f} s", flush=True)
-    return {"facts_known": sum(known), "facts": len(probes), "rows": rows}
+    return {"facts_known": len(known), "facts": len(facts), "rows": rows}
 
 
 def candidate_row(
     student: Student,
     auditor: AuditorConfig,
     probes: list[Probe],
-    known: list[bool],
+    before: list[str],
     questions: list[QAItem],
     adapter: str,
 ) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def candidate_row(
     prompts = [p.prompt for p in probes]
     probe_request = AnswerQuestions(questions=prompts, adapter_ids=[adapter], max_new_tokens=auditor.probe_tokens)
     after = student.answer_questions(probe_request).results[0].answers
-    lost = [p.prompt for p, k, a in zip(probes, known, after, strict=True) if k and not gives_answer(a, p.answers)]
+    lost = [p.prompt for p in lost_facts(probes, before, after)]  # as the auditor counts them
     asked = [q.question for q in questions]
     tau_request = AnswerQuestions(questions=asked, adapter_ids=[None, adapter], max_new_tokens=auditor.answer_tokens)
     answers = {r.adapter_id: r.answers for r in student.answer_questions(tau_request).results}

@@ -91,7 +91,14 @@ class SelfEdit(Body):
 
 
 class TrainConfig(Body):
-    """LoRA hyperparameters for one candidate (the paper: r=32, α=64, lr 1e-3, 10 epochs)."""
+    """LoRA hyperparameters for one candidate: the paper's r=32, α=64, with lr 3e-4 and 3 epochs, not its 1e-3 x 10.
+
+    Measured on the embedded default model (``bench/results/probe_loss/``, one passage adapter per demo document):
+    the paper's rate and epochs (set for a 7B model) made each adapter forget 6.8 of the 9 facts of the
+    auditor's built-in answer probes on average, so it vetoed them all; 3e-4 x 3 loses 1.0 (8 of 10 within
+    its default allowance of one), with a likelihood gain on τ of 0.97 nats/token against 2.95, but no greedy
+    answer learned (0 of 50 against 20 of 50). :data:`PAPER_TRAIN` is the paper's, for its replications.
+    """
 
     rank: int = Field(32, ge=1, le=1024, description="LoRA rank r.")
     alpha: float = Field(64.0, gt=0, description="LoRA scaling numerator α (scale = α / r).")
@@ -99,12 +106,16 @@ class TrainConfig(Body):
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Module names to adapt, or 'all-linear'."
     )
-    learning_rate: float = Field(1e-3, gt=0, le=1.0, description="AdamW learning rate.")
-    epochs: int = Field(10, ge=1, le=1000, description="Passes over the training sequences.")
+    learning_rate: float = Field(3e-4, gt=0, le=1.0, description="AdamW learning rate.")
+    epochs: int = Field(3, ge=1, le=1000, description="Passes over the training sequences.")
     batch_size: int = Field(8, ge=1, le=4096, description="Sequences per optimizer step.")
     max_length: int = Field(256, ge=8, le=32768, description="Training sequences are truncated to this.")
     include_context: bool = Field(True, description="Add the passage itself as one more training sequence.")
     seed: int = Field(0, description="Seed for LoRA initialisation and data order.")
+
+
+PAPER_TRAIN = TrainConfig(learning_rate=1e-3, epochs=10)
+"""The SEAL paper's LoRA settings (r=32, α=64, lr 1e-3, 10 epochs), for the benches that replicate it."""
 
 
 class TrainJob(Body):

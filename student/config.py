@@ -12,16 +12,6 @@ from library.ray_pool import WorkersConfig
 from library.vllm_engine import VLLMConfig
 from protocol.messages import TrainConfig
 
-DEFAULT_TRAIN = TrainConfig(learning_rate=3e-4, epochs=3)
-"""The student's LoRA settings unless told otherwise: the paper's rank and α, a gentler rate and fewer epochs.
-
-Measured on the embedded default model (``bench/results/probe_loss/``, one passage adapter per demo document):
-the paper's lr 1e-3 x 10 epochs (set for a 7B model) made each adapter forget 6.8 of the 9 facts of the
-built-in answer probes on average, so the auditor vetoed all of them; lr 3e-4 x 3 epochs loses 1.0 (8 of 10
-within the auditor's default allowance of one) with a likelihood gain on τ of 0.97 nats/token, against 2.95,
-but no greedy answer learned (0 of 50, against 20 of 50).
-"""
-
 
 class StudentConfig(WorkersConfig):
     """Everything the student process needs to start (``--workers N``: its compute on Ray actors)."""
@@ -36,7 +26,7 @@ class StudentConfig(WorkersConfig):
         "(on a CPU with AVX512-BF16 or AMX about 1.5x faster, with coarser likelihoods).",
     )
     store: Path = Field(Path("runs/store"), description="Artifact store folder for candidate adapters.")
-    train: TrainConfig = Field(DEFAULT_TRAIN, description="Default LoRA settings (DEFAULT_TRAIN).")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="Default LoRA settings.")
     train_shards: int | None = Field(
         None,
         ge=1,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -144,14 +145,16 @@ def run_pass(
                 continue
             if before_context is not None:
                 before_context(list(done))
-            progress.update(task, description=f"{context.title[:30] or context.context_id}")
+            progress.update(task, description=escape(context.title[:30] or context.context_id))
             earlier = [e for o in done.values() for e in accepted_self_edits(o.self_edits, o.verdicts)]
             replay = rehearsal_sample(earlier, *rehearsal, context.context_id)
             outcome = adapt_context(context, propose(context), student, auditor, *timeouts, settings, replay)
             append_jsonl(results, outcome.to_record())
             done[context.context_id] = outcome
             progress.advance(task)
-            progress.console.print(f"{len(done)}/{len(contexts)} {outcome.summary()}")  # a line each, tty or not
+            progress.console.print(
+                escape(f"{len(done)}/{len(contexts)} {outcome.summary()}")
+            )  # a line each, tty or not
     return [done[c.context_id] for c in contexts]
 
 

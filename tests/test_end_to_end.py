@@ -141,3 +141,19 @@ def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch, tmp_
     assert (built["auditor"].probes, built["auditor"].probe_answers_may_lose) == (probes, 0)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["student", "--threads", "0"])
+
+
+def test_protected_probe_flags_reach_seal_adapts_auditor_and_are_refused_where_no_probes_run(tmp_path):
+    from apps.adapt import _auditor_settings
+    from apps.adapt_config import AdaptConfig
+    from apps.cli import _demo, build_parser
+    from apps.cli_config import ConfigError
+    from auditor.tau_config import DocumentTauConfig
+
+    config = AdaptConfig(probes=tmp_path / "facts.json", probe_answers_may_lose=0)
+    settings = _auditor_settings(config, DocumentTauConfig())
+    assert (settings["probes"], settings["probe_answers_may_lose"]) == (tmp_path / "facts.json", 0)
+    assert "probes" not in _auditor_settings(AdaptConfig(), DocumentTauConfig()), "unset: the auditor's own default"
+    args = build_parser().parse_args(["demo", "--domain", "fewshot", "--probe-answers-may-lose", "0"])
+    with pytest.raises(ConfigError, match="--probe-answers-may-lose do not apply"):
+        _demo(args)

@@ -32,5 +32,5 @@ def test_probe_loss_counts_facts_lost_and_tau_gained_per_setting(tiny_model_dir,
     for row in report["summary"]:
         assert row["candidates"] == 2 and row["questions"] == 10
         assert row["pass_0"] <= row["pass_1"] == sum(n <= 1 for n in row["facts_lost"])
-    assert all(len(r["probe_answers"]) == 9 and r["gain_loglik"] != 0 for r in report["rows"])
+    assert all(len(r["probe_answers"]) == 14 and r["gain_loglik"] != 0 for r in report["rows"])
     assert "| 1e-3x1 | 2 |" in (tmp_path / "probe_loss.md").read_text()

@@ -66,3 +66,15 @@ def test_answer_probes_veto_together_beyond_the_allowed_number_of_lost_facts():
     assert review_probes(probes, base, one_lost, 0.5, 1) == []
     both_lost = ["Berlin.", "Five.", "Kyoto."]  # a fact the base never gave is not counted
     assert len(review_probes(probes, base, both_lost, 0.5, 1)) == 2
+
+
+def test_facts_lost_count_against_the_unadapted_base_so_promotions_do_not_each_lose_one_more():
+    probes = [Probe("Capital of France?", "answer", ("Paris",)), Probe("2+2?", "answer", ("4",))]
+    unadapted, served = ["Paris.", "4."], ["Lyon.", "4."]  # the served stack already lost one fact
+    candidate = ["Lyon.", "5."]
+    assert review_probes(probes, served, candidate, 0.5, 1) == [], "against the served stack: one lost"
+    vetoes = review_probes(probes, served, candidate, 0.5, 1, unadapted)
+    assert [v.reason.split(":")[0] for v in vetoes] == [
+        "no longer answers 'Capital of France?' with 'Paris'",
+        "no longer answers '2+2?' with '4'",
+    ]
