@@ -7,6 +7,7 @@ links to the student and the auditor (ZeroMQ or in-process), and ends with a tab
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -70,16 +71,22 @@ class Teacher:
 def wait_for_peers(peers: dict[str, Pingable], deadline_s: float) -> None:
     """Ping each peer until it answers; PeerUnavailable names the one that did not within ``deadline_s``."""
     until = time.monotonic() + deadline_s
-    for name, peer in peers.items():
-        while True:
-            try:
-                peer.ping(timeout_s=2.0)
-                break
-            except PeerUnavailable:
-                if time.monotonic() > until:
-                    raise PeerUnavailable(
-                        f"the {name} at {peer.endpoint} did not come up within {deadline_s:.0f}s"
-                    ) from None
+    transport_log = logging.getLogger("protocol.transport")
+    level = transport_log.level
+    transport_log.setLevel(logging.ERROR)  # a peer still loading its model is expected, not a warning per ping
+    try:
+        for name, peer in peers.items():
+            while True:
+                try:
+                    peer.ping(timeout_s=2.0)
+                    break
+                except PeerUnavailable:
+                    if time.monotonic() > until:
+                        raise PeerUnavailable(
+                            f"the {name} at {peer.endpoint} did not come up within {deadline_s:.0f}s"
+                        ) from None
+    finally:
+        transport_log.setLevel(level)
 
 
 class Pingable(Protocol):

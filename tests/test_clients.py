@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -172,3 +173,21 @@ def test_a_handler_table_must_cover_its_channel_exactly():
 
 def _job() -> TrainJob:
     return TrainJob(context=CONTEXT, self_edit=SELF_EDIT)
+
+
+def test_waiting_for_a_peer_that_is_still_loading_logs_no_warning_per_ping(caplog):
+    """seal adapt's launcher waits for the student while it loads its model: one error at the deadline, no noise."""
+    from apps.processes import free_tcp_ports
+    from protocol.codec import STUDENT_CHANNEL
+    from protocol.transport import Client, PeerUnavailable
+    from teacher.service import wait_for_peers
+
+    (port,) = free_tcp_ports(1)
+    client = StudentClient(Client(f"tcp://127.0.0.1:{port}", STUDENT_CHANNEL, "teacher", timeout_s=1.0, retries=1))
+    try:
+        with caplog.at_level(logging.WARNING), pytest.raises(PeerUnavailable, match=r"the student at .* did not come"):
+            wait_for_peers({"student": client}, deadline_s=0.5)
+    finally:
+        client.close()
+    assert not [r for r in caplog.records if r.name == "protocol.transport"]
+    assert logging.getLogger("protocol.transport").level == logging.NOTSET, "the logger's level is given back"
