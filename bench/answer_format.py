@@ -16,9 +16,6 @@ with the exact command.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +26,7 @@ import torch
 from auditor.decision import ModelResult, scores
 from auditor.grading import answer_recall, mean_ci95
 from auditor.scoring import score_models
+from bench.results_files import command_line, write_results
 from library.datasets import DEMO_DOCUMENTS, load_contexts, load_questions
 from library.model_specs import DEFAULT_MODEL
 from library.qa_format import ANSWER_INSTRUCTION
@@ -140,7 +138,7 @@ def markdown(summary: list[dict[str, Any]], command: str, result: dict[str, Any]
         "",
         f"`{command}`",
         "",
-        f"Instruction: \"{ANSWER_INSTRUCTION}\" (system message) against none (the model's own chat default).",
+        f'Instruction: "{ANSWER_INSTRUCTION}" (system message) against none (the model\'s own chat default).',
         f"One adapter per passage trained on the passage alone; training {result['train_s']} s, "
         f"wall {result['wall_s']} s.",
         "",
@@ -161,17 +159,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "python -m bench.answer_format " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = command_line("bench.answer_format", argv)
     with tempfile.TemporaryDirectory(prefix="answer-format-") as store:
         result = measure(args, Path(store))
     summary = summary_rows(result["rows"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "answer_format.json").write_text(
-        json.dumps({"command": command, "summary": summary, **result}, indent=1)
-    )
-    table = markdown(summary, command.strip(), result)
-    (args.out / "answer_format.md").write_text(table)
-    print(table)
+    record = {"command": command, "summary": summary, **result}
+    write_results(args.out, "answer_format", record, markdown(summary, command.strip(), result))
 
 
 if __name__ == "__main__":

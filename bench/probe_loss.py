@@ -17,9 +17,6 @@ Results: ``bench/results/probe_loss/probe_loss.md`` and ``.json``, with the exac
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +29,7 @@ from auditor.grading import answer_recall
 from auditor.safety import Probe, gives_answer, load_probes, lost_facts
 from auditor.scoring import score_models
 from bench.answer_format import passage_only
+from bench.results_files import command_line, write_results
 from library.datasets import DEMO_DOCUMENTS, QAItem, load_contexts, load_questions
 from library.model_specs import DEFAULT_MODEL
 from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainConfig, TrainJob
@@ -169,17 +167,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "python -m bench.probe_loss " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = command_line("bench.probe_loss", argv)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="probe-loss-") as store:
         result = measure(args, Path(store))
     result["wall_s"] = round(time.perf_counter() - started, 1)
     summary = summary_rows(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "probe_loss.json").write_text(json.dumps({"command": command, "summary": summary, **result}, indent=1))
-    table = markdown(summary, command.strip(), result)
-    (args.out / "probe_loss.md").write_text(table)
-    print(table)
+    record = {"command": command, "summary": summary, **result}
+    write_results(args.out, "probe_loss", record, markdown(summary, command.strip(), result))
 
 
 if __name__ == "__main__":

@@ -16,10 +16,7 @@ the exact command.
 from __future__ import annotations
 
 import argparse
-import json
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,6 +27,7 @@ import torch
 from peft import get_peft_model
 from transformers import PreTrainedModel
 
+from bench.results_files import command_line, write_results
 from library.lora import adapters_loaded, finish_adapter_config, lora_config
 from library.merged_stack import merged_stack
 from library.model_specs import DEFAULT_MODEL
@@ -144,14 +142,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    command = "python -m bench.stack_cost " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = command_line("bench.stack_cost", argv)
     with tempfile.TemporaryDirectory(prefix="stack-cost-") as scratch:
         rows = measure(args, Path(scratch))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "stack_cost.json").write_text(json.dumps({"command": command, "rows": rows}, indent=1))
-    table = markdown(rows, command.strip(), args)
-    (args.out / "stack_cost.md").write_text(table)
-    print(table)
+    write_results(args.out, "stack_cost", {"command": command, "rows": rows}, markdown(rows, command.strip(), args))
 
 
 if __name__ == "__main__":
