@@ -36,6 +36,11 @@ def _read(folder: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     return config, load_file(folder / "adapter_model.safetensors")
 
 
+def combined_rank(folders: list[Path]) -> int:
+    """The rank of the one LoRA that :func:`combine_stack` makes of ``folders``: the sum of theirs."""
+    return sum(json.loads((folder / "adapter_config.json").read_text())["r"] for folder in folders)
+
+
 def combine_stack(folders: list[Path], out: Path) -> Path:
     """Write into ``out`` one peft LoRA folder equal to ``folders`` all active at once; return ``out``."""
     adapters = [_read(folder) for folder in folders]

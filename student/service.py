@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from library.combined_lora import combine_stack, combined_rank
 from library.datasets import context_id_for
 from library.merged_stack import merged_stack
 from library.models import load_model
+from library.scratch import scratch_folder
 from library.vllm_engine import require_vllm
 from protocol.artifacts import (
     REHEARSED,
@@ -147,11 +150,11 @@ class Student:
         All requested adapters answer together, so K candidates share each forward pass: on
         transformers one mixed-adapter batch routes each row to its own adapter; on vLLM each
         candidate is a LoRA of one ``generate`` call. The base model answers in a call of its own. With a
-        ``stack``, that stack is merged into the base model first: None answers with the stack, an adapter on
-        top of it (transformers only).
+        ``stack``, None answers with the stack and an adapter on top of it: on transformers the stack is merged
+        into the base model first; on vLLM, which takes one LoRA per request, each is one LoRA of summed rank.
         """
         if request.stack and self.vllm is not None:
-            raise ProtocolError("unsupported", "--answer-backend vllm does not answer on top of a stack", "stack")
+            return self._answer_on_stack_with_vllm(request, self.vllm)
         stack = [self._adapter_folder(a, "stack") for a in request.stack]
         results: dict[str | None, list[str]] = {}
         with merged_stack(self.model, stack):
@@ -161,6 +164,23 @@ class Student:
             if adapter_ids:
                 answers = self._answer_with_adapters(adapter_ids, request)
                 results |= dict(zip(adapter_ids, answers, strict=True))
+        return Answers(results=[ModelAnswers(adapter_id=a, answers=results[a]) for a in request.adapter_ids])
+
+    def _answer_on_stack_with_vllm(self, request: AnswerQuestions, vllm: VLLMAnswerer) -> Answers:
+        """The stack (None) and each adapter on top of it, each combined into one LoRA (:func:`combine_stack`)."""
+        stack = [self._adapter_folder(a, "stack") for a in request.stack]
+        models = list(dict.fromkeys(request.adapter_ids))
+        layers = [stack if m is None else [*stack, self._adapter_folder(m)] for m in models]
+        rank = max(combined_rank(folders) for folders in layers)
+        if rank > vllm.settings.max_lora_rank:
+            why = (
+                f"the stack with its candidate has LoRA rank {rank}; start the student with --vllm.max-lora-rank {rank}"
+            )
+            raise ProtocolError("unsupported", why, "stack")
+        with tempfile.TemporaryDirectory(dir=scratch_folder()) as work:
+            combined = [combine_stack(folders, Path(work) / str(i)) for i, folders in enumerate(layers)]
+            answers = vllm.answer(request.questions, combined, request.max_new_tokens, request.instruction)
+        results = dict(zip(models, answers, strict=True))
         return Answers(results=[ModelAnswers(adapter_id=a, answers=results[a]) for a in request.adapter_ids])
 
     def _answer_with_base(self, request: AnswerQuestions) -> list[str]:

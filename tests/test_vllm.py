@@ -49,9 +49,7 @@ def vllm_model_dir(tmp_path_factory) -> str:
 def vllm_settings():
     from library.vllm_engine import VLLMConfig
 
-    return VLLMConfig(
-        dtype="float32", kv_cache_memory_bytes=64 << 20, max_model_len=512, max_loras=2, max_lora_rank=16
-    )
+    return VLLMConfig(dtype="float32", kv_cache_memory_bytes=64 << 20, max_model_len=512, max_loras=2, max_lora_rank=16)
 
 
 @pytest.fixture(scope="session")
@@ -231,13 +229,28 @@ def test_demo_with_a_vllm_teacher_runs_end_to_end(tiny_model_dir, vllm_model_dir
     from library.ledger import verify_ledger
 
     root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": str(root), "COLUMNS": "160",
-           "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_KVCACHE_SPACE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(root),
+        "COLUMNS": "160",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+    }
     run_dir = tmp_path / "run"
-    argv = ["demo", "--model", tiny_model_dir, "--teacher", f"vllm:{vllm_model_dir}", "--limit", "1",
-            "--run-dir", str(run_dir)]
-    done = subprocess.run([sys.executable, "-m", "apps", *argv], capture_output=True, text=True, timeout=300,
-                          env=env, cwd=root)
+    argv = [
+        "demo",
+        "--model",
+        tiny_model_dir,
+        "--teacher",
+        f"vllm:{vllm_model_dir}",
+        "--limit",
+        "1",
+        "--run-dir",
+        str(run_dir),
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "apps", *argv], capture_output=True, text=True, timeout=300, env=env, cwd=root
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     [outcome] = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
     [edit] = outcome["self_edits"]
@@ -286,3 +299,40 @@ def test_teacher_guided_json_writes_self_edits_that_parse(vllm_model_dir, vllm_s
         assert set(data) == set(SELF_EDIT_SCHEMA["properties"]) and isinstance(data["use_basic_augmentations"], bool)
         assert data["strategy"] in ("all_tokens", "output_tokens")
     assert all(parse_self_edit(c.text) for c in guided if 0 < json.loads(c.text)["learning_rate"] <= 1e-2)
+
+
+def test_the_vllm_student_answers_on_top_of_a_stack_as_the_transformers_student(
+    vllm_model_dir, vllm_settings, vllm_engine, tmp_path
+):
+    """A stack under every model: on vLLM the stack and each candidate on it are one LoRA of summed rank."""
+    from protocol.codec import ProtocolError
+    from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainConfig
+    from student.config import StudentConfig
+    from student.service import Student
+
+    train = TrainConfig(rank=8, alpha=16, learning_rate=1e-2, epochs=4, batch_size=4)
+    config = StudentConfig(model=vllm_model_dir, store=tmp_path / "store", train=train, device="cpu")
+    hf_student = Student(config)
+    served, candidate, third = (
+        c.adapter.adapter_id
+        for c in hf_student.apply_self_edits(
+            ApplySelfEdits(
+                jobs=[
+                    train_job("Lyon is the capital.", "The capital of France is Lyon.", "c1"),
+                    train_job("Neil Armstrong walked there in 1971.", "Apollo 11 landed in 1971.", "c2"),
+                    train_job("Oslo is in Peru.", "Oslo is a city in Peru.", "c3"),
+                ]
+            )
+        ).candidates
+    )
+    request = AnswerQuestions(questions=QUESTIONS, adapter_ids=[None, candidate], max_new_tokens=12, stack=[served])
+    vllm_student = Student(
+        config.model_copy(update={"answer_backend": "vllm", "vllm": vllm_settings}), vllm_engine=vllm_engine
+    )
+    got = vllm_student.answer_questions(request)
+    assert got == hf_student.answer_questions(request)
+    plain = hf_student.answer_questions(request.model_copy(update={"stack": []}))
+    assert got.results[0].answers != plain.results[0].answers, "the stack changes the answers (else this shows nothing)"
+    too_deep = request.model_copy(update={"stack": [served, third]})  # rank 24 > max_lora_rank 16
+    with pytest.raises(ProtocolError, match=r"--vllm\.max-lora-rank 24"):
+        vllm_student.answer_questions(too_deep)
