@@ -26,6 +26,7 @@ from protocol.clients import StudentClient
 from protocol.messages import ServedStack, Verdict
 from protocol.security import SecurityError, create_role_keys, write_role_folders
 from protocol.signing import create_signing_key, load_verify_key, verify_signature
+from protocol.transport import PeerUnavailable
 
 DEFAULT_STUDENT = "tcp://127.0.0.1:5555"
 
@@ -131,6 +132,7 @@ def _talk_to_student(args: argparse.Namespace) -> int:
 
     client = student_client(args.student, "cli", args.timeout, keys_folder(args))
     try:
+        _wait_for_student(client, args.timeout)
         if args.command == "promote":
             reply = promote_from_ledger(client, args.ledger, args.adapter, keys_folder(args))
         elif args.command == "rollback":
@@ -144,6 +146,17 @@ def _talk_to_student(args: argparse.Namespace) -> int:
         client.close()
     print(f"served (version {reply.version}): base" + "".join(f" + {a[:12]}" for a in reply.stack))
     return 0
+
+
+def _wait_for_student(client: StudentClient, timeout_s: float) -> None:
+    """A student just started (``seal student ... &``) is still loading its model: wait for it, up to the timeout."""
+    from teacher.service import wait_for_peers
+
+    try:
+        wait_for_peers({"student": client}, timeout_s)
+    except PeerUnavailable:
+        why = f"the student at {client.endpoint} did not answer within {timeout_s:.0f}s"
+        raise PeerUnavailable(why + ": is it running, with these keys?") from None
 
 
 def promote_from_ledger(client: StudentClient, ledger: Path, adapter: str, keys: Path | None) -> ServedStack:

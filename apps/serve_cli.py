@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,9 @@ def add_serve_commands(sub: argparse._SubParsersAction) -> None:
     ask.add_argument("--model", default="seal", help="Served model name (default: seal).")
     ask.add_argument("--max-tokens", type=int, default=64, help="Most tokens in the answer (default: 64).")
     ask.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy, as the auditor grades.")
+    ask.add_argument(
+        "--wait", type=float, default=60.0, help="Seconds to wait for an endpoint still starting (default: 60)."
+    )
 
 
 def run_serve_command(args: argparse.Namespace) -> int:
@@ -89,16 +93,25 @@ def _ask(args: argparse.Namespace) -> int:
 
     from library.qa_format import ANSWER_INSTRUCTION
 
-    client = openai.OpenAI(base_url=args.base_url, api_key=_ask_key(args), max_retries=1)
     messages = [{"role": "system", "content": ANSWER_INSTRUCTION}, {"role": "user", "content": args.question}]
-    try:
-        raw = client.chat.completions.with_raw_response.create(
-            model=args.model, messages=messages, max_tokens=args.max_tokens, temperature=args.temperature
-        )
-    except openai.APIConnectionError:
-        raise ServeError(f"no endpoint at {args.base_url}: start `seal serve` first (or pass --base-url)") from None
-    except openai.APIStatusError as exc:
-        raise ServeError(f"{exc.status_code}: {exc.message}") from None
+    deadline = time.monotonic() + args.wait
+    while True:  # `seal serve ... &` just started: its key file and its port come up after the model loads
+        try:
+            client = openai.OpenAI(base_url=args.base_url, api_key=_ask_key(args), max_retries=0)
+            raw = client.chat.completions.with_raw_response.create(
+                model=args.model, messages=messages, max_tokens=args.max_tokens, temperature=args.temperature
+            )
+            break
+        except (openai.APIConnectionError, KeyFileMissing) as exc:
+            if time.monotonic() >= deadline:
+                if isinstance(exc, KeyFileMissing):
+                    raise
+                raise ServeError(
+                    f"no endpoint at {args.base_url}: start `seal serve` first (or pass --base-url)"
+                ) from None
+            time.sleep(1.0)
+        except openai.APIStatusError as exc:
+            raise ServeError(f"{exc.status_code}: {exc.message}") from None
     reply = raw.parse()
     print(reply.choices[0].message.content)
     print(
@@ -108,11 +121,15 @@ def _ask(args: argparse.Namespace) -> int:
     return 0
 
 
+class KeyFileMissing(ServeError):
+    """The key file is not there (yet: ``seal serve --run-dir`` writes it when it starts)."""
+
+
 def _ask_key(args: argparse.Namespace) -> str:
     file = args.api_keys_file or (args.run_dir / RUN_KEYS_FILE if args.run_dir else None)
     if file is not None:
         if not file.exists():
-            raise ServeError(f"no key file {file}: start `seal serve` (with --run-dir it makes one)")
+            raise KeyFileMissing(f"no key file {file}: start `seal serve` (with --run-dir it makes one)")
         return next(line.strip() for line in file.read_text().splitlines() if line.strip() and line[0] != "#")
     if os.environ.get(ASK_KEY_ENV):
         return os.environ[ASK_KEY_ENV]

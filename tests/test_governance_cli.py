@@ -140,3 +140,21 @@ def test_an_adapter_judged_against_another_stack_than_the_served_one_is_refused(
     assert "the base model, but" in capsys.readouterr().err
     assert main(["promote", on_first[:12], *common]) == 0
     assert main(["ledger", "verify", "--ledger", str(root / "ledger.jsonl"), "--keys", str(keys)]) == 0
+
+
+def test_the_cli_waits_for_a_student_that_is_still_starting(world, capsys):
+    """`seal student ... &` then `seal status` at once: the CLI waits for it (up to --timeout), not 2 pings."""
+    _, keys, student, _ = world
+    endpoint = f"tcp://127.0.0.1:{free_tcp_ports(1)[0]}"
+    server = Server(endpoint, STUDENT_CHANNEL, "student", student.handle, security=server_security(keys, "student"))
+    late = threading.Timer(12.0, server.start)  # longer than two 5 s heartbeat timeouts
+    late.start()
+    thread = threading.Thread(target=lambda: (late.join(), server.serve()), daemon=True)
+    thread.start()
+    try:
+        assert main(["status", "--keys", str(keys), "--student", endpoint, "--timeout", "40"]) == 0
+        assert "served (version" in capsys.readouterr().out
+    finally:
+        late.cancel()
+        server.stop()
+        thread.join(timeout=5)
