@@ -130,11 +130,13 @@ def _shadow_report(log: Path) -> int:
 def _talk_to_student(args: argparse.Namespace) -> int:
     from apps.roles import student_client
 
+    # A verdict to promote is checked before the student is asked anything: a forged one never leaves here.
+    verdict = verified_verdict(args.ledger, args.adapter, keys_folder(args)) if args.command == "promote" else None
     client = student_client(args.student, "cli", args.timeout, keys_folder(args))
     try:
         _wait_for_student(client, args.timeout)
-        if args.command == "promote":
-            reply = promote_from_ledger(client, args.ledger, args.adapter, keys_folder(args))
+        if verdict is not None:
+            reply = client.promote(verdict)
         elif args.command == "rollback":
             reply = client.rollback(args.to)
         elif args.command == "status":
