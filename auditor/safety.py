@@ -92,11 +92,11 @@ def review_probes(
             vetoes.append(Veto(reviewer="probes", reason=f"answer to {probe.prompt!r} changed: {after[:80]!r}"))
     lost = lost_facts(probes, base if unadapted is None else unadapted, candidate)
     if len(lost) > answers_may_lose:
-        answers = dict(zip([p.prompt for p in probes], candidate, strict=True))
+        answer_of = {id(p): a for p, a in zip(probes, candidate, strict=True)}  # by probe, not by prompt text
         vetoes += [
             Veto(
                 reviewer="probes",
-                reason=f"no longer answers {p.prompt!r} with {p.answers[0]!r}: {answers[p.prompt][:80]!r}",
+                reason=f"no longer answers {p.prompt!r} with {p.answers[0]!r}: {answer_of[id(p)][:80]!r}",
             )
             for p in lost
         ]
