@@ -5,7 +5,8 @@ Run (about 10 minutes on 2 CPU cores with the embedded SmolLM2-135M-Instruct):
     python -m bench.probe_loss --threads 1                       # the paper's settings against the default
     python -m bench.probe_loss --settings 1e-3x10,3e-4x3,1e-4x10 --limit 3
 
-For every setting (``LRxEPOCHS``; rank, α and the rest are the student's defaults) one adapter per passage
+For every setting (``LRxEPOCHS``, or ``LRxEPOCHSaN`` with N anchors: the base model's own answers to general
+questions, ``student.anchors``; rank, α and the rest are the student's defaults) one adapter per passage
 is trained on the passage alone, through the student's own code. Then the base model and each adapter
 answer the auditor's built-in ``answer`` probes (facts the base model answers right) as the auditor asks
 them, and the passage's τ; the auditor's own functions count the facts lost (``auditor.safety``), the gold
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +48,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEMO_DOCUMENTS, help="SQuAD-format passages with τ.")
     parser.add_argument("--limit", type=int, default=None, help="Only the first N passages.")
     parser.add_argument(
-        "--settings", default="1e-3x10,3e-4x3", help="Comma-separated LRxEPOCHS (default: the paper's, seal's)."
+        "--settings",
+        default="1e-3x10,3e-4x3",
+        help="Comma-separated LRxEPOCHS or LRxEPOCHSaANCHORS (default: the paper's, seal's).",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads.")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "probe_loss", help="Results folder.")
     return parser.parse_args(argv)
 
 
-def measure(args: argparse.Namespace, store: Path) -> dict[str, Any]:
-    """Per setting and passage: facts lost, τ likelihood gain and right answers, base against adapter."""
+def parse_setting(spec: str) -> TrainConfig:
+    """``1e-3x10`` (learning rate x epochs) or ``1e-3x10a32`` (and 32 anchors) as the student's settings."""
+    rate, rest = spec.split("x")
+    epochs, _, anchors = rest.partition("a")
+    return TrainConfig(learning_rate=float(rate), epochs=int(epochs), anchors=int(anchors or 0))
+
+
+def measure(args: argparse.Namespace, store: Path, setting_done: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Per setting and passage: facts lost, τ likelihood gain and right answers, base against adapter.
+
+    ``setting_done`` is given the results so far after each setting (a long run's finished settings are kept).
+    """
     student = Student(StudentConfig(model=args.model, store=store))
     auditor = AuditorConfig()  # its probe and answer lengths
     probes = load_probes(None)  # all of them, asked together as the auditor asks them
@@ -67,8 +81,7 @@ def measure(args: argparse.Namespace, store: Path) -> dict[str, Any]:
     known = [p for p, a in zip(probes, base_probes, strict=True) if p in facts and gives_answer(a, p.answers)]
     rows = []
     for spec in args.settings.split(","):
-        rate, epochs = spec.split("x")
-        settings = TrainConfig(learning_rate=float(rate), epochs=int(epochs))
+        settings = parse_setting(spec)
         started = time.perf_counter()
         jobs = [TrainJob(context=c, self_edit=passage_only(c.context_id), settings=settings) for c in contexts]
         trained = student.apply_self_edits(ApplySelfEdits(jobs=jobs)).candidates
@@ -78,6 +91,7 @@ def measure(args: argparse.Namespace, store: Path) -> dict[str, Any]:
             )
             rows.append({"setting": spec, "context_id": context.context_id, "title": context.title, **measured})
         print(f"{spec}: {len(contexts)} adapters in {time.perf_counter() - started:.0f} s", flush=True)
+        setting_done({"facts_known": len(known), "facts": len(facts), "rows": rows})
     return {"facts_known": len(known), "facts": len(facts), "rows": rows}
 
 
@@ -169,12 +183,15 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     command = command_line("bench.probe_loss", argv)
     started = time.perf_counter()
+
+    def write(result: dict[str, Any]) -> None:
+        result["wall_s"] = round(time.perf_counter() - started, 1)
+        summary = summary_rows(result)
+        record = {"command": command, "summary": summary, **result}
+        write_results(args.out, "probe_loss", record, markdown(summary, command.strip(), result))
+
     with tempfile.TemporaryDirectory(prefix="probe-loss-") as store:
-        result = measure(args, Path(store))
-    result["wall_s"] = round(time.perf_counter() - started, 1)
-    summary = summary_rows(result)
-    record = {"command": command, "summary": summary, **result}
-    write_results(args.out, "probe_loss", record, markdown(summary, command.strip(), result))
+        measure(args, Path(store), write)
 
 
 if __name__ == "__main__":

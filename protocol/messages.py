@@ -111,6 +111,14 @@ class TrainConfig(Body):
     batch_size: int = Field(8, ge=1, le=4096, description="Sequences per optimizer step.")
     max_length: int = Field(256, ge=8, le=32768, description="Training sequences are truncated to this.")
     include_context: bool = Field(True, description="Add the passage itself as one more training sequence.")
+    anchors: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        exclude_if=lambda v: v == 0,  # absent when unused: settings recorded before it existed keep their hashes
+        description="Sequences of the base model's own answers to general questions trained beside the self-edit, "
+        "to keep what it knew (student/anchors.py); 0: none.",
+    )
     seed: int = Field(0, description="Seed for LoRA initialisation and data order.")
 
 
@@ -129,6 +137,12 @@ class TrainJob(Body):
     )
     rehearsal: list[SelfEdit] = Field(
         default_factory=list, description="Earlier accepted self-edits whose lines are mixed into the training."
+    )
+    anchor_texts: list[str] = Field(
+        default_factory=list,
+        exclude_if=lambda v: not v,
+        description="Filled in by the student from its own base model (`settings.anchors` of them); "
+        "whatever a client sends here is replaced.",
     )
 
 

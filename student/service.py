@@ -43,7 +43,10 @@ from protocol.messages import (
     Promote,
     Rollback,
     StudentInfo,
+    TrainConfig,
+    TrainJob,
 )
+from student.anchors import ANCHOR_TOKENS, anchor_questions, anchor_texts
 from student.answering import answer_with_adapters, generate_answers
 from student.config import StudentConfig
 from student.serving import ServedModel
@@ -98,7 +101,7 @@ class Student:
         Jobs on top of the same adapters (``on_top_of``: the served stack) share one base-model pass per
         step, with that stack merged into the base (:func:`library.merged_stack.merged_stack`).
         """
-        jobs = [(job, job.settings or self.config.train) for job in request.jobs]
+        jobs = [self._with_anchors(job, job.settings or self.config.train) for job in request.jobs]
         by_stack: dict[tuple[str, ...], list[int]] = {}
         for i, (job, _) in enumerate(jobs):
             by_stack.setdefault(tuple(job.on_top_of), []).append(i)
@@ -143,6 +146,18 @@ class Student:
                 )
             )
         return CandidatesTrained(candidates=candidates)
+
+    def _with_anchors(self, job: TrainJob, settings: TrainConfig) -> tuple[TrainJob, TrainConfig]:
+        """The job with its anchors filled in: the base model's own answers to ``settings.anchors`` questions."""
+        try:
+            questions = anchor_questions(settings.anchors)
+        except ValueError as exc:
+            raise ProtocolError("validation", str(exc), "jobs.settings.anchors") from None
+        texts: list[str] = []
+        if questions:
+            request = AnswerQuestions(questions=questions, adapter_ids=[None], max_new_tokens=ANCHOR_TOKENS)
+            texts = anchor_texts(self.tokenizer, questions, self._answer_with_base(request))  # cached after once
+        return job.model_copy(update={"anchor_texts": texts}), settings
 
     def answer_questions(self, request: AnswerQuestions) -> Answers:
         """Every question answered by every requested model; base answers are cached.

@@ -37,9 +37,10 @@ class TrainedAdapter:
 def training_texts(job: TrainJob, settings: TrainConfig) -> list[str]:
     """The sequences a job trains on: the passage, then one per self-edit line (list markers removed).
 
-    The lines of the job's rehearsal self-edits (earlier accepted ones) follow the self-edit's own.
+    The lines of the job's rehearsal self-edits (earlier accepted ones) follow the self-edit's own, then its
+    anchors (the base model's own answers, :mod:`student.anchors`), whole.
     """
-    texts = [line for edit in (job.self_edit, *job.rehearsal) for line in _lines(edit.text)]
+    texts = [line for edit in (job.self_edit, *job.rehearsal) for line in _lines(edit.text)] + job.anchor_texts
     if settings.include_context:
         texts.insert(0, job.context.text)
     return texts

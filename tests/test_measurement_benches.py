@@ -25,9 +25,10 @@ def test_stack_cost_times_a_stack_stacked_and_merged(tiny_model_dir, tmp_path):
 
 
 def test_probe_loss_counts_facts_lost_and_tau_gained_per_setting(tiny_model_dir, tmp_path):
-    probe_loss.main(["--model", tiny_model_dir, "--limit", "2", "--settings", "1e-3x1,1e-4x1", "--out", str(tmp_path)])
+    settings = "1e-3x1,1e-4x1a2"  # the second with two anchors
+    probe_loss.main(["--model", tiny_model_dir, "--limit", "2", "--settings", settings, "--out", str(tmp_path)])
     report = json.loads((tmp_path / "probe_loss.json").read_text())
-    assert [r["setting"] for r in report["summary"]] == ["1e-3x1", "1e-4x1"]
+    assert [r["setting"] for r in report["summary"]] == ["1e-3x1", "1e-4x1a2"]
     assert report["facts"] == 9 and len(report["rows"]) == 4
     for row in report["summary"]:
         assert row["candidates"] == 2 and row["questions"] == 10

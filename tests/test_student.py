@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from auditor.safety import load_probes
 from auditor.scoring import answer_logliks
+from library.datasets import RETENTION_SET
 from library.lora import adapters_loaded
 from library.models import ModelLoadError, load_model
+from library.qa_format import question_prompt
 from library.training import collate
 from protocol.artifacts import TRAINED_FROM, ArtifactError, ArtifactStore, content_id, self_edit_sha256
+from protocol.codec import ProtocolError
 from protocol.messages import AnswerQuestions, ApplySelfEdits, TrainConfig, TrainJob
+from student.anchors import ANCHOR_TOKENS, anchor_questions, anchor_texts
 from student.config import StudentConfig
 from student.service import Student
 from student.training import tokenize_texts, training_texts
@@ -183,3 +189,36 @@ def test_promoting_or_shadowing_an_adapter_not_in_the_store_is_refused_not_an_in
         student.handle(request)
     assert refused.value.reason == "refused" and str(student.store.root) not in str(refused.value)
     assert refused.value.field == ("adapter_id" if request_kind == "promote" else "shadow")
+
+
+def test_anchors_are_the_base_models_own_answers_trained_beside_the_self_edit(student, monkeypatch):
+    settings = TrainConfig(rank=4, alpha=8, epochs=1, batch_size=2, anchors=3)
+    questions = anchor_questions(3)
+    base = student.answer_questions(
+        AnswerQuestions(questions=questions, adapter_ids=[None], max_new_tokens=ANCHOR_TOKENS)
+    ).results[0]
+    seen: list[list[str]] = []
+    recorded = lambda job, s: seen.append(training_texts(job, s)) or seen[-1]  # noqa: E731
+    monkeypatch.setattr("student.batched.training_texts", recorded)
+    forged = _job(self_edit="Quorne founded it.").model_copy(update={"settings": settings, "anchor_texts": ["forged"]})
+    candidate = student.apply_self_edits(ApplySelfEdits(jobs=[forged])).candidates[0]
+    expected = anchor_texts(student.tokenizer, questions, base.answers)
+    assert seen[0] == [FACT, "Quorne founded it.", *expected]  # a client's anchor texts are replaced
+    assert candidate.num_sequences == 5 and candidate.settings.anchors == 3
+    prompts = [question_prompt(student.tokenizer, q) for q in questions]
+    assert all(text.startswith(p) for text, p in zip(expected, prompts, strict=True))
+    assert "anchors" not in TrainConfig().model_dump()  # settings recorded before anchors existed keep their hashes
+
+
+def test_more_anchors_than_the_student_has_is_a_typed_refusal(student):
+    job = _job().model_copy(update={"settings": TrainConfig(anchors=49)})
+    with pytest.raises(ProtocolError, match="anchors=49, but the student has 48 anchor questions") as raised:
+        student.apply_self_edits(ApplySelfEdits(jobs=[job]))
+    assert raised.value.field == "jobs.settings.anchors"
+
+
+def test_anchor_questions_are_disjoint_from_the_auditors_probes_and_retention_set():
+    probes = {p.prompt.lower() for p in load_probes(None)}
+    retention = {q["question"].lower() for q in json.loads(RETENTION_SET.read_text())}
+    anchors = [q.lower() for q in anchor_questions(48)]
+    assert len(set(anchors)) == 48 and not set(anchors) & (probes | retention)
