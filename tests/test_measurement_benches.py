@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from bench import answer_format, probe_loss, stack_cost
+from bench import answer_format, probe_loss, restem_workers, stack_cost
+from library.jsonl import append_jsonl
+from tests.examples import VERDICT
 
 
 def test_answer_format_scores_base_and_adapter_with_and_without_the_instruction(tiny_model_dir, tmp_path):
@@ -35,3 +37,22 @@ def test_probe_loss_counts_facts_lost_and_tau_gained_per_setting(tiny_model_dir,
         assert row["pass_0"] <= row["pass_1"] == sum(n <= 1 for n in row["facts_lost"])
     assert all(len(r["probe_answers"]) == 14 and r["gain_loglik"] != 0 for r in report["rows"])
     assert "| 1e-3x1 | 2 |" in (tmp_path / "probe_loss.md").read_text()
+
+
+def test_restem_workers_reads_finished_rounds_back_and_compares_them_with_the_first(tmp_path):
+    """Finished runs are not run again: their times and verdicts are read back, the ratio and reward gap computed."""
+    work = tmp_path / "work"
+    for workers, wall, shift in ((1, 100.0, 0.0), (2, 50.0, 3e-5)):
+        run_dir = work / f"workers-{workers}"
+        verdicts = [
+            VERDICT.model_copy(update={"self_edit_id": f"e{i}", "reward": 0.5 + i + shift, "accepted": i == 0})
+            for i in range(2)
+        ]
+        (run_dir / "round-0").mkdir(parents=True)
+        append_jsonl(run_dir / "round-0" / "results.jsonl", {"verdicts": [v.model_dump() for v in verdicts]})
+        append_jsonl(work / "timings.jsonl", {"workers": workers, "wall_s": wall, "run_dir": str(run_dir)})
+    table = restem_workers.main(["--data", "unused.json", "--work", str(work), "--out", str(tmp_path / "out")])
+    assert [(r["workers"], r["candidates"], r["accepted"]) for r in table] == [(1, 2, 1), (2, 2, 1)]
+    assert table[0]["candidates_per_hour"] == 72.0 and table[1]["ratio"] == 2.0
+    assert table[1]["same_self_edits"] == 2 and abs(table[1]["max_reward_diff"] - 3e-5) < 1e-9
+    assert "| 2 | 50 | 2 | 144.0 | 2.00 | 1 | 2 | 3.00e-05 |" in (tmp_path / "out" / "restem_workers.md").read_text()
