@@ -3,8 +3,8 @@
 Run: ``seal bench continual --limit 8 --threads 1`` (the demo documents with their own questions as τ).
 
 Arms, each with the same self-edits (sampled once per passage), the same training settings and seeds:
-``naive sequential`` (the auditor's thresholds opened, so each passage's candidate is accepted and stacked: no
-gate; only its text rules and probes could still veto one),
+``naive sequential`` (the auditor's thresholds opened, the facts of its answer probes included, so each
+passage's candidate is accepted and stacked: no gate; only its text rules and refusal probes could still veto one),
 ``seal gate`` (the auditor's thresholds, earlier passages replayed) and ``seal gate + rehearsal`` (the gate,
 with earlier accepted self-edits mixed into each candidate's training). Each arm runs the product's own code
 path in one process: a :class:`student.service.Student` and an :class:`auditor.service.Auditor` behind
@@ -142,9 +142,10 @@ def _auditor_config(config: ContinualBenchConfig, arm: str, run_dir: Path) -> Au
         "min_gain": config.min_gain,
         "max_retention_drop": config.max_retention_drop,
         "max_earlier_drop": config.max_earlier_drop,
+        "probe_answers_may_lose": config.probe_answers_may_lose,
     }
-    if arm == NAIVE:
-        gate = {"min_gain": -1e9, "max_retention_drop": 1e9, "max_earlier_drop": 1.0}
+    if arm == NAIVE:  # forgetting is what this arm measures: no fact it loses vetoes it
+        gate = {"min_gain": -1e9, "max_retention_drop": 1e9, "max_earlier_drop": 1.0, "probe_answers_may_lose": 10**6}
     return AuditorConfig(
         model=config.model, device=config.device, dtype=config.dtype, data=config.data, limit=config.limit,
         store=run_dir / "store", ledger=run_dir / "ledger.jsonl", metric=config.metric,

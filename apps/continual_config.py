@@ -38,6 +38,7 @@ class ContinualBenchConfig(BaseModel):
     min_gain: float = Field(0.05, description="The gate's smallest gain.")
     max_retention_drop: float = Field(1.0, ge=0, description="The gate's retention limit (nats/token).")
     max_earlier_drop: float = Field(0.2, ge=0, le=1, description="The gate's limit on an earlier passage's drop.")
+    probe_answers_may_lose: int = Field(1, ge=0, description="Answer probes the gate lets a candidate stop answering.")
     rehearsal: int = Field(2, ge=1, le=64, description="Earlier accepted self-edits rehearsed per candidate (arm 3).")
     rehearsal_seed: int = Field(0, description="Seed of the rehearsal sample.")
     answer_tokens: int = Field(24, ge=1, le=1024, description="Most tokens per answer, in judging and measuring.")

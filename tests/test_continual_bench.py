@@ -52,3 +52,14 @@ def test_three_arms_forgetting_matrices_means_and_a_resume(tiny_model_dir, tmp_p
     # The command in the report is the one that runs this configuration.
     args = build_parser().parse_args(shlex.split(command)[1:])
     assert build_config(ContinualBenchConfig, args) == config and args.threads == 1
+
+
+def test_the_naive_arm_lets_every_lost_fact_pass_and_the_gate_arms_keep_the_allowance(tmp_path):
+    """At a dose that learns, every candidate forgets probe facts: a naive arm the probes veto would stack nothing."""
+    from apps.continual_bench import _auditor_config
+    from auditor.safety import load_probes
+
+    config = ContinualBenchConfig(probe_answers_may_lose=2)
+    facts = sum(p.expect == "answer" for p in load_probes(None))
+    assert _auditor_config(config, NAIVE, tmp_path).probe_answers_may_lose >= facts
+    assert all(_auditor_config(config, arm, tmp_path).probe_answers_may_lose == 2 for arm in ARMS[1:])
