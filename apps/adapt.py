@@ -22,6 +22,7 @@ from rich.console import Console
 
 from apps.adapt_config import AdaptConfig
 from apps.adapt_report import write_report
+from apps.cli_config import STUDENT_TRAINING
 from apps.demo import LaunchConfig, run_demo
 from auditor.document_tau import DocumentTau, PairWriter, write_tau
 from auditor.tau_config import DocumentTauConfig
@@ -64,7 +65,7 @@ def run_adapt(config: AdaptConfig, threads: int | None = None, console: Console 
         k=config.k,
         metric=config.metric,
         min_gain=config.min_gain,
-        epochs=config.epochs,
+        train=config.model_dump(include=set(STUDENT_TRAINING), exclude_none=True),
         max_retention_drop=config.max_retention_drop,
         auditor_settings=_auditor_settings(config, documents),
         promote_each=config.promote == "accepted",

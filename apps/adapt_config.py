@@ -32,6 +32,13 @@ class AdaptConfig(BaseModel):
     )
     min_gain: float = Field(0.05, description="Smallest gain on the acceptance set the auditor accepts.")
     epochs: int | None = Field(None, ge=1, description="Student epochs per candidate (default: the student's).")
+    learning_rate: float | None = Field(None, gt=0, description="Student learning rate (default: the student's).")
+    anchors: int | None = Field(
+        None,
+        ge=0,
+        description="Sequences of the base model's own answers to general questions trained beside each "
+        "self-edit, against forgetting (default: the student's).",
+    )
     max_retention_drop: float | None = Field(None, ge=0, description="Auditor's retention limit (default: its own).")
     max_earlier_drop: float | None = Field(
         None, ge=0, le=1, description="Auditor's limit on an earlier passage's answer-recall drop (default: its own)."

@@ -26,9 +26,11 @@ from apps.bench_cli import add_bench_commands, run_bench
 from apps.cli_config import (
     ConfigError,
     add_config_arguments,
+    add_student_training_arguments,
     add_threads_argument,
     apply_threads,
     build_config,
+    student_training,
     validate_config,
 )
 from apps.fewshot_cli import add_fewshot_commands, add_fewshot_launch_arguments, run_fewshot_role
@@ -38,7 +40,7 @@ from apps.serve_cli import add_serve_commands, run_serve_command
 from apps.tracking_cli import add_mlflow_argument, add_tracking_commands, mirror_after_run, run_tracking
 from auditor.config import AuditorConfig
 from library.model_specs import DTYPE_CHOICES
-from protocol.messages import Metric, TrainConfig
+from protocol.messages import Metric
 from student.config import StudentConfig
 from teacher.config import TeacherConfig
 
@@ -95,9 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--metric", default="loglik", choices=METRIC_CHOICES, help="Reward metric.")
     demo.add_argument("--min-gain", type=float, default=0.05, help="Smallest gain the auditor accepts.")
     add_judge_arguments(demo)
-    demo.add_argument(
-        "--epochs", type=int, default=None, help=f"Student epochs per candidate (default: {TrainConfig().epochs})."
-    )
+    add_student_training_arguments(demo)
     demo.add_argument("--probes", type=Path, default=None, help="Auditor's protected-probes file (default: built-in).")
     demo.add_argument(
         "--probe-answers-may-lose",
@@ -146,9 +146,7 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--metric", default="loglik", choices=METRIC_CHOICES, help="Reward metric.")
     add_judge_arguments(train)
     train.add_argument("--min-reward", type=float, default=0.0, help="Keep only self-edits rewarded above this.")
-    train.add_argument(
-        "--epochs", type=int, default=None, help="Student epochs per candidate (default: the student's)."
-    )
+    add_student_training_arguments(train)
     train.add_argument("--sft-epochs", type=int, default=None, help="Teacher fine-tuning epochs (default: 3).")
     _add_auto_promote(train)
     add_mlflow_argument(train)
@@ -291,7 +289,7 @@ def _launch_fields(args: argparse.Namespace, run_prefix: str) -> dict[str, Any]:
         "k": args.k,
         "metric": args.metric,
         "judge": judge_from_args(args),
-        "epochs": args.epochs,
+        "train": student_training(args),
         "max_retention_drop": getattr(args, "max_retention_drop", None),
         "auto_promote": args.auto_promote,
     }

@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from protocol.messages import TrainConfig
+
 
 class ConfigError(Exception):
     """A configuration value that does not validate; the message names the flag."""
@@ -85,6 +87,33 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="torch CPU threads per process (default: torch's); 1 avoids oversubscription on a busy machine.",
     )
+
+
+STUDENT_TRAINING = ("epochs", "learning_rate", "anchors")
+"""The student settings a launcher's flags set for its run (``seal demo``, ``seal train-teacher``)."""
+
+
+def add_student_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--epochs``, ``--learning-rate``, ``--anchors``: the student's training for the run (default: its own)."""
+    defaults = TrainConfig()
+    parser.add_argument(
+        "--epochs", type=int, default=None, help=f"Student epochs per candidate (default: {defaults.epochs})."
+    )
+    parser.add_argument(
+        "--learning-rate", type=float, default=None, help=f"Student learning rate (default: {defaults.learning_rate})."
+    )
+    parser.add_argument(
+        "--anchors",
+        type=int,
+        default=None,
+        help="Sequences of the base model's own answers to general questions trained beside each self-edit, "
+        f"against forgetting (default: {defaults.anchors}).",
+    )
+
+
+def student_training(args: argparse.Namespace) -> dict[str, Any]:
+    """The student settings given by :func:`add_student_training_arguments`' flags."""
+    return {name: getattr(args, name) for name in STUDENT_TRAINING if getattr(args, name, None) is not None}
 
 
 def _positive_int(raw: str) -> int:

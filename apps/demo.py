@@ -54,7 +54,7 @@ class LaunchConfig:
     metric: Metric = "loglik"
     judge: JudgeConfig | None = None  # the auditor's LLM judge (metric "judge")
     min_gain: float = 0.05
-    epochs: int | None = None  # the student's epochs per candidate; None: its default
+    train: dict[str, Any] = field(default_factory=dict)  # student settings given (--epochs ...); the rest its defaults
     max_retention_drop: float | None = None  # the auditor's retention limit; None: its default
     restem: RestemConfig | None = None  # the teacher's ReST^EM rounds; None: one adaptation pass
     auditor_settings: dict[str, Any] = field(default_factory=dict)  # more auditor settings (seal adapt: documents)
@@ -84,7 +84,7 @@ def role_configs(opts: LaunchConfig) -> RoleConfigs:
     retention = {} if opts.max_retention_drop is None else {"max_retention_drop": opts.max_retention_drop}
     teacher_spec = opts.teacher_model or opts.model
     try:
-        train = TrainConfig() if opts.epochs is None else TrainConfig(epochs=opts.epochs)
+        train = TrainConfig(**opts.train)
         return RoleConfigs(
             student=StudentConfig(model=opts.model, store=store, train=train, **placement, **workers),
             auditor=AuditorConfig(

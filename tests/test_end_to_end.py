@@ -123,7 +123,7 @@ def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch, tmp_
 
     captured = []
     monkeypatch.setattr(apps.demo, "run_demo", lambda opts, **_: captured.append(opts) or 0)
-    flags = ["--epochs", "2", "--max-retention-drop", "1.5", "--dtype", "bfloat16", "--threads", "1"]
+    flags = ["--epochs", "2", "--anchors", "16", "--max-retention-drop", "1.5", "--dtype", "bfloat16", "--threads", "1"]
     probes = tmp_path / "probes.json"
     probes.write_text('[{"prompt": "What is 2+2?", "expect": "answer", "answers": ["4"]}]')
     flags += ["--probes", str(probes), "--probe-answers-may-lose", "0"]
@@ -136,7 +136,8 @@ def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch, tmp_
         assert (parsed.command, parsed.threads) == (role, 1)
         built[role] = build_config(configs[role], parsed)
         assert built[role].dtype == "bfloat16"
-    assert (built["student"].train.epochs, built["student"].train.learning_rate) == (2, 3e-4)
+    train = built["student"].train
+    assert (train.epochs, train.learning_rate, train.anchors) == (2, 3e-4, 16)  # the one not given: the default
     assert built["auditor"].max_retention_drop == 1.5
     assert (built["auditor"].probes, built["auditor"].probe_answers_may_lose) == (probes, 0)
     with pytest.raises(SystemExit):
