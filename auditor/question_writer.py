@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from auditor.grading import normalize_answer
 from library.datasets import QAItem
 from library.documents import Passage
+from library.sentences import split_sentences
 
 BLANK = "____"
 _MONTH = r"(?:January|February|March|April|May|June|July|August|September|October|November|December)"
@@ -32,7 +33,6 @@ _PATTERNS = [
     re.compile(r"\b[A-Z][\w'’-]*(?:\s+(?:(?:of|the|de|van|von|la|le|du)\s+)*[A-Z][\w'’-]*)*"),
 ]
 _MONTH_ONLY = re.compile(rf"^{_MONTH}$")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“(])")
 # Capitalised only because they start a sentence or are too common to probe knowledge with.
 _COMMON = {
     "a",
@@ -100,7 +100,7 @@ MAX_QUESTION_WORDS = 60
 def cloze_pairs(passage: Passage) -> list[QAItem]:
     """Cloze questions, one per (sentence, span): each name, number and date of each sentence blanked in turn."""
     pairs = []
-    for sentence in _SENTENCE.split(" ".join(passage.text.split())):
+    for sentence in split_sentences(" ".join(passage.text.split())):
         for start, end in _spans(sentence, passage.text):
             blanked = f"{sentence[:start]}{BLANK}{sentence[end:]}"
             question = f"In the passage about {passage.title}, fill in the blank: {blanked}"

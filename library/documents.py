@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from library.datasets import context_id_for
+from library.sentences import split_sentences
 from protocol.messages import Context
 
 TokenCounter = Callable[[str], int]
@@ -33,8 +34,6 @@ PDF_SUFFIXES = (".pdf",)
 SUPPORTED = tuple(sorted(MARKDOWN_SUFFIXES + TEXT_SUFFIXES + HTML_SUFFIXES + PDF_SUFFIXES))
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-# A sentence ends at . ! or ? followed by space and a capital, a digit or an opening quote/bracket.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“(\[])")
 
 
 class DocumentError(Exception):
@@ -237,7 +236,7 @@ def _pack(paragraphs: list[str], budget: int, count: TokenCounter, where: str, p
             pieces.append(paragraph)
             continue
         problems.append(f"{where}: a paragraph of {size} tokens is over the budget of {budget}: split on its sentences")
-        for sentence in _SENTENCE_END.split(paragraph):
+        for sentence in split_sentences(paragraph):
             if count(sentence) <= budget:
                 pieces.append(sentence)
             else:
