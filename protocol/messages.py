@@ -82,7 +82,7 @@ class SelfEdit(Body):
     self_edit_id: str = Field(min_length=1)
     context_id: str = Field(min_length=1)
     format: SelfEditFormat
-    text: str = Field(description="The self-edit as generated; for knowledge formats, one item per line.")
+    text: str = Field(description="The self-edit as generated (its training items: library.self_edit_items).")
     prompt: str = Field(description="The exact prompt the teacher was given.")
     teacher_model: str
     teacher_version: str

@@ -1,14 +1,13 @@
 """What the student's inner-loop update trains on: a self-edit's sequences, its schedule, its LoRA config.
 
-A job's training sequences are the passage (optional) and each line of the
-self-edit, as plain text ending in EOS. They are trained by :mod:`student.batched`,
+A job's training sequences are the passage (optional) and each item of the
+self-edit (:mod:`library.self_edit_items`), as plain text ending in EOS. They are trained by :mod:`student.batched`,
 right-padded (:func:`library.training.collate`) so that real tokens keep the
 positions they would have alone, with padding masked out of the loss.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +15,9 @@ from peft import LoraConfig
 from transformers import PreTrainedTokenizerBase
 
 from library import lora
+from library.self_edit_items import self_edit_items
 from library.training import shuffled_batches
 from protocol.messages import TrainConfig, TrainJob
-
-_LIST_MARKER = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s+")
 
 
 @dataclass
@@ -35,21 +33,16 @@ class TrainedAdapter:
 
 
 def training_texts(job: TrainJob, settings: TrainConfig) -> list[str]:
-    """The sequences a job trains on: the passage, then one per self-edit line (list markers removed).
+    """The sequences a job trains on: the passage, then one per self-edit item (a sentence, a QA pair, a line).
 
-    The lines of the job's rehearsal self-edits (earlier accepted ones) follow the self-edit's own, then its
+    The items of the job's rehearsal self-edits (earlier accepted ones) follow the self-edit's own, then its
     anchors (the base model's own answers, :mod:`student.anchors`), whole.
     """
-    texts = [line for edit in (job.self_edit, *job.rehearsal) for line in _lines(edit.text)] + job.anchor_texts
+    edits = (job.self_edit, *job.rehearsal)
+    texts = [item for edit in edits for item in self_edit_items(edit.text, edit.format)] + job.anchor_texts
     if settings.include_context:
         texts.insert(0, job.context.text)
     return texts
-
-
-def _lines(text: str) -> list[str]:
-    """A self-edit's non-empty lines, list markers removed."""
-    lines = [_LIST_MARKER.sub("", line).strip() for line in text.splitlines()]
-    return [line for line in lines if line]
 
 
 def tokenize_texts(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> list[list[int]]:
