@@ -25,6 +25,7 @@ class KnowledgeBenchConfig(BaseModel):
     teacher: str | None = Field(None, description="Teacher model for the untrained teacher (default: --model).")
     teacher_run: Path | None = Field(None, description="A `seal train-teacher` run folder: its versions are scored.")
     format: SelfEditFormat = Field("implications", description="Self-edit format the teachers write.")
+    worked_example: bool = Field(True, description="The teachers' prompts show the format once on a made-up passage.")
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=160),
         description="Teacher sampling (one self-edit per passage and teacher).",

@@ -36,6 +36,9 @@ class TeacherConfig(BaseModel):
     data: Path | None = Field(None, description="SQuAD-format file of contexts; default: the demo documents.")
     limit: int | None = Field(None, ge=1, description="Use only the first N passages of --data.")
     format: SelfEditFormat = Field("implications", description="Self-edit format: implications, rewrite or self_qa.")
+    worked_example: bool = Field(
+        True, description="Show the format once, on a made-up passage, before the real one (teacher/prompts.py)."
+    )
     k: int = Field(1, ge=1, le=64, description="Self-edits sampled per context.")
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=160),

@@ -20,10 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from protocol.canonical import sha256_hex
 from protocol.messages import Context, SelfEdit, SelfEditFormat, Verdict
-from teacher.prompts import self_edit_prompt
+from teacher.prompts import LABELS, self_edit_prompt
 
 FORMAT_VERSION = 1
-_LABELS = {"implications": "Implications", "rewrite": "Rewrites", "self_qa": "Question-answer pairs"}
 
 
 class Exemplar(BaseModel):
@@ -84,13 +83,13 @@ class ExemplarBank(BaseModel):
         """The exemplars shown for ``context_id``: the best of format ``fmt``, never that context's own."""
         return [e for e in self.exemplars if e.format == fmt and e.context_id != context_id][: self.shown]
 
-    def prompt(self, context: Context, fmt: SelfEditFormat) -> str:
-        """The self-edit instruction for ``context``, preceded by the chosen exemplars (if any)."""
-        instruction = self_edit_prompt(context, fmt)
+    def prompt(self, context: Context, fmt: SelfEditFormat, worked_example: bool = True) -> str:
+        """The self-edit instruction for ``context`` (:func:`self_edit_prompt`), preceded by the chosen exemplars."""
+        instruction = self_edit_prompt(context, fmt, worked_example)
         examples = self.chosen(context.context_id, fmt)
         if not examples:
             return instruction
-        label = _LABELS.get(fmt, fmt)
+        label = LABELS.get(fmt, fmt)
         blocks = [
             f"Example {i}.\nPassage:\n{ex.title}\n{ex.passage}\n\n{label}:\n{ex.text}".replace("\n\n\n", "\n\n")
             for i, ex in enumerate(examples, 1)

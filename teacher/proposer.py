@@ -47,13 +47,18 @@ def propose(
     teacher_version: str,
     exemplars: ExemplarBank | None = None,
     failures: list[FailedProposal] | None = None,
+    worked_example: bool = True,
 ) -> list[list[SelfEdit]]:
     """Up to ``k`` self-edits per context, sampled in one backend call.
 
     ``exemplars``: the best-rewarded self-edits of earlier rounds, shown in each prompt (never
     those for the same context). Refused samples are left out and appended to ``failures``.
+    ``worked_example``: show the format once on a made-up passage first (:func:`self_edit_prompt`).
     """
-    prompts = [self_edit_prompt(c, fmt) if exemplars is None else exemplars.prompt(c, fmt) for c in contexts]
+    prompts = [
+        self_edit_prompt(c, fmt, worked_example) if exemplars is None else exemplars.prompt(c, fmt, worked_example)
+        for c in contexts
+    ]
     completions = backend.complete(prompts, k, sampling)
     out: list[list[SelfEdit]] = []
     for context, prompt, row in zip(contexts, prompts, completions, strict=True):
@@ -122,6 +127,16 @@ def proposer_for(
     """What the adaptation pass asks for each context: ``config.k`` self-edits in ``config.format``."""
 
     def propose_for(context: Context) -> list[SelfEdit]:
-        return propose(backend, [context], config.k, config.format, config.sampling, teacher_version, exemplars)[0]
+        edits = propose(
+            backend,
+            [context],
+            config.k,
+            config.format,
+            config.sampling,
+            teacher_version,
+            exemplars,
+            worked_example=config.worked_example,
+        )
+        return edits[0]
 
     return propose_for
