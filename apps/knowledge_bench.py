@@ -29,7 +29,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from apps.cli_config import ConfigError
 from apps.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, KnowledgeBenchConfig
 from apps.knowledge_report import write_report
-from auditor.grading import exact_match, f1_score
+from auditor.grading import answer_recall, exact_match, f1_score
 from auditor.scoring import score_models
 from library.datasets import QAItem, load_contexts, load_questions, load_recorded_self_edits
 from library.jsonl import append_jsonl, read_jsonl, write_jsonl
@@ -148,7 +148,16 @@ def _teacher_source(
         if book is not None:
             serve(backend, version, book)
         bank = book.bank(version) if book is not None else None
-        rows = propose(backend, contexts, 1, config.format, config.sampling, version.version, bank)
+        rows = propose(
+            backend,
+            contexts,
+            1,
+            config.format,
+            config.sampling,
+            version.version,
+            bank,
+            worked_example=config.worked_example,
+        )
         return [row[0] if row else passage_only(c, version.version) for c, row in zip(contexts, rows, strict=True)]
 
     return make
@@ -262,6 +271,7 @@ def _train_and_score(
             "answer": answers[adapter][i],
             "exact_match": exact_match(answers[adapter][i], q.answers),
             "f1": f1_score(answers[adapter][i], q.answers),
+            "answer_recall": answer_recall(answers[adapter][i], q.answers),
             "loglik": logliks[adapter][i],
         }
         for name, adapter in models.items()
@@ -334,7 +344,17 @@ def _progress() -> Progress:
 # --------------------------------------------------------------------------- resuming
 
 
-RESUME_FIELDS = ("data", "model", "teacher", "format", "sampling", "recorded_completions", "mode", "train")
+RESUME_FIELDS = (
+    "data",
+    "model",
+    "teacher",
+    "format",
+    "worked_example",
+    "sampling",
+    "recorded_completions",
+    "mode",
+    "train",
+)
 """Settings a resumed run must share with the records already made (--limit, --offset, --teacher-run may grow)."""
 
 

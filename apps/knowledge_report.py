@@ -12,9 +12,16 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from auditor.grading import mean_ci95
+from auditor.grading import answer_recall, mean_ci95
 
-METRICS = (("exact_match", "exact match"), ("f1", "F1"), ("loglik", "gold log-lik (nats/token)"))
+METRICS = (
+    ("exact_match", "exact match"),
+    ("f1", "F1"),
+    ("answer_recall", "answer recall"),
+    ("loglik", "gold log-lik (nats/token)"),
+)
+GAIN_METRICS = ("f1", "answer_recall", "loglik")
+"""The metrics of the paired-gains table."""
 REFERENCES = ("no adaptation", "passage only", "teacher v0")
 """Conditions every other one is compared with, question by question."""
 
@@ -81,7 +88,7 @@ def paired_gains(conditions: list[str], records: list[dict], reference: str) -> 
             "n_questions": len(pairs),
             "n_passages": len(passages),
         }
-        for key in ("f1", "loglik"):
+        for key in GAIN_METRICS:
             mean, half = mean_ci95([mine[key] - ref[key] for mine, ref in pairs])
             per_passage = [
                 statistics.fmean(mine[key] - ref[key] for mine, ref in pairs if mine["context_id"] == passage)
@@ -108,11 +115,12 @@ def _keyed_by_question(records: list[dict]) -> dict[tuple[str, str, str, int], d
 def gains_table(gains: list[dict[str, Any]]) -> str:
     """Paired gains as a markdown table."""
     lines = [
-        "| condition | vs | questions / passages | Δ F1 | Δ gold log-lik | Δ gold log-lik, CI by passage |",
-        "|---|---|---|---|---|---|",
+        "| condition | vs | questions / passages | Δ F1 | Δ answer recall | Δ gold log-lik "
+        "| Δ gold log-lik, CI by passage |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in gains:
-        cells = [f"{row[key]['mean']:+.3f} ± {row[key]['ci95']:.3f}" for key in ("f1", "loglik")]
+        cells = [f"{row[key]['mean']:+.3f} ± {row[key]['ci95']:.3f}" for key in GAIN_METRICS]
         cells.append(f"{row['loglik']['mean']:+.3f} ± {row['loglik']['ci95_by_passage']:.3f}")
         head = f"| {row['condition']} | {row['reference']} | {row['n_questions']} / {row['n_passages']} | "
         lines.append(head + " | ".join(cells) + " |")
@@ -120,7 +128,12 @@ def gains_table(gains: list[dict[str, Any]]) -> str:
 
 
 def write_report(out: Path, conditions: list[str], records: list[dict], config: dict, wall_s: float) -> Path:
-    """``results.md``, ``results.json`` and ``results.png`` in ``out``; returns the markdown file."""
+    """``results.md``, ``results.json`` and ``results.png`` in ``out``; returns the markdown file.
+
+    Records made before answer recall was recorded get it here, from their answer and gold answers.
+    """
+    for record in records:
+        record.setdefault("answer_recall", answer_recall(record["answer"], record["gold"]))
     summary = summarise(conditions, records)
     gains = [g for ref in REFERENCES for g in paired_gains(conditions, records, ref)]
     settings = json.dumps(config, sort_keys=True)
@@ -134,7 +147,7 @@ def write_report(out: Path, conditions: list[str], records: list[dict], config: 
 
 
 def plot(summary: list[dict[str, Any]], gains: list[dict[str, Any]], path: Path) -> None:
-    """Exact match and F1 per condition, and each condition's paired log-likelihood gain over no adaptation.
+    """Exact match, F1 and answer recall per condition, and each condition's paired log-likelihood gain over no adaptation.
 
     Bars carry 95% CIs; teacher versions appear in round order (v0, v1, ...), so the last panel also reads
     as the gain by ReST^EM round.
@@ -147,6 +160,7 @@ def plot(summary: list[dict[str, Any]], gains: list[dict[str, Any]], path: Path)
     panels = [
         ("exact match", [(r["condition"], r["exact_match"]) for r in summary]),
         ("F1", [(r["condition"], r["f1"]) for r in summary]),
+        ("answer recall", [(r["condition"], r["answer_recall"]) for r in summary]),
         (
             "gold log-lik gain over no adaptation\n(nats/token, paired by question)",
             [(g["condition"], g["loglik"]) for g in gains if g["reference"] == "no adaptation"],
