@@ -65,19 +65,26 @@ def context_id_for(title: str, text: str) -> str:
 # --------------------------------------------------------------------------- public loaders
 
 
-def load_contexts(path: Path | str, limit: int | None = None, offset: int = 0) -> list[Context]:
+def load_contexts(
+    path: Path | str, limit: int | None = None, offset: int = 0, per_title: int | None = None
+) -> list[Context]:
     """The teacher's half: each selected entry's title and passage, in file order.
 
-    Questions and answers are never read here, so they cannot leak to the teacher.
+    Questions and answers are never read here, so they cannot leak to the teacher. ``per_title``: take at
+    most that many passages of each title (SQuAD files list a title's passages together, so ``limit`` alone
+    gives one or two titles), then apply ``offset`` and ``limit`` to what is left.
     """
-    return [context for _, _, context in _passages(Path(path), limit, offset)]
+    return [context for _, _, context in _passages(Path(path), limit, offset, per_title)]
 
 
-def load_questions(path: Path | str, limit: int | None = None, offset: int = 0) -> dict[str, list[QAItem]]:
-    """The auditor's half: each selected entry's questions and gold answers, keyed by context id."""
+def load_questions(
+    path: Path | str, limit: int | None = None, offset: int = 0, per_title: int | None = None
+) -> dict[str, list[QAItem]]:
+    """The auditor's half: each selected entry's questions and gold answers, keyed by context id
+    (``limit``, ``offset``, ``per_title``: as :func:`load_contexts`)."""
     path = Path(path)
     result: dict[str, list[QAItem]] = {}
-    for where, entry, context in _passages(path, limit, offset):
+    for where, entry, context in _passages(path, limit, offset, per_title):
         questions = _required(path, where, entry, "questions", list)
         result[context.context_id] = [
             _qa_item(path, f"{where}, question {n}", item) for n, item in enumerate(questions)
@@ -135,14 +142,18 @@ def _read_list(path: Path) -> list[Any]:
     return data
 
 
-def _passages(path: Path, limit: int | None, offset: int) -> Iterator[tuple[str, dict[str, Any], Context]]:
+def _passages(
+    path: Path, limit: int | None, offset: int, per_title: int | None = None
+) -> Iterator[tuple[str, dict[str, Any], Context]]:
     """Each selected entry as (its name in messages, the raw entry, its Context), in file order."""
-    if offset < 0 or (limit is not None and limit < 0):
-        raise ValueError(f"limit and offset must be non-negative, got limit={limit}, offset={offset}")
-    entries = _read_list(path)
+    if offset < 0 or (limit is not None and limit < 0) or (per_title is not None and per_title < 1):
+        raise ValueError(f"limit, offset must be non-negative and per_title positive: {limit}, {offset}, {per_title}")
+    entries = list(enumerate(_read_list(path)))
+    if per_title is not None:
+        entries = _first_of_each_title(entries, per_title)
     stop = None if limit is None else offset + limit
     seen: dict[str, str] = {}
-    for index, entry in islice(enumerate(entries), offset, stop):
+    for index, entry in islice(entries, offset, stop):
         where = f"entry {index}"
         if not isinstance(entry, dict):
             raise DatasetError(f"{path}: {where} is not an object (a JSON {_json_type(entry)})")
@@ -155,6 +166,19 @@ def _passages(path: Path, limit: int | None, offset: int) -> Iterator[tuple[str,
             raise DatasetError(f"{path}: {where} repeats {seen[context_id]} (same title and context)")
         seen[context_id] = where
         yield where, entry, Context(context_id=context_id, title=title, text=text)
+
+
+def _first_of_each_title(entries: list[tuple[int, Any]], per_title: int) -> list[tuple[int, Any]]:
+    """The first ``per_title`` entries of each title, in file order (entries without a title share one)."""
+    taken: dict[str, int] = {}
+    kept = []
+    for index, entry in entries:
+        title = entry.get("title") if isinstance(entry, dict) else None
+        key = title if isinstance(title, str) else ""
+        if taken.get(key, 0) < per_title:
+            taken[key] = taken.get(key, 0) + 1
+            kept.append((index, entry))
+    return kept
 
 
 def _qa_item(path: Path, where: str, item: Any) -> QAItem:

@@ -128,6 +128,21 @@ def test_limit_and_offset_select_the_same_passages(tmp_path: Path) -> None:
         load_contexts(path, offset=-1)
 
 
+def test_per_title_takes_the_first_passages_of_each_title_before_limit_and_offset(tmp_path: Path) -> None:
+    entries = [{**entry(n), "title": f"Title {n // 3}"} for n in range(9)]  # three titles of three passages
+    path = write_json(tmp_path, entries)
+    contexts = load_contexts(path, per_title=2, offset=1, limit=4)
+    assert [(c.title, c.text) for c in contexts] == [
+        ("Title 0", entries[1]["context"]),
+        ("Title 1", entries[3]["context"]),
+        ("Title 1", entries[4]["context"]),
+        ("Title 2", entries[6]["context"]),
+    ]
+    assert list(load_questions(path, per_title=2, offset=1, limit=4)) == [c.context_id for c in contexts]
+    with pytest.raises(ValueError, match="per_title positive"):
+        load_contexts(path, per_title=0)
+
+
 # --------------------------------------------------------------------------- bad files
 
 
