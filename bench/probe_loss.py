@@ -5,8 +5,9 @@ Run (about 10 minutes on 2 CPU cores with the embedded SmolLM2-135M-Instruct):
     python -m bench.probe_loss --threads 1                       # the paper's settings against the default
     python -m bench.probe_loss --settings 1e-3x10,3e-4x3,1e-4x10 --limit 3
 
-For every setting (``LRxEPOCHS``, or ``LRxEPOCHSaN`` with N anchors: the base model's own answers to general
-questions, ``student.anchors``; rank, α and the rest are the student's defaults) one adapter per passage
+For every setting (``LRxEPOCHS``, then optionally ``aN`` for N anchors: the base model's own answers to general
+questions, ``student.anchors``; ``rN`` for LoRA rank N with α = 2N; ``-attn`` for the attention projections
+only; the rest are the student's defaults; e.g. ``1e-3x10a16r8-attn``) one adapter per passage
 is trained on the passage alone, through the student's own code. Then the base model and each adapter
 answer the auditor's built-in ``answer`` probes (facts the base model answers right) as the auditor asks
 them, and the passage's τ; the auditor's own functions count the facts lost (``auditor.safety``), the gold
@@ -18,6 +19,7 @@ Results: ``bench/results/probe_loss/probe_loss.md`` and ``.json``, with the exac
 from __future__ import annotations
 
 import argparse
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -50,18 +52,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--settings",
         default="1e-3x10,3e-4x3",
-        help="Comma-separated LRxEPOCHS or LRxEPOCHSaANCHORS (default: the paper's, seal's).",
+        help="Comma-separated LRxEPOCHS[aANCHORS][rRANK][-attn] (default: the paper's, seal's).",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads.")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "probe_loss", help="Results folder.")
     return parser.parse_args(argv)
 
 
+_SETTING = re.compile(
+    r"^(?P<rate>[0-9.e+-]+?)x(?P<epochs>\d+)(?:a(?P<anchors>\d+))?(?:r(?P<rank>\d+))?(?P<attn>-attn)?$"
+)
+ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+"""The attention projections of the Llama-family default model, for ``-attn`` settings."""
+
+
 def parse_setting(spec: str) -> TrainConfig:
-    """``1e-3x10`` (learning rate x epochs) or ``1e-3x10a32`` (and 32 anchors) as the student's settings."""
-    rate, rest = spec.split("x")
-    epochs, _, anchors = rest.partition("a")
-    return TrainConfig(learning_rate=float(rate), epochs=int(epochs), anchors=int(anchors or 0))
+    """``1e-3x10`` (learning rate x epochs), with ``a32`` (32 anchors), ``r8`` (rank 8, α 16), ``-attn``."""
+    found = _SETTING.match(spec)
+    if found is None:
+        raise SystemExit(f"unknown setting {spec!r}: write LRxEPOCHS[aANCHORS][rRANK][-attn], e.g. 1e-3x10a16r8")
+    settings = TrainConfig(
+        learning_rate=float(found["rate"]), epochs=int(found["epochs"]), anchors=int(found["anchors"] or 0)
+    )
+    if found["rank"]:
+        settings = settings.model_copy(update={"rank": int(found["rank"]), "alpha": 2.0 * int(found["rank"])})
+    if found["attn"]:
+        settings = settings.model_copy(update={"target_modules": ATTENTION})
+    return settings
 
 
 def measure(args: argparse.Namespace, store: Path, setting_done: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
