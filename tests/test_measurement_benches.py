@@ -1,11 +1,14 @@
-"""The answer-format, probe-loss and stack-cost benches run end to end on the tiny model and write their tables."""
+"""The answer-format, probe-loss, stack-cost and self-edit-format benches run end to end on the tiny model."""
 
 from __future__ import annotations
 
 import json
 
-from bench import answer_format, probe_loss, restem_workers, stack_cost
-from library.jsonl import append_jsonl
+import pytest
+
+from bench import answer_format, probe_loss, restem_workers, self_edit_formats, stack_cost
+from library.datasets import DEMO_DOCUMENTS
+from library.jsonl import append_jsonl, read_jsonl
 from tests.examples import VERDICT
 
 
@@ -56,3 +59,32 @@ def test_restem_workers_reads_finished_rounds_back_and_compares_them_with_the_fi
     assert table[0]["candidates_per_hour"] == 72.0 and table[1]["ratio"] == 2.0
     assert table[1]["same_self_edits"] == 2 and abs(table[1]["max_reward_diff"] - 3e-5) < 1e-9
     assert "| 2 | 50 | 2 | 144.0 | 2.00 | 1 | 2 | 3.00e-05 |" in (tmp_path / "out" / "restem_workers.md").read_text()
+
+
+def test_self_edit_formats_samples_trains_and_scores_each_arm_and_resumes_without_redoing_any(tiny_model_dir, tmp_path):
+    argv = ["--model", tiny_model_dir, "--data", str(DEMO_DOCUMENTS), "--limit", "2", "--k", "2", "--epochs", "1"]
+    argv += ["--arms", "implications,self_qa+ex", "--out", str(tmp_path)]
+    self_edit_formats.main(argv)
+    records = read_jsonl(tmp_path / "records.jsonl")
+    assert len(records) == 2 * (1 + 2 * 2), "per passage: the passage alone and k samples of each arm"
+    summary = json.loads((tmp_path / "self_edit_formats.json").read_text())["summary"]
+    assert [(s["arm"], s["passages"], s["samples"]) for s in summary] == [("implications", 2, 4), ("self_qa+ex", 2, 4)]
+    for s in summary:
+        assert 0 <= s["share_two_items"] <= 1 and s["share_listed"] <= 1
+        best = [mean for mean, _ in s["best_of_k_loglik"]]
+        assert best[1] >= best[0], "the best of two samples is at least the first"
+    assert all(r["base_loglik"] != r["loglik"] for r in records), "every candidate was trained and scored"
+    sampled = (tmp_path / "self_edits.jsonl").read_text()
+    self_edit_formats.main(argv)  # resumes: nothing sampled or scored again
+    assert len(read_jsonl(tmp_path / "records.jsonl")) == len(records)
+    assert (tmp_path / "self_edits.jsonl").read_text() == sampled
+    assert "| implications | 2 × 2 |" in (tmp_path / "self_edit_formats.md").read_text()
+
+
+def test_probe_loss_settings_name_rate_epochs_anchors_rank_and_targets():
+    setting = probe_loss.parse_setting("1e-3x10a16r8-attn")
+    assert (setting.learning_rate, setting.epochs, setting.anchors) == (1e-3, 10, 16)
+    assert (setting.rank, setting.alpha, setting.target_modules) == (8, 16.0, probe_loss.ATTENTION)
+    assert probe_loss.parse_setting("3e-4x3").target_modules == "all-linear"
+    with pytest.raises(SystemExit, match="unknown setting"):
+        probe_loss.parse_setting("fast")
