@@ -93,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_workers_arguments(demo)
     demo.add_argument("--data", type=Path, help="SQuAD-format file instead of the built-in documents.")
     demo.add_argument("--limit", type=int, help="Use only the first N documents.")
+    demo.add_argument("--per-title", type=int, help="At most N passages of each title, before --limit (default: all).")
     demo.add_argument("--k", type=int, default=1, help="Self-edits per document (default: 1).")
     demo.add_argument("--metric", default="loglik", choices=METRIC_CHOICES, help="Reward metric.")
     demo.add_argument("--min-gain", type=float, default=0.05, help="Smallest gain the auditor accepts.")
@@ -140,6 +141,7 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
     add_threads_argument(train)
     add_workers_arguments(train)
     train.add_argument("--limit", type=int, help="Use only the first N passages.")
+    train.add_argument("--per-title", type=int, help="At most N passages of each title, before --limit (default: all).")
     train.add_argument("--rounds", type=int, default=2, help="ReST^EM rounds (default: 2).")
     train.add_argument("--k", type=int, default=5, help="Self-edits sampled per passage and round (default: 5).")
     train.add_argument("--repeats", type=int, default=1, help="Trainings per self-edit; reward = their mean.")
@@ -286,6 +288,7 @@ def _launch_fields(args: argparse.Namespace, run_prefix: str) -> dict[str, Any]:
         "ray_address": args.ray_address,
         "data": args.data,
         "limit": args.limit,
+        "per_title": args.per_title,
         "k": args.k,
         "metric": args.metric,
         "judge": judge_from_args(args),

@@ -50,6 +50,7 @@ class LaunchConfig:
     ray_address: str | None = None  # join this Ray cluster; None: each role starts a local runtime
     data: Path | None = None
     limit: int | None = None
+    per_title: int | None = None  # at most this many passages of each title of --data
     k: int = 1
     metric: Metric = "loglik"
     judge: JudgeConfig | None = None  # the auditor's LLM judge (metric "judge")
@@ -80,7 +81,7 @@ def role_configs(opts: LaunchConfig) -> RoleConfigs:
     workers: dict[str, Any] = {"workers": opts.workers, "ray_address": opts.ray_address}
     if opts.threads:
         workers["threads_per_worker"] = opts.threads
-    corpus: dict[str, Any] = {"data": opts.data, "limit": opts.limit}
+    corpus: dict[str, Any] = {"data": opts.data, "limit": opts.limit, "per_title": opts.per_title}
     retention = {} if opts.max_retention_drop is None else {"max_retention_drop": opts.max_retention_drop}
     teacher_spec = opts.teacher_model or opts.model
     try:

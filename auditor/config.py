@@ -23,6 +23,9 @@ class AuditorConfig(WorkersConfig):
         None, description="SQuAD-format file holding τ (questions and answers); default: the demo set."
     )
     limit: int | None = Field(None, ge=1, description="Use only the first N passages of --data.")
+    per_title: int | None = Field(
+        None, ge=1, description="Take at most N passages of each title of --data, before --limit (None: all)."
+    )
     documents: DocumentTauConfig = Field(
         default_factory=DocumentTauConfig, description="τ written from documents the auditor reads (seal adapt)."
     )

@@ -86,7 +86,9 @@ def auditor_tau(config: AuditorConfig, model: PreTrainedModel, tokenizer: PreTra
     ``model`` is the auditor's own, which writes the pairs with ``--documents.writer model``.
     """
     if not config.documents.paths:
-        return HeldTau(load_questions(config.data or DEMO_DOCUMENTS, limit=config.limit), {})
+        return HeldTau(
+            load_questions(config.data or DEMO_DOCUMENTS, limit=config.limit, per_title=config.per_title), {}
+        )
     tau = write_tau(config.documents, token_counter(config.model), lambda p: model_pairs(model, tokenizer, p))
     for problem in tau.problems:
         log.warning("%s", problem)

@@ -35,6 +35,9 @@ class TeacherConfig(BaseModel):
     version: str = Field("v0", description="Teacher version recorded with every self-edit.")
     data: Path | None = Field(None, description="SQuAD-format file of contexts; default: the demo documents.")
     limit: int | None = Field(None, ge=1, description="Use only the first N passages of --data.")
+    per_title: int | None = Field(
+        None, ge=1, description="Take at most N passages of each title of --data, before --limit (None: all)."
+    )
     format: SelfEditFormat = Field("implications", description="Self-edit format: implications, rewrite or self_qa.")
     worked_example: bool = Field(
         True, description="Show the format once, on a made-up passage, before the real one (teacher/prompts.py)."

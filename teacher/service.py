@@ -32,7 +32,7 @@ class Teacher:
 
     def __init__(self, config: TeacherConfig, backend: TeacherBackend, student: StudentClient, auditor: AuditorClient):
         self.config, self.backend, self.student, self.auditor = config, backend, student, auditor
-        self.contexts = load_contexts(config.data or DEMO_DOCUMENTS, limit=config.limit)
+        self.contexts = load_contexts(config.data or DEMO_DOCUMENTS, limit=config.limit, per_title=config.per_title)
 
     def wait_for_peers(self) -> None:
         """Ping the student and the auditor until each answers; the error names the one that never did."""

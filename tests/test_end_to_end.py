@@ -126,7 +126,7 @@ def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch, tmp_
     flags = ["--epochs", "2", "--anchors", "16", "--max-retention-drop", "1.5", "--dtype", "bfloat16", "--threads", "1"]
     probes = tmp_path / "probes.json"
     probes.write_text('[{"prompt": "What is 2+2?", "expect": "answer", "answers": ["4"]}]')
-    flags += ["--probes", str(probes), "--probe-answers-may-lose", "0"]
+    flags += ["--probes", str(probes), "--probe-answers-may-lose", "0", "--per-title", "2"]
     _demo(build_parser().parse_args(["demo", *flags, "--run-dir", str(tmp_path)]))
     files = apps.demo.write_role_configs(apps.demo.role_configs(captured[0]), tmp_path / "config")
     commands = apps.demo.role_commands(captured[0], files, "tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
@@ -139,6 +139,7 @@ def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch, tmp_
     train = built["student"].train
     assert (train.epochs, train.learning_rate, train.anchors) == (2, 3e-4, 16)  # the one not given: the default
     assert built["auditor"].max_retention_drop == 1.5
+    assert built["auditor"].per_title == built["teacher"].per_title == 2, "both read the same passages"
     assert (built["auditor"].probes, built["auditor"].probe_answers_may_lose) == (probes, 0)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["student", "--threads", "0"])
