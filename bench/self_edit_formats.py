@@ -10,7 +10,7 @@ data (one passage per title, so the passages span titles), through the teacher's
 
 - **shape**: the share of samples written as two or more lines (the list asked for), the share that parse into
   two or more training items (:mod:`library.self_edit_items`), the mean item count, and the share that copy the
-  worked example's made-up names (Harwick, Quist, Gull Point) instead of writing about their passage;
+  worked example's made-up names or phrases (Harwick, whale oil, ...) instead of writing about their passage;
 - **what it teaches**: every sample and the passage alone are trained as one candidate each, together per
   passage, through the student's own trainer, and scored as the auditor scores τ (the gold answers'
   log-likelihood, :func:`auditor.scoring.score_models`, and answer recall). Gains are paired against the
@@ -52,8 +52,8 @@ from teacher.proposer import passage_only, propose
 ROOT = Path(__file__).resolve().parents[1]
 DEV_DATA = ROOT.parent / "shared" / "data" / "squad" / "squad_dev.json"
 PASSAGE_ONLY = "passage only"
-EXAMPLE_NAMES = ("Harwick", "Quist", "Gull Point")
-"""The worked example's made-up names: a sample that uses them copied the example."""
+EXAMPLE_MARKERS = ("Harwick", "Quist", "Gull Point", "whale oil", "18 miles", "maritime museum")
+"""The worked example's made-up names and phrases: a sample that uses one copied from the example."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -144,7 +144,6 @@ def score_passage(
             "text": edit.text,
             "lines": listed_lines(edit.text),
             "items": len(self_edit_items(edit.text, edit.format)),
-            "copies_example": any(name in edit.text for name in EXAMPLE_NAMES),
             "loglik": statistics.fmean(logliks[adapter].gold),
             "answer_recall": recall(adapter),
         }
@@ -152,6 +151,12 @@ def score_passage(
     ]
     base = {"loglik": statistics.fmean(logliks[None].gold), "answer_recall": recall(None)}
     return [{**row, "base_loglik": base["loglik"], "base_answer_recall": base["answer_recall"]} for row in rows]
+
+
+def copies_example(text: str) -> bool:
+    """Whether a sample uses a name or phrase of the worked example (case-insensitive)."""
+    lowered = text.lower()
+    return any(marker.lower() in lowered for marker in EXAMPLE_MARKERS)
 
 
 def summarise(rows: list[dict[str, Any]], arms: list[str], k: int) -> list[dict[str, Any]]:
@@ -171,7 +176,7 @@ def summarise(rows: list[dict[str, Any]], arms: list[str], k: int) -> list[dict[
             "share_listed": statistics.fmean(r["lines"] >= 2 for r in mine),
             "share_two_items": statistics.fmean(r["items"] >= 2 for r in mine),
             "mean_items": statistics.fmean(r["items"] for r in mine),
-            "share_copies_example": statistics.fmean(r["copies_example"] for r in mine),
+            "share_copies_example": statistics.fmean(copies_example(r["text"]) for r in mine),
         }
         for metric in ("loglik", "answer_recall"):
             gains = [statistics.fmean(r[metric] - passage[c][metric] for r in by_context[c]) for c in contexts]

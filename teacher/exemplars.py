@@ -84,9 +84,12 @@ class ExemplarBank(BaseModel):
         return [e for e in self.exemplars if e.format == fmt and e.context_id != context_id][: self.shown]
 
     def prompt(self, context: Context, fmt: SelfEditFormat, worked_example: bool = True) -> str:
-        """The self-edit instruction for ``context`` (:func:`self_edit_prompt`), preceded by the chosen exemplars."""
-        instruction = self_edit_prompt(context, fmt, worked_example)
+        """The self-edit instruction for ``context`` (:func:`self_edit_prompt`), preceded by the chosen exemplars.
+
+        Real exemplars replace the made-up worked example; without any, it is shown if ``worked_example``.
+        """
         examples = self.chosen(context.context_id, fmt)
+        instruction = self_edit_prompt(context, fmt, worked_example and not examples)
         if not examples:
             return instruction
         label = LABELS.get(fmt, fmt)

@@ -56,7 +56,8 @@ def test_capacity_drops_the_worst():
 def test_the_prompt_shows_other_contexts_exemplars_then_the_instruction():
     bank = _bank()
     prompt = bank.prompt(_context(0), "implications")
-    assert prompt.endswith(self_edit_prompt(_context(0), "implications"))
+    assert prompt.endswith(self_edit_prompt(_context(0), "implications", worked_example=False))
+    assert "Harwick" not in prompt, "real exemplars replace the made-up worked example"
     assert "Implication 0 about c2." in prompt and "Implication 0 about c1." in prompt, "the best two of the others"
     assert "about c0" not in prompt, "a context never sees its own best self-edit"
     assert "Town 2 was founded in 1802" in prompt, "each exemplar follows its passage"
