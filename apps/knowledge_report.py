@@ -147,7 +147,7 @@ def write_report(out: Path, conditions: list[str], records: list[dict], config: 
 
 
 def plot(summary: list[dict[str, Any]], gains: list[dict[str, Any]], path: Path) -> None:
-    """Exact match, F1 and answer recall per condition, and each condition's paired log-likelihood gain over no adaptation.
+    """Exact match, F1 and answer recall per condition, and the paired log-likelihood gain over no adaptation.
 
     Bars carry 95% CIs; teacher versions appear in round order (v0, v1, ...), so the last panel also reads
     as the gain by ReST^EM round.
