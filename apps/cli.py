@@ -27,10 +27,12 @@ from apps.cli_config import (
     ConfigError,
     add_config_arguments,
     add_student_training_arguments,
+    add_teacher_writing_arguments,
     add_threads_argument,
     apply_threads,
     build_config,
     student_training,
+    teacher_writing,
     validate_config,
 )
 from apps.fewshot_cli import add_fewshot_commands, add_fewshot_launch_arguments, run_fewshot_role
@@ -95,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--limit", type=int, help="Use only the first N documents.")
     demo.add_argument("--per-title", type=int, help="At most N passages of each title, before --limit (default: all).")
     demo.add_argument("--k", type=int, default=1, help="Self-edits per document (default: 1).")
+    add_teacher_writing_arguments(demo)
     demo.add_argument("--metric", default="loglik", choices=METRIC_CHOICES, help="Reward metric.")
     demo.add_argument("--min-gain", type=float, default=0.05, help="Smallest gain the auditor accepts.")
     add_judge_arguments(demo)
@@ -144,6 +147,7 @@ def _add_train_teacher(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--per-title", type=int, help="At most N passages of each title, before --limit (default: all).")
     train.add_argument("--rounds", type=int, default=2, help="ReST^EM rounds (default: 2).")
     train.add_argument("--k", type=int, default=5, help="Self-edits sampled per passage and round (default: 5).")
+    add_teacher_writing_arguments(train)
     train.add_argument("--repeats", type=int, default=1, help="Trainings per self-edit; reward = their mean.")
     train.add_argument("--metric", default="loglik", choices=METRIC_CHOICES, help="Reward metric.")
     add_judge_arguments(train)
@@ -263,6 +267,9 @@ def _fewshot_launch(opts: Any, args: argparse.Namespace, title: str) -> int:
     if opts.auditor_settings:  # its verdicts are exact matches on the test grids: no probes run
         flags = ", ".join("--" + name.replace("_", "-") for name in opts.auditor_settings)
         raise ConfigError(f"{title} runs no protected probes: {flags} do not apply")
+    if opts.teacher_settings:  # its teacher writes training grids, not passages' self-edits
+        flags = ", ".join("--" + name.replace("_", "-") for name in opts.teacher_settings)
+        raise ConfigError(f"{title} writes few-shot training data, not knowledge self-edits: {flags} do not apply")
     from apps.fewshot_demo import FewShotLaunch, run_fewshot_demo
     from student.fewshot_config import FewShotStudentConfig
 
@@ -293,6 +300,7 @@ def _launch_fields(args: argparse.Namespace, run_prefix: str) -> dict[str, Any]:
         "metric": args.metric,
         "judge": judge_from_args(args),
         "train": student_training(args),
+        "teacher_settings": teacher_writing(args),
         "max_retention_drop": getattr(args, "max_retention_drop", None),
         "auto_promote": args.auto_promote,
     }

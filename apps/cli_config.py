@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from protocol.messages import TrainConfig
+from teacher.prompts import PROMPTS
 
 
 class ConfigError(Exception):
@@ -109,6 +110,31 @@ def add_student_training_arguments(parser: argparse.ArgumentParser) -> None:
         help="Sequences of the base model's own answers to general questions trained beside each self-edit, "
         f"against forgetting (default: {defaults.anchors}).",
     )
+
+
+TEACHER_WRITING = ("format", "worked_example")
+"""The teacher settings a launcher's flags set for its run: how self-edits are written."""
+
+
+def add_teacher_writing_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--format`` and ``--worked-example``: how the teacher writes self-edits (default: its own)."""
+    parser.add_argument(
+        "--format",
+        choices=list(PROMPTS),
+        default=None,
+        help="Self-edit format the teacher writes (default: implications).",
+    )
+    parser.add_argument(
+        "--worked-example",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Show the format once on a made-up passage before the real one (default: yes).",
+    )
+
+
+def teacher_writing(args: argparse.Namespace) -> dict[str, Any]:
+    """The teacher settings given by :func:`add_teacher_writing_arguments`' flags."""
+    return {name: getattr(args, name) for name in TEACHER_WRITING if getattr(args, name, None) is not None}
 
 
 def student_training(args: argparse.Namespace) -> dict[str, Any]:

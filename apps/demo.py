@@ -59,6 +59,7 @@ class LaunchConfig:
     max_retention_drop: float | None = None  # the auditor's retention limit; None: its default
     restem: RestemConfig | None = None  # the teacher's ReST^EM rounds; None: one adaptation pass
     auditor_settings: dict[str, Any] = field(default_factory=dict)  # more auditor settings (seal adapt: documents)
+    teacher_settings: dict[str, Any] = field(default_factory=dict)  # more teacher settings (--format ...)
     ready_timeout_s: float = 600.0
     auto_promote: bool = False  # after the pass, promote each context's best accepted adapter (apps.auto_promote)
     promote_each: bool = False  # after each context, promote its best accepted adapter (apps.sequential_promote)
@@ -110,6 +111,7 @@ def role_configs(opts: LaunchConfig) -> RoleConfigs:
                 restem=opts.restem or RestemConfig(),
                 rehearsal=opts.rehearsal,
                 promotion_log=opts.run_dir / PROMOTIONS_FILE if opts.promote_each else None,
+                **opts.teacher_settings,
                 **corpus,
                 **placement,
             ),

@@ -127,6 +127,7 @@ def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch, tmp_
     probes = tmp_path / "probes.json"
     probes.write_text('[{"prompt": "What is 2+2?", "expect": "answer", "answers": ["4"]}]')
     flags += ["--probes", str(probes), "--probe-answers-may-lose", "0", "--per-title", "2"]
+    flags += ["--format", "self_qa", "--no-worked-example"]
     _demo(build_parser().parse_args(["demo", *flags, "--run-dir", str(tmp_path)]))
     files = apps.demo.write_role_configs(apps.demo.role_configs(captured[0]), tmp_path / "config")
     commands = apps.demo.role_commands(captured[0], files, "tcp://127.0.0.1:1", "tcp://127.0.0.1:2")
@@ -140,6 +141,7 @@ def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch, tmp_
     assert (train.epochs, train.learning_rate, train.anchors) == (2, 3e-4, 16)  # the one not given: the default
     assert built["auditor"].max_retention_drop == 1.5
     assert built["auditor"].per_title == built["teacher"].per_title == 2, "both read the same passages"
+    assert (built["teacher"].format, built["teacher"].worked_example) == ("self_qa", False)
     assert (built["auditor"].probes, built["auditor"].probe_answers_may_lose) == (probes, 0)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["student", "--threads", "0"])
@@ -148,7 +150,7 @@ def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch, tmp_
 def test_protected_probe_flags_reach_seal_adapts_auditor_and_are_refused_where_no_probes_run(tmp_path):
     from apps.adapt import _auditor_settings
     from apps.adapt_config import AdaptConfig
-    from apps.cli import _demo, build_parser
+    from apps.cli import _demo, _train_teacher, build_parser
     from apps.cli_config import ConfigError
     from auditor.tau_config import DocumentTauConfig
 
@@ -159,3 +161,8 @@ def test_protected_probe_flags_reach_seal_adapts_auditor_and_are_refused_where_n
     args = build_parser().parse_args(["demo", "--domain", "fewshot", "--probe-answers-may-lose", "0"])
     with pytest.raises(ConfigError, match="--probe-answers-may-lose do not apply"):
         _demo(args)
+    args = build_parser().parse_args(
+        ["train-teacher", "--domain", "fewshot", "--data", "x.json", "--format", "rewrite"]
+    )
+    with pytest.raises(ConfigError, match="--format do not apply"):
+        _train_teacher(args)
