@@ -6,7 +6,8 @@ Run (about 10 minutes on 2 CPU cores with the embedded SmolLM2-135M-Instruct):
     python -m bench.probe_loss --settings 1e-3x10,3e-4x3,1e-4x10 --limit 3
 
 For every setting (``LRxEPOCHS``, then optionally ``aN`` for N anchors: the base model's own answers to general
-questions, ``student.anchors``; ``rN`` for LoRA rank N with α = 2N; ``-attn`` for the attention projections
+questions, ``student.anchors``, with ``k`` after it to train them by KL to the base model's own next-token
+distributions; ``rN`` for LoRA rank N with α = 2N; ``-attn`` for the attention projections
 only; the rest are the student's defaults; e.g. ``1e-3x10a16r8-attn``) one adapter per passage
 is trained on the passage alone, through the student's own code. Then the base model and each adapter
 answer the auditor's built-in ``answer`` probes (facts the base model answers right) as the auditor asks
@@ -52,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--settings",
         default="1e-3x10,3e-4x3",
-        help="Comma-separated LRxEPOCHS[aANCHORS][rRANK][-attn] (default: the paper's, seal's).",
+        help="Comma-separated LRxEPOCHS[aANCHORS[k]][rRANK][-attn] (default: the paper's, seal's).",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch threads.")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "probe_loss", help="Results folder.")
@@ -60,19 +61,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 _SETTING = re.compile(
-    r"^(?P<rate>[0-9.e+-]+?)x(?P<epochs>\d+)(?:a(?P<anchors>\d+))?(?:r(?P<rank>\d+))?(?P<attn>-attn)?$"
+    r"^(?P<rate>[0-9.e+-]+?)x(?P<epochs>\d+)(?:a(?P<anchors>\d+)(?P<kl>k)?)?(?:r(?P<rank>\d+))?(?P<attn>-attn)?$"
 )
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 """The attention projections of the Llama-family default model, for ``-attn`` settings."""
 
 
 def parse_setting(spec: str) -> TrainConfig:
-    """``1e-3x10`` (learning rate x epochs), with ``a32`` (32 anchors), ``r8`` (rank 8, α 16), ``-attn``."""
+    """``1e-3x10`` (learning rate x epochs), with ``a32`` (32 anchors; ``a32k``: trained by KL), ``r8``, ``-attn``."""
     found = _SETTING.match(spec)
     if found is None:
-        raise SystemExit(f"unknown setting {spec!r}: write LRxEPOCHS[aANCHORS][rRANK][-attn], e.g. 1e-3x10a16r8")
+        raise SystemExit(f"unknown setting {spec!r}: write LRxEPOCHS[aANCHORS[k]][rRANK][-attn], e.g. 1e-3x10a16kr8")
     settings = TrainConfig(
-        learning_rate=float(found["rate"]), epochs=int(found["epochs"]), anchors=int(found["anchors"] or 0)
+        learning_rate=float(found["rate"]),
+        epochs=int(found["epochs"]),
+        anchors=int(found["anchors"] or 0),
+        anchor_loss="kl" if found["kl"] else "tokens",
     )
     if found["rank"]:
         settings = settings.model_copy(update={"rank": int(found["rank"]), "alpha": 2.0 * int(found["rank"])})

@@ -119,6 +119,12 @@ class TrainConfig(Body):
         description="Sequences of the base model's own answers to general questions trained beside the self-edit, "
         "to keep what it knew (student/anchors.py); 0: none.",
     )
+    anchor_loss: Literal["tokens", "kl"] = Field(
+        "tokens",
+        exclude_if=lambda v: v == "tokens",  # absent when the default: earlier settings keep their hashes
+        description="How anchors are trained: 'tokens' (cross-entropy on the base model's greedy answer) or 'kl' "
+        "(KL divergence to the model's own next-token distributions before training, at every position).",
+    )
     seed: int = Field(0, description="Seed for LoRA initialisation and data order.")
 
 

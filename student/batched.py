@@ -72,6 +72,8 @@ class _Run:
     schedule: list[Step]
     modules: list[str]
     weights: dict[str, LoRAWeights]
+    anchors: range = range(0)  # indices of the anchor sequences (the last ones)
+    references: dict[int, torch.Tensor] = field(default_factory=dict)  # KL anchors: index -> (len-1, V) log-probs
     step_losses: list[float] = field(default_factory=list)
 
     def parameters(self) -> list[torch.nn.Parameter]:
@@ -97,6 +99,7 @@ def train_adapters(
     """
     started = time.perf_counter()
     runs = [_prepare(model, tokenizer, slot, job, settings) for slot, (job, settings) in enumerate(jobs)]
+    _add_references(model, runs)
     groups = [{"params": run.parameters(), "lr": run.settings.learning_rate} for run in runs]
     steps = range(max((len(run.schedule) for run in runs), default=0))
     with _frozen_in_train_mode(model), stacked_layers(model, [run.weights for run in runs]) as routing:
@@ -162,27 +165,34 @@ def _train_step(
     Records each of those runs' loss and returns their sum (the step's objective).
     """
     active = [run for run in runs if step < len(run.schedule)]
-    samples = [(run.slot, run.sequences[i]) for run in active for i in run.schedule[step].indices]
+    samples = [
+        (run.slot, run.sequences[i], run.references.get(i)) for run in active for i in run.schedule[step].indices
+    ]
     # Each run's loss is normalised by its own step's target count (one target per token after the first).
     targets = {run.slot: sum(len(run.sequences[i]) - 1 for i in run.schedule[step].indices) for run in active}
     losses = dict.fromkeys(targets, 0.0)
-    for rows in plan_micro_batches([len(seq) for _, seq in samples], max_tokens):
+    for rows in plan_micro_batches([len(seq) for _, seq, _ in samples], max_tokens):
         batch = sorted((samples[i] for i in rows), key=lambda sample: sample[0])  # each slot's rows contiguous
-        routing.segments = row_segments([slot for slot, _ in batch])
-        weight = torch.tensor([1.0 / max(targets[slot], 1) for slot, _ in batch])  # (n,)
-        row_losses = _summed_token_losses(model, collate([seq for _, seq in batch], pad_id)) * weight.to(
-            model.device
-        )  # (n,)
+        routing.segments = row_segments([slot for slot, _, _ in batch])
+        weight = torch.tensor([1.0 / max(targets[slot], 1) for slot, _, _ in batch])  # (n,)
+        summed = _summed_token_losses(model, collate([seq for _, seq, _ in batch], pad_id), [r for _, _, r in batch])
+        row_losses = summed * weight.to(model.device)  # (n,)
         row_losses.sum().backward()
-        for (slot, _), value in zip(batch, row_losses.tolist(), strict=True):
+        for (slot, _, _), value in zip(batch, row_losses.tolist(), strict=True):
             losses[slot] += value
     for run in active:
         run.step_losses.append(losses[run.slot])
     return sum(losses.values())
 
 
-def _summed_token_losses(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Each row's summed next-token cross-entropy over its real tokens: (n,)."""
+def _summed_token_losses(
+    model: PreTrainedModel, batch: dict[str, torch.Tensor], references: Sequence[torch.Tensor | None]
+) -> torch.Tensor:
+    """Each row's summed next-token loss over its real tokens: (n,).
+
+    Cross-entropy on the row's own next tokens, or, for a row with a reference (a KL anchor), the KL divergence
+    KL(reference || model) of each position's next-token distribution, summed over the same positions.
+    """
     device = model.device
     logits = model(
         input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device), use_cache=False
@@ -192,7 +202,19 @@ def _summed_token_losses(model: PreTrainedModel, batch: dict[str, torch.Tensor])
     token_losses = F.cross_entropy(
         logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
     )  # (n*T,), zero where there is no target
-    return token_losses.view(targets.shape).sum(dim=1)  # (n,)
+    summed = token_losses.view(targets.shape).sum(dim=1)  # (n,)
+    if all(reference is None for reference in references):
+        return summed
+    rows = [
+        _summed_kl(logits[row, : reference.shape[0]], reference.to(device)) if reference is not None else summed[row]
+        for row, reference in enumerate(references)
+    ]
+    return torch.stack(rows)
+
+
+def _summed_kl(logits: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """KL(reference || softmax(logits)) summed over positions; both (L, V), the reference as log-probabilities."""
+    return F.kl_div(logits.float().log_softmax(dim=-1), reference, log_target=True, reduction="sum")
 
 
 # --------------------------------------------------------------------------- setup and saving
@@ -206,7 +228,29 @@ def _prepare(
     modules = target_module_names(model, settings.target_modules)
     torch.manual_seed(settings.seed)  # as a peft training does just before get_peft_model
     weights = init_lora_weights(model, modules, settings.rank, settings.alpha, settings.dropout)
-    return _Run(slot, settings, sequences, training_schedule(len(sequences), settings), modules, weights)
+    anchors = range(len(sequences) - len(job.anchor_texts), len(sequences))  # training_texts puts them last
+    schedule = training_schedule(len(sequences), settings)
+    return _Run(slot, settings, sequences, schedule, modules, weights, anchors)
+
+
+def _add_references(model: PreTrainedModel, runs: list[_Run]) -> None:
+    """For runs with KL anchors: the model's own next-token log-probs on each anchor, before any training.
+
+    A fresh LoRA adds nothing (B = 0), so the model as given is every candidate's starting point; the
+    references are computed once per distinct anchor sequence and shared by the runs that have it.
+    """
+    computed: dict[tuple[int, ...], torch.Tensor] = {}
+    with torch.no_grad():
+        for run in runs:
+            if run.settings.anchor_loss != "kl":
+                continue
+            for index in run.anchors:
+                sequence = tuple(run.sequences[index])
+                if sequence not in computed:
+                    ids = torch.tensor([sequence], device=model.device)
+                    logits = model(input_ids=ids, use_cache=False).logits[0, :-1]  # (len-1, V)
+                    computed[sequence] = logits.float().log_softmax(dim=-1)
+                run.references[index] = computed[sequence]
 
 
 @contextmanager

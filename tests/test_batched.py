@@ -138,6 +138,37 @@ def test_batched_adapters_load_with_peft_and_act_like_sequential_ones(model_and_
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_kl_anchors_keep_the_models_own_next_token_distributions_where_token_anchors_move_them(
+    model_and_tokenizer,
+):
+    model, tokenizer = model_and_tokenizer
+    anchors = ["Q: What is the capital of France? A: Paris.", "Q: How many legs has a spider? A: Eight."]
+    job = _job("1. Quorne founded Ostrevane.\n2. The town dates from 1873.").model_copy(
+        update={"anchor_texts": anchors}
+    )
+    base = TrainConfig(rank=4, alpha=8, learning_rate=2e-2, epochs=6, batch_size=2, anchors=2)
+    kl = base.model_copy(update={"anchor_loss": "kl"})
+    results = train_adapters(model, tokenizer, [(job, base), (job, kl)], "tiny")
+    batch = tokenizer(anchors, return_tensors="pt", padding=True, add_special_tokens=False)
+    real = batch["attention_mask"].bool()
+    try:
+        with torch.no_grad():
+            before = model(**batch).logits.log_softmax(-1)[real]
+            folders = {"tokens": results[0].folder, "kl": results[1].folder}
+            drift = {}
+            with adapters_loaded(model, folders) as adapted:
+                for name in folders:
+                    adapted.set_adapter(name)
+                    after = adapted(**batch).logits.log_softmax(-1)[real]
+                    drift[name] = torch.nn.functional.kl_div(after, before, log_target=True, reduction="batchmean")
+    finally:
+        for result in results:
+            shutil.rmtree(result.folder, ignore_errors=True)
+    assert results[1].losses[-1] < results[1].losses[0]  # the self-edit is still learned
+    assert drift["kl"] < 0.5 * drift["tokens"], drift
+    assert "anchor_loss" not in base.model_dump() and kl.model_dump()["anchor_loss"] == "kl"
+
+
 def test_bfloat16_base_trains_together_as_peft_does_one_by_one(tiny_model_dir):
     """A bf16 base with float32 adapters (peft's default): same initial A, same losses, same logits."""
     model, tokenizer = load_model(tiny_model_dir, "cpu", "bfloat16")

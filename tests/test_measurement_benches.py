@@ -85,6 +85,7 @@ def test_probe_loss_settings_name_rate_epochs_anchors_rank_and_targets():
     setting = probe_loss.parse_setting("1e-3x10a16r8-attn")
     assert (setting.learning_rate, setting.epochs, setting.anchors) == (1e-3, 10, 16)
     assert (setting.rank, setting.alpha, setting.target_modules) == (8, 16.0, probe_loss.ATTENTION)
+    assert setting.anchor_loss == "tokens" and probe_loss.parse_setting("1e-3x10a16k").anchor_loss == "kl"
     assert probe_loss.parse_setting("3e-4x3").target_modules == "all-linear"
     with pytest.raises(SystemExit, match="unknown setting"):
         probe_loss.parse_setting("fast")
