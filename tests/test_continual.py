@@ -43,8 +43,11 @@ from teacher.loop import Outcome, run_pass
 QA_A = [("Who founded Ostrevane?", "Quorne")]
 QA_B = [("What does Pell Harrow export?", "slate")]
 WRONG_A = [(q, "zq xv") for q, _ in QA_A]  # the destroyer's passage: A's question answered wrong, then B's
-SETTINGS = TrainConfig(rank=16, alpha=32, learning_rate=2e-2, epochs=80, batch_size=4, max_length=512, seed=0)
-GENTLE = SETTINGS.model_copy(update={"learning_rate": 3e-3})  # on top of A: learns B, keeps A (SETTINGS forgets A)
+# Rates measured on training seeds 0-11 (the tiny model is sensitive to them; machines' numerics differ): at 1e-2
+# every seed learns A (at 2e-2 some diverge); on top of A, 1e-3 learns B and keeps A for all twelve (1.5e-3 forgets
+# A for two, 3e-3 for most), so both sit well inside the range that works.
+SETTINGS = TrainConfig(rank=16, alpha=32, learning_rate=1e-2, epochs=80, batch_size=4, max_length=512, seed=0)
+GENTLE = SETTINGS.model_copy(update={"learning_rate": 1e-3})  # on top of A: learns B, keeps A (SETTINGS forgets A)
 QUICK = SETTINGS.model_copy(update={"epochs": 1})  # where what is learned does not matter
 KEY = Ed25519PrivateKey.generate()
 
