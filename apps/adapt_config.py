@@ -39,6 +39,11 @@ class AdaptConfig(BaseModel):
         description="Sequences of the base model's own answers to general questions trained beside each "
         "self-edit, against forgetting (default: the student's).",
     )
+    anchor_loss: Literal["tokens", "kl"] | None = Field(
+        None,
+        description="How anchors are trained: 'tokens' (cross-entropy on the base model's answer) or 'kl' (to the "
+        "model's own next-token distributions) (default: the student's).",
+    )
     max_retention_drop: float | None = Field(None, ge=0, description="Auditor's retention limit (default: its own).")
     max_earlier_drop: float | None = Field(
         None, ge=0, le=1, description="Auditor's limit on an earlier passage's answer-recall drop (default: its own)."

@@ -90,12 +90,15 @@ def add_threads_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-STUDENT_TRAINING = ("epochs", "learning_rate", "anchors")
+STUDENT_TRAINING = ("epochs", "learning_rate", "anchors", "anchor_loss")
 """The student settings a launcher's flags set for its run (``seal demo``, ``seal train-teacher``)."""
 
 
 def add_student_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--epochs``, ``--learning-rate``, ``--anchors``: the student's training for the run (default: its own)."""
+    """``--epochs``, ``--learning-rate``, ``--anchors``, ``--anchor-loss``: the student's training for the run.
+
+    A flag not given leaves the student's own default.
+    """
     defaults = TrainConfig()
     parser.add_argument(
         "--epochs", type=int, default=None, help=f"Student epochs per candidate (default: {defaults.epochs})."
@@ -109,6 +112,13 @@ def add_student_training_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Sequences of the base model's own answers to general questions trained beside each self-edit, "
         f"against forgetting (default: {defaults.anchors}).",
+    )
+    parser.add_argument(
+        "--anchor-loss",
+        choices=["tokens", "kl"],
+        default=None,
+        help="How anchors are trained: 'tokens' (cross-entropy on the base model's answer) or 'kl' (to the "
+        f"model's own next-token distributions, nothing to memorise) (default: {defaults.anchor_loss}).",
     )
 
 

@@ -35,7 +35,7 @@ ACCEPT_ALL = ["--min-gain", "-100", "--max-retention-drop", "1000", "--max-earli
 def test_adapt_documents_end_to_end(tiny_model_dir, tmp_path):
     docs, run_dir = tmp_path / "docs", tmp_path / "run"
     _write_documents(docs, 2)
-    done = _adapt(docs, run_dir, tiny_model_dir, *ACCEPT_ALL)
+    done = _adapt(docs, run_dir, tiny_model_dir, *ACCEPT_ALL, "--anchors", "1", "--anchor-loss", "kl")
     assert "2 documents, 2 passages, 2 with τ" in done.stdout
     report = (run_dir / "report.md").read_text()
     assert "Marrowick Lantern Regatta" in report and "Dagny Vorhelm" in report and "acceptance right" in report
@@ -49,6 +49,9 @@ def test_adapt_documents_end_to_end(tiny_model_dir, tmp_path):
     documents = _kinds(run_dir, "document")
     assert len(documents) == 2 and all(d["previous_passage_ids"] is None for d in documents)
     _check_sequential_promotion(run_dir, verdicts)
+    store = ArtifactStore(run_dir / "store", writer=False)
+    settings = [store.provenance(v["adapter_id"])["settings"] for v in verdicts]
+    assert all((s["anchors"], s["anchor_loss"]) == (1, "kl") for s in settings), settings
 
     # A rerun after one document changed: the judged passages are skipped, the changed one adapted again, on top.
     first = {d["document"]: d for d in documents}

@@ -123,7 +123,8 @@ def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch, tmp_
 
     captured = []
     monkeypatch.setattr(apps.demo, "run_demo", lambda opts, **_: captured.append(opts) or 0)
-    flags = ["--epochs", "2", "--anchors", "16", "--max-retention-drop", "1.5", "--dtype", "bfloat16", "--threads", "1"]
+    flags = ["--epochs", "2", "--anchors", "16", "--anchor-loss", "kl", "--max-retention-drop", "1.5"]
+    flags += ["--dtype", "bfloat16", "--threads", "1"]
     probes = tmp_path / "probes.json"
     probes.write_text('[{"prompt": "What is 2+2?", "expect": "answer", "answers": ["4"]}]')
     flags += ["--probes", str(probes), "--probe-answers-may-lose", "0", "--per-title", "2"]
@@ -138,7 +139,7 @@ def test_demo_flags_reach_the_roles_and_each_role_accepts_them(monkeypatch, tmp_
         built[role] = build_config(configs[role], parsed)
         assert built[role].dtype == "bfloat16"
     train = built["student"].train
-    assert (train.epochs, train.learning_rate, train.anchors) == (2, 3e-4, 16)  # the one not given: the default
+    assert (train.epochs, train.learning_rate, train.anchors, train.anchor_loss) == (2, 3e-4, 16, "kl")  # lr: default
     assert built["auditor"].max_retention_drop == 1.5
     assert built["auditor"].per_title == built["teacher"].per_title == 2, "both read the same passages"
     assert (built["teacher"].format, built["teacher"].worked_example) == ("self_qa", False)
