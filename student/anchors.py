@@ -2,8 +2,9 @@
 
 A LoRA update trained hard on one passage forgets general facts (``bench/results/probe_loss/``: at the paper's
 1e-3 x 10 the embedded model lost 6.8 of the auditor's 9 probe facts). With ``TrainConfig.anchors = n`` the
-student adds n sequences to every candidate's training: the first n questions of ``library/data/anchors.json``,
-asked as the student asks any question, each followed by the unadapted base model's own greedy answer — a
+student adds n sequences to every candidate's training: n questions spread evenly over ``library/data/anchors.json``
+(its topics come in runs: capitals, science, numbers, people, nature; the first 16 alone were all geography and
+astronomy), asked as the student asks any question, each followed by the unadapted base model's own greedy answer — a
 rehearsal of its own behaviour (self-distillation), which needs no answer key. The questions are the student's,
 disjoint from the auditor's probes and retention set, so those stay a held-out check of what was kept.
 """
@@ -23,11 +24,11 @@ ANCHOR_TOKENS = 32
 
 
 def anchor_questions(n: int) -> list[str]:
-    """The first ``n`` anchor questions; a ValueError when there are fewer."""
+    """``n`` anchor questions spread evenly over the file, in its order; a ValueError when there are fewer."""
     questions: list[str] = json.loads(ANCHORS_FILE.read_text())
     if n > len(questions):
         raise ValueError(f"anchors={n}, but the student has {len(questions)} anchor questions")
-    return questions[:n]
+    return [questions[i * len(questions) // n] for i in range(n)]
 
 
 def anchor_texts(tokenizer: PreTrainedTokenizerBase, questions: list[str], answers: list[str]) -> list[str]:

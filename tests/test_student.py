@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -222,3 +223,12 @@ def test_anchor_questions_are_disjoint_from_the_auditors_probes_and_retention_se
     retention = {q["question"].lower() for q in json.loads(RETENTION_SET.read_text())}
     anchors = [q.lower() for q in anchor_questions(48)]
     assert len(set(anchors)) == 48 and not set(anchors) & (probes | retention)
+
+
+def test_fewer_anchors_are_spread_over_the_files_topics_not_its_first_run():
+    everything = anchor_questions(48)
+    chosen = anchor_questions(16)
+    positions = [everything.index(q) for q in chosen]
+    assert positions == sorted(positions) and len(set(chosen)) == 16
+    assert positions[0] == 0 and positions[-1] >= 44  # reaches the file's last topics (nature), not capitals alone
+    assert max(b - a for a, b in itertools.pairwise(positions)) <= 3
