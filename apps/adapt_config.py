@@ -27,22 +27,27 @@ class AdaptConfig(BaseModel):
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda' for every role.")
     dtype: DTypeName = Field("auto", description="Weights' dtype for every role: auto, float32 or bfloat16.")
     k: int = Field(1, ge=1, le=64, description="Self-edits (candidates) per passage.")
+    # The defaults below are the dose measured to teach the embedded 135M default greedy answers that the probes
+    # still pass (bench/results/adapt_demo/kl16_lr7e-4_recall/: 2 and 3 of the ten demo documents accepted,
+    # each raising its sealed acceptance set's right answers, in 13 min on 2 cores); the student's own
+    # defaults (3e-4 x 3, no anchors) raise the answers' likelihood but no right answer.
     metric: Literal["loglik", "f1", "exact_match", "answer_recall"] = Field(
-        "loglik", description="Reward and acceptance metric: loglik, f1, exact_match or answer_recall."
+        "answer_recall",
+        description="Reward and acceptance metric: answer_recall (right answers), loglik, f1 or exact_match.",
     )
     min_gain: float = Field(0.05, description="Smallest gain on the acceptance set the auditor accepts.")
-    epochs: int | None = Field(None, ge=1, description="Student epochs per candidate (default: the student's).")
-    learning_rate: float | None = Field(None, gt=0, description="Student learning rate (default: the student's).")
-    anchors: int | None = Field(
-        None,
+    epochs: int = Field(10, ge=1, description="Student epochs per candidate.")
+    learning_rate: float = Field(7e-4, gt=0, description="Student learning rate.")
+    anchors: int = Field(
+        16,
         ge=0,
         description="Sequences of the base model's own answers to general questions trained beside each "
-        "self-edit, against forgetting (default: the student's).",
+        "self-edit, against forgetting; 0: none.",
     )
-    anchor_loss: Literal["tokens", "kl"] | None = Field(
-        None,
-        description="How anchors are trained: 'tokens' (cross-entropy on the base model's answer) or 'kl' (to the "
-        "model's own next-token distributions) (default: the student's).",
+    anchor_loss: Literal["tokens", "kl"] = Field(
+        "kl",
+        description="How anchors are trained: 'kl' (to the model's own next-token distributions) or 'tokens' "
+        "(cross-entropy on the base model's answer).",
     )
     max_retention_drop: float | None = Field(None, ge=0, description="Auditor's retention limit (default: its own).")
     max_earlier_drop: float | None = Field(
