@@ -22,7 +22,7 @@ from rich.console import Console
 
 from apps.adapt_config import AdaptConfig
 from apps.adapt_report import write_report
-from apps.cli_config import STUDENT_TRAINING
+from apps.cli_config import STUDENT_TRAINING, TEACHER_WRITING
 from apps.demo import LaunchConfig, run_demo
 from auditor.document_tau import DocumentTau, PairWriter, write_tau
 from auditor.tau_config import DocumentTauConfig
@@ -70,6 +70,7 @@ def run_adapt(config: AdaptConfig, threads: int | None = None, console: Console 
         auditor_settings=_auditor_settings(config, documents),
         promote_each=config.promote == "accepted",
         rehearsal=config.rehearsal,
+        teacher_settings=config.model_dump(include=set(TEACHER_WRITING), exclude_none=True),
     )
     code = run_demo(opts, console, title="seal adapt")
     if code == 0:

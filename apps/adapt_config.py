@@ -27,6 +27,12 @@ class AdaptConfig(BaseModel):
     device: str = Field("auto", description="'auto', 'cpu' or 'cuda' for every role.")
     dtype: DTypeName = Field("auto", description="Weights' dtype for every role: auto, float32 or bfloat16.")
     k: int = Field(1, ge=1, le=64, description="Self-edits (candidates) per passage.")
+    format: Literal["implications", "rewrite", "self_qa"] | None = Field(
+        None, description="Self-edit format the teacher writes: implications, rewrite or self_qa (default: its own)."
+    )
+    worked_example: bool | None = Field(
+        None, description="The teacher shows the format once on a made-up passage (default: its own, yes)."
+    )
     # The defaults below are the dose measured to teach the embedded 135M default greedy answers that the probes
     # still pass (bench/results/adapt_demo/kl16_lr7e-4_recall/: 2 and 3 of the ten demo documents accepted,
     # each raising its sealed acceptance set's right answers, in 13 min on 2 cores); the student's own

@@ -35,8 +35,11 @@ ACCEPT_ALL = ["--min-gain", "-100", "--max-retention-drop", "1000", "--max-earli
 def test_adapt_documents_end_to_end(tiny_model_dir, tmp_path):
     docs, run_dir = tmp_path / "docs", tmp_path / "run"
     _write_documents(docs, 2)
-    done = _adapt(docs, run_dir, tiny_model_dir, *ACCEPT_ALL, "--anchors", "1", "--anchor-loss", "kl")
+    kl_anchors = ["--anchors", "1", "--anchor-loss", "kl"]
+    done = _adapt(docs, run_dir, tiny_model_dir, *ACCEPT_ALL, *kl_anchors, "--format", "self_qa")
     assert "2 documents, 2 passages, 2 with τ" in done.stdout
+    results = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
+    assert {edit["format"] for r in results for edit in r["self_edits"]} == {"self_qa"}  # the teacher got --format
     report = (run_dir / "report.md").read_text()
     assert "Marrowick Lantern Regatta" in report and "Dagny Vorhelm" in report and "acceptance right" in report
     assert len([line for line in report.splitlines() if line.startswith("| ") and "/" in line]) == 2
