@@ -68,6 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="Student learning rate.")
     parser.add_argument("--epochs", type=int, default=2, help="Student epochs.")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="Student seed (LoRA init, data order); another seed measures reward noise."
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads.")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / "self_edit_formats", help="Results folder."
@@ -248,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
     records_path = args.out / "records.jsonl"
     rows = [r for r in read_jsonl(records_path) if r["arm"] in (PASSAGE_ONLY, *arms)]
     done = {r["context_id"] for r in rows if r["arm"] == PASSAGE_ONLY}
-    settings = TrainConfig(learning_rate=args.learning_rate, epochs=args.epochs)
+    settings = TrainConfig(learning_rate=args.learning_rate, epochs=args.epochs, seed=args.seed)
     student = Student(StudentConfig(model=args.model, store=args.out / "store", train=settings))
     for n, context in enumerate(contexts, 1):
         if context.context_id in done:
