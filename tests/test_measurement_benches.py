@@ -1,4 +1,4 @@
-"""The answer-format, probe-loss, stack-cost and self-edit-format benches run end to end on the tiny model."""
+"""The answer-format, probe-loss, stack-cost, self-edit-format and reward-noise benches, end to end."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bench import answer_format, probe_loss, restem_workers, self_edit_formats, stack_cost
+from bench import answer_format, probe_loss, restem_workers, reward_noise, self_edit_formats, stack_cost
 from library.datasets import DEMO_DOCUMENTS
 from library.jsonl import append_jsonl, read_jsonl
 from tests.examples import VERDICT
@@ -89,3 +89,26 @@ def test_probe_loss_settings_name_rate_epochs_anchors_rank_and_targets():
     assert probe_loss.parse_setting("3e-4x3").target_modules == "all-linear"
     with pytest.raises(SystemExit, match="unknown setting"):
         probe_loss.parse_setting("fast")
+
+
+def test_reward_noise_compares_the_same_samples_rewards_across_two_seeds(tmp_path):
+    def records(path, gains):
+        rows = []
+        for context, passage_loglik in (("c1", -3.0), ("c2", -4.0)):
+            rows.append({"context_id": context, "arm": "passage only", "sample": 0, "loglik": passage_loglik,
+                         "answer_recall": 0.0})  # fmt: skip
+            for sample, gain in enumerate(gains[context]):
+                rows.append({"context_id": context, "arm": "self_qa+ex", "sample": sample,
+                             "loglik": passage_loglik + gain, "answer_recall": 0.2 if gain > 0 else 0.0})  # fmt: skip
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return path
+
+    first = records(tmp_path / "s0.jsonl", {"c1": [0.1, -0.2, 0.3], "c2": [-0.1, 0.2, 0.0]})
+    second = records(tmp_path / "s1.jsonl", {"c1": [0.3, -0.2, 0.1], "c2": [-0.1, 0.2, 0.0]})  # c1's best swapped
+    (arm, overall) = reward_noise.main([str(first), str(second), "--out", str(tmp_path / "out")])
+    assert arm["arm"] == "self_qa+ex" and arm["samples"] == 6 and (arm["same_best"], arm["passages"]) == (1, 2)
+    assert 0 < arm["loglik_r"] < 1 and arm["sd_difference"] > 0 and arm["recall_same_sign"] == 6
+    assert overall["arm"] == "all" and overall["samples"] == 6
+    same = reward_noise.main([str(first), str(first), "--out", str(tmp_path / "same")])[0]
+    assert same["loglik_r"] == pytest.approx(1.0) and same["sd_difference"] == 0 and same["same_best"] == 2
+    assert "| self_qa+ex | 6 | 1.00 |" in (tmp_path / "same" / "reward_noise.md").read_text()
