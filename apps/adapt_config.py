@@ -34,8 +34,8 @@ class AdaptConfig(BaseModel):
         None, description="The teacher shows the format once on a made-up passage (default: its own, yes)."
     )
     # The defaults below are the dose measured to teach the embedded 135M default greedy answers that the probes
-    # still pass (bench/results/adapt_demo/kl16_lr7e-4_recall/: 2 and 3 of the ten demo documents accepted,
-    # each raising its sealed acceptance set's right answers, in 13 min on 2 cores); the student's own
+    # still pass (bench/results/adapt_demo/defaults/ and kl16_lr7e-4_recall/: 3 and 2 of the ten demo documents
+    # accepted, each raising its sealed acceptance set's right answers, in 13 min on 2 cores); the student's own
     # defaults (3e-4 x 3, no anchors) raise the answers' likelihood but no right answer.
     metric: Literal["loglik", "f1", "exact_match", "answer_recall"] = Field(
         "answer_recall",

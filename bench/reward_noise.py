@@ -8,7 +8,8 @@ the first one's ``self_edits.jsonl``, so nothing is sampled again) with ``--seed
 A sample's reward is ReST^EM's: its gold log-likelihood gain over the passage alone, trained on the same seed.
 Per arm: the correlation of the two seeds' rewards, the spread of their difference against the spread of the
 rewards themselves (noise against signal), and how often the best of a passage's samples is the same sample on
-both seeds (what the E-step keeps). Then the same for answer recall. Results: ``reward_noise.md`` and ``.json``.
+both seeds (what the E-step keeps); and how often a sample's answer-recall gain keeps its sign.
+Results: ``reward_noise.md`` and ``.json``.
 """
 
 from __future__ import annotations
