@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.results_files import command_line, write_results
+from bench.self_edit_formats import PASSAGE_ONLY
 from library.jsonl import read_jsonl
 
-PASSAGE_ONLY = "passage only"
 Key = tuple[str, str, int]  # (context id, arm, sample)
 
 
