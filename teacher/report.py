@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from rich.table import Table
 
 from protocol.messages import Scores
 from teacher.loop import Outcome
-from teacher.restem import RoundSummary
+from teacher.m_step import Kept
+from teacher.restem import RoundSummary, TaskSamples
 
 COLUMNS = [
     "context",
@@ -71,24 +74,41 @@ def _short_reason(reason: str) -> str:
     return ", ".join(label for key, label in labels.items() if key in reason)
 
 
+@dataclass(frozen=True)
+class RoundFigures:
+    """One round's figures: tasks, candidates judged, their mean reward, the mean of each task's best, kept."""
+
+    tasks: int
+    candidates: int
+    mean_reward: float
+    mean_best_reward: float
+    kept: int
+
+
+def round_figures(tasks: list[TaskSamples], kept: list[Kept]) -> RoundFigures:
+    """What the rounds table and the run report show of a round (finished or not)."""
+    per_task = [[v.reward for sample in t.samples for v in sample.verdicts] for t in tasks]
+    rewards = [reward for task in per_task for reward in task]
+    best = [max(task) for task in per_task if task]
+    return RoundFigures(len(tasks), len(rewards), _mean(rewards), _mean(best), len(kept))
+
+
 def rounds_table(summaries: list[RoundSummary], wall_seconds: float | None = None) -> Table:
     """One row per ReST^EM round: who sampled, the mean and best rewards, what was kept, the version made."""
     table = Table(title="seal: ReST^EM rounds")
     for name in ["round", "sampled by", "contexts", "candidates", "mean reward", "mean best reward", "kept", "made"]:
         table.add_column(name, justify="left" if name in ("sampled by", "made") else "right")
     for s in summaries:
-        per_task = [[v.reward for sample in t.samples for v in sample.verdicts] for t in s.tasks]
-        rewards = [reward for task in per_task for reward in task]
-        best = [max(task) for task in per_task if task]
+        figures = round_figures(s.tasks, s.kept)
         made = f"{s.made.version} ({s.made.kind}, {s.made.examples} examples)"
         table.add_row(
             str(s.round),
             s.sampled_by,
-            str(len(s.tasks)),
-            str(len(rewards)),
-            f"{_mean(rewards):+.3f}",
-            f"{_mean(best):+.3f}",
-            str(len(s.kept)),
+            str(figures.tasks),
+            str(figures.candidates),
+            f"{figures.mean_reward:+.3f}",
+            f"{figures.mean_best_reward:+.3f}",
+            str(figures.kept),
             made,
         )
     if wall_seconds is not None:

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from apps import restem_report
 from auditor.teacher_versions import record_teacher_version
 from library.datasets import DEMO_DOCUMENTS
 from library.ledger import Ledger, verify_ledger
@@ -211,6 +212,32 @@ def test_train_teacher_runs_two_rounds_records_versions_and_resumes(tiny_model_d
     assert again.returncode == 0, again.stdout + again.stderr
     assert verify_ledger(run_dir / "ledger.jsonl").entries == len(entries), "a finished run is not redone"
     assert json.loads(book.read_text())[0]["ledger_entry"] == versions[0]["ledger_entry"], "the record is finished"
+
+    _check_the_run_summary(run_dir, tmp_path / "summary", versions)
+
+
+def _check_the_run_summary(run_dir, out, versions) -> None:
+    """``apps.restem_report`` on the finished run, then on the same folder as if round 1 were under way."""
+    assert restem_report.main([str(run_dir), str(out)]) == 0
+    summary = json.loads((out / "rounds.json").read_text())
+    assert [(r["round"], r["sampled_by"], r["tasks"], r["made"]) for r in summary["rounds"]] == [
+        (0, "v0", 2, "v1"),
+        (1, "v1", 2, "v2"),
+    ]
+    for r, version in zip(summary["rounds"], versions, strict=True):
+        assert r["kept"] == version["examples"] == sum(len(c["kept"]) for c in r["contexts"])
+        assert r["candidates"] == sum(len(c["rewards"]) for c in r["contexts"])
+    booked = {v["version"]: v["ledger_entry"] for v in versions}
+    assert {v["version"]: v["ledger_entry"] for v in summary["versions"][1:]} == booked
+    assert summary["ledger"]["ok"] and summary["ledger"]["kinds"]["teacher_version"] == 2
+    assert all(entry in (out / "rounds.md").read_text() for entry in booked.values())
+
+    results = run_dir / "round-1" / "results.jsonl"
+    results.write_text(results.read_text().splitlines()[0] + "\n")  # one context of round 1 finished
+    (run_dir / "teacher" / "versions.json").write_text(json.dumps(versions[:1]))
+    assert restem_report.main([str(run_dir), str(out)]) == 0
+    assert "| 1 | v1 | 1 of 2 |" in (out / "rounds.md").read_text()
+    assert "round under way" in (out / "rounds.md").read_text()
 
 
 def test_a_vllm_teacher_must_be_able_to_serve_the_rank_restem_trains():
