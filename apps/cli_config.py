@@ -122,12 +122,12 @@ def add_student_training_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-TEACHER_WRITING = ("format", "worked_example")
-"""The teacher settings a launcher's flags set for its run: how self-edits are written."""
+TEACHER_WRITING = ("format", "worked_example", "propose_ahead")
+"""The teacher settings a launcher's flags set for its run: how self-edits are written, and when."""
 
 
 def add_teacher_writing_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--format`` and ``--worked-example``: how the teacher writes self-edits (default: its own)."""
+    """``--format``, ``--worked-example``, ``--propose-ahead``: how and when the teacher writes self-edits."""
     parser.add_argument(
         "--format",
         choices=list(PROMPTS),
@@ -139,6 +139,13 @@ def add_teacher_writing_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="Show the format once on a made-up passage before the real one (default: yes).",
+    )
+    parser.add_argument(
+        "--propose-ahead",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Sample the next passage's self-edits while the student trains and the auditor judges this one's "
+        "(default: no; the teacher then competes with them for the cores).",
     )
 
 

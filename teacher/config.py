@@ -43,6 +43,11 @@ class TeacherConfig(BaseModel):
         True, description="Show the format once, on a made-up passage, before the real one (teacher/prompts.py)."
     )
     k: int = Field(1, ge=1, le=64, description="Self-edits sampled per context.")
+    propose_ahead: bool = Field(
+        False,
+        description="Sample the next context's self-edits while the student trains and the auditor judges this "
+        "one's (teacher.loop.Proposals); the same samples, sooner, where the teacher has cores to spare.",
+    )
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(temperature=0.7, top_p=0.95, max_new_tokens=160),
         description="Sampling settings.",

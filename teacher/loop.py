@@ -8,6 +8,7 @@ is also what the auditor judges them against.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,7 @@ def run_pass(
     settings: list[TrainConfig | None] | None = None,
     rehearsal: tuple[int, int] = (0, 0),
     before_context: Callable[[list[str]], None] | None = None,
+    propose_ahead: bool = False,
 ) -> list[Outcome]:
     """One adaptation pass over ``contexts``, resumable from ``run_dir/results.jsonl``.
 
@@ -134,21 +136,23 @@ def run_pass(
     each context's candidates rehearse that many self-edits accepted for the contexts finished before it.
     ``before_context``: called with the ids of the contexts finished so far before each new one is adapted
     (``seal adapt``'s teacher waits there until the launcher has promoted what they learned).
+    ``propose_ahead``: sample the next context's self-edits while this one's are trained and judged
+    (:class:`Proposals`).
     """
     run_dir.mkdir(parents=True, exist_ok=True)
     results = run_dir / "results.jsonl"
     done = load_outcomes(results)
+    todo = [c for c in contexts if c.context_id not in done]
+    proposals = Proposals(propose, todo, propose_ahead)
     with _progress() as progress:
-        task = progress.add_task("contexts", total=len(contexts), completed=sum(c.context_id in done for c in contexts))
-        for context in contexts:
-            if context.context_id in done:
-                continue
+        task = progress.add_task("contexts", total=len(contexts), completed=len(contexts) - len(todo))
+        for context in todo:
             if before_context is not None:
                 before_context(list(done))
             progress.update(task, description=escape(context.title[:30] or context.context_id))
             earlier = [e for o in done.values() for e in accepted_self_edits(o.self_edits, o.verdicts)]
             replay = rehearsal_sample(earlier, *rehearsal, context.context_id)
-            outcome = adapt_context(context, propose(context), student, auditor, *timeouts, settings, replay)
+            outcome = adapt_context(context, proposals.take(), student, auditor, *timeouts, settings, replay)
             append_jsonl(results, outcome.to_record())
             done[context.context_id] = outcome
             progress.advance(task)
@@ -156,6 +160,55 @@ def run_pass(
                 escape(f"{len(done)}/{len(contexts)} {outcome.summary()}")
             )  # a line each, tty or not
     return [done[c.context_id] for c in contexts]
+
+
+class Proposals:
+    """Each context's self-edits, taken in the contexts' order.
+
+    With ``ahead``, once a context's self-edits are taken the next context's are sampled in a background
+    thread, so the teacher samples while the student trains and the auditor judges, instead of the three
+    taking turns. The samples are the same: one context at a time, in order, each with its sampling seed; but
+    the sampler uses its process's torch random state, so proposing ahead is for a teacher in a process of its
+    own (the launchers'), not one sharing a process with a training student. A failed proposal is raised when
+    its context's turn comes, as without ``ahead``.
+    """
+
+    def __init__(self, propose: Callable[[Context], list[SelfEdit]], contexts: list[Context], ahead: bool):
+        self._propose, self._contexts, self._ahead = propose, contexts, ahead
+        self._taken = 0
+        self._next: _BackgroundProposal | None = None
+
+    def take(self) -> list[SelfEdit]:
+        """The next context's self-edits: sampled now, or waited for if they are being sampled ahead."""
+        context = self._contexts[self._taken]
+        self._taken += 1
+        edits = self._next.result() if self._next is not None else self._propose(context)
+        self._next = None
+        if self._ahead and self._taken < len(self._contexts):
+            self._next = _BackgroundProposal(self._propose, self._contexts[self._taken])
+        return edits
+
+
+class _BackgroundProposal:
+    """One context's proposal in a daemon thread (an interrupted run does not wait for it to finish)."""
+
+    def __init__(self, propose: Callable[[Context], list[SelfEdit]], context: Context):
+        self._edits: list[SelfEdit] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(propose, context), name="propose-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self, propose: Callable[[Context], list[SelfEdit]], context: Context) -> None:
+        try:
+            self._edits = propose(context)
+        except BaseException as exc:  # handed to the caller of result(), in its thread
+            self._error = exc
+
+    def result(self) -> list[SelfEdit]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._edits
 
 
 def _progress() -> Progress:

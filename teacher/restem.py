@@ -198,7 +198,14 @@ class KnowledgeDomain:
         propose_for = proposer_for(self.backend, self.config, version.version, self.book.bank(version))
         folder = self.config.run_dir / f"round-{round_index}"
         outcomes = run_pass(
-            self.contexts, propose_for, self.student, self.auditor, folder, self.timeouts, self.settings
+            self.contexts,
+            propose_for,
+            self.student,
+            self.auditor,
+            folder,
+            self.timeouts,
+            self.settings,
+            propose_ahead=self.config.propose_ahead,
         )
         return [outcome_samples(o) for o in outcomes]
 

@@ -57,6 +57,7 @@ class Teacher:
             timeouts,
             rehearsal=rehearsal,
             before_context=self._promotion_gate(),
+            propose_ahead=config.propose_ahead,
         )
         return outcomes_table(outcomes, time.perf_counter() - started)
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import yaml
 
 from apps import restem_report
 from auditor.teacher_versions import record_teacher_version
@@ -189,9 +190,11 @@ def test_train_teacher_runs_two_rounds_records_versions_and_resumes(tiny_model_d
     run_dir = tmp_path / "restem"
     args = ["train-teacher", "--model", tiny_model_dir, "--data", str(DEMO_DOCUMENTS), "--limit", "2"]
     args += ["--rounds", "2", "--k", "2", "--epochs", "2", "--sft-epochs", "1", "--run-dir", str(run_dir)]
+    args += ["--propose-ahead"]  # each next passage sampled while the last is trained and judged
     done = _seal(*args, timeout=900)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "ReST^EM rounds" in done.stdout
+    assert yaml.safe_load((run_dir / "config" / "teacher.yaml").read_text())["propose_ahead"] is True
     versions = json.loads((run_dir / "teacher" / "versions.json").read_text())
     assert [v["version"] for v in versions] == ["v1", "v2"]
     for r in (0, 1):
