@@ -45,20 +45,26 @@ def test_probe_loss_counts_facts_lost_and_tau_gained_per_setting(tiny_model_dir,
 def test_restem_workers_reads_finished_rounds_back_and_compares_them_with_the_first(tmp_path):
     """Finished runs are not run again: their times and verdicts are read back, the ratio and reward gap computed."""
     work = tmp_path / "work"
-    for workers, wall, shift in ((1, 100.0, 0.0), (2, 50.0, 3e-5)):
-        run_dir = work / f"workers-{workers}"
+    for name, workers, ahead, wall, shift in (("1", 1, None, 100.0, 0.0), ("2", 2, None, 50.0, 3e-5),
+                                              ("2-ahead", 2, True, 40.0, 0.0)):  # fmt: skip
+        run_dir = work / f"workers-{name}"
         verdicts = [
             VERDICT.model_copy(update={"self_edit_id": f"e{i}", "reward": 0.5 + i + shift, "accepted": i == 0})
             for i in range(2)
         ]
         (run_dir / "round-0").mkdir(parents=True)
         append_jsonl(run_dir / "round-0" / "results.jsonl", {"verdicts": [v.model_dump() for v in verdicts]})
-        append_jsonl(work / "timings.jsonl", {"workers": workers, "wall_s": wall, "run_dir": str(run_dir)})
-    table = restem_workers.main(["--data", "unused.json", "--work", str(work), "--out", str(tmp_path / "out")])
-    assert [(r["workers"], r["candidates"], r["accepted"]) for r in table] == [(1, 2, 1), (2, 2, 1)]
-    assert table[0]["candidates_per_hour"] == 72.0 and table[1]["ratio"] == 2.0
+        timing = {"workers": workers, "wall_s": wall, "run_dir": str(run_dir)}  # as written before --propose-ahead
+        append_jsonl(work / "timings.jsonl", timing | ({"propose_ahead": ahead} if ahead else {}))
+    argv = ["--data", "unused.json", "--workers", "1,2,2+ahead", "--work", str(work), "--out", str(tmp_path / "out")]
+    table = restem_workers.main(argv)
+    assert [(r["workers"], r["propose_ahead"], r["candidates"]) for r in table] == [(1, False, 2), (2, False, 2),
+                                                                                   (2, True, 2)]  # fmt: skip
+    assert table[0]["candidates_per_hour"] == 72.0 and table[1]["ratio"] == 2.0 and table[2]["ratio"] == 2.5
     assert table[1]["same_self_edits"] == 2 and abs(table[1]["max_reward_diff"] - 3e-5) < 1e-9
-    assert "| 2 | 50 | 2 | 144.0 | 2.00 | 1 | 2 | 3.00e-05 |" in (tmp_path / "out" / "restem_workers.md").read_text()
+    written = (tmp_path / "out" / "restem_workers.md").read_text()
+    assert "| 2 | no | 50 | 2 | 144.0 | 2.00 | 1 | 2 | 3.00e-05 |" in written
+    assert "| 2 | yes | 40 | 2 | 180.0 | 2.50 | 1 | 2 | 0.00e+00 |" in written
 
 
 def test_self_edit_formats_samples_trains_and_scores_each_arm_and_resumes_without_redoing_any(tiny_model_dir, tmp_path):
