@@ -142,7 +142,7 @@ def run_pass(
     run_dir.mkdir(parents=True, exist_ok=True)
     results = run_dir / "results.jsonl"
     done = load_outcomes(results)
-    todo = [c for c in contexts if c.context_id not in done]
+    todo = list({c.context_id: c for c in contexts if c.context_id not in done}.values())  # each context once
     proposals = Proposals(propose, todo, propose_ahead)
     with _progress() as progress:
         task = progress.add_task("contexts", total=len(contexts), completed=len(contexts) - len(todo))
