@@ -24,8 +24,9 @@ from apps.adapt_config import AdaptConfig
 from apps.adapt_report import write_report
 from apps.cli_config import STUDENT_TRAINING, TEACHER_WRITING
 from apps.demo import LaunchConfig, run_demo
-from auditor.document_tau import DocumentTau, PairWriter, write_tau
+from auditor.document_tau import DocumentTau, PairWriter, pair_writer, write_tau
 from auditor.tau_config import DocumentTauConfig
+from library.api_models import APIModelConfig
 from library.datasets import DatasetError
 from library.documents import token_counter
 from library.models import resolve_model
@@ -39,6 +40,7 @@ def run_adapt(config: AdaptConfig, threads: int | None = None, console: Console 
         update={
             "paths": [p.resolve() for p in config.documents.paths],
             "questions": [p.resolve() for p in config.documents.questions],
+            "writer_api": _resolved_key_file(config.documents.writer_api),
         }
     )
     if not documents.paths:
@@ -89,14 +91,18 @@ def _auditor_settings(config: AdaptConfig, documents: DocumentTauConfig) -> dict
 
 
 def _model_writer(config: AdaptConfig) -> PairWriter | None:
-    """With ``--documents.writer model``, the auditor's model writing here what the auditor will write (greedy)."""
-    if config.documents.writer != "model":
-        return None
-    from auditor.model_question_writer import model_pairs
+    """With ``--documents.writer model`` or ``api``, a writer here that writes what the auditor will (greedy, or
+    the API model at temperature 0), so the passages without τ are known before any role starts."""
     from library.models import load_model
 
-    model, tokenizer = load_model(config.model, config.device, config.dtype)
-    return lambda passage: model_pairs(model, tokenizer, passage)
+    return pair_writer(config.documents, lambda: load_model(config.model, config.device, config.dtype))
+
+
+def _resolved_key_file(api: APIModelConfig | None) -> APIModelConfig | None:
+    """The writer's API settings with an absolute key file, as the auditor process reads it from another folder."""
+    if api is None or api.key_file is None:
+        return api
+    return api.model_copy(update={"key_file": api.key_file.resolve()})
 
 
 def _summary(tau: DocumentTau, console: Console) -> None:

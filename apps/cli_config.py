@@ -31,7 +31,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]
         if nested is not None:
             add_config_arguments(parser, nested, f"{prefix}{name}.")
             continue
-        default = field.get_default(call_default_factory=True)
+        default = (
+            "none: give it to use this group" if field.is_required() else field.get_default(call_default_factory=True)
+        )
         choices = literal_choices(field.annotation)
         parser.add_argument(
             f"--{prefix}{name}".replace("_", "-"),

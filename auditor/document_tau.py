@@ -21,10 +21,12 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from auditor.config import AuditorConfig
-from auditor.model_question_writer import model_pairs
+from auditor.model_question_writer import api_pairs, model_pairs
 from auditor.question_files import assign_questions
 from auditor.question_writer import check_pairs, cloze_pairs, split_sets
 from auditor.tau_config import DocumentTauConfig
+from library.api_models import connect
+from library.backend_errors import TeacherBackendError
 from library.datasets import DEMO_DOCUMENTS, QAItem, load_questions
 from library.documents import DocumentSet, Passage, TokenCounter, read_documents, token_counter
 from library.ledger import Ledger
@@ -89,7 +91,9 @@ def auditor_tau(config: AuditorConfig, model: PreTrainedModel, tokenizer: PreTra
         return HeldTau(
             load_questions(config.data or DEMO_DOCUMENTS, limit=config.limit, per_title=config.per_title), {}
         )
-    tau = write_tau(config.documents, token_counter(config.model), lambda p: model_pairs(model, tokenizer, p))
+    tau = write_tau(
+        config.documents, token_counter(config.model), pair_writer(config.documents, lambda: (model, tokenizer))
+    )
     for problem in tau.problems:
         log.warning("%s", problem)
     kept = sum(len(t.reward) + len(t.acceptance) for t in tau.passages.values())
@@ -98,15 +102,30 @@ def auditor_tau(config: AuditorConfig, model: PreTrainedModel, tokenizer: PreTra
     return HeldTau(questions, {cid: len(t.reward) for cid, t in tau.passages.items()}, tau)
 
 
+def pair_writer(
+    config: DocumentTauConfig, local_model: Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]]
+) -> PairWriter | None:
+    """Who writes a passage's pairs under ``config.writer``: None for cloze (:func:`write_tau`'s own), the local
+    model ``local_model()`` gives (loaded only then), or the API model, connected and checked here."""
+    if config.writer == "model":
+        model, tokenizer = local_model()
+        return lambda passage: model_pairs(model, tokenizer, passage)
+    if config.writer == "api" and config.writer_api is not None:  # the config checks it is given
+        client = connect(config.writer_api)  # one line if the server, the key or the model is wrong
+        return lambda passage: api_pairs(client, passage)
+    return None
+
+
 def write_tau(
     config: DocumentTauConfig, count_tokens: TokenCounter, write_with_model: PairWriter | None = None
 ) -> DocumentTau:
     """Read the documents, then give each passage its checked, split τ; a passage with fewer than two pairs has none.
 
-    ``write_with_model`` writes a passage's pairs when ``config.writer`` is "model".
+    ``write_with_model`` writes a passage's pairs when ``config.writer`` is "model" or "api"
+    (:func:`pair_writer`); a passage whose writer fails is skipped with one line, the others go on.
     """
-    if config.writer == "model" and write_with_model is None:
-        raise ValueError("--documents.writer model needs the auditor's model to write with")
+    if config.writer != "cloze" and write_with_model is None:
+        raise ValueError(f"--documents.writer {config.writer} needs a writer: the auditor's model or its API model")
     writer = cloze_pairs if config.writer == "cloze" else write_with_model
     documents = read_documents(config.paths, config.max_tokens, count_tokens)
     given, given_dropped = assign_questions(config.questions, documents)
@@ -115,12 +134,16 @@ def write_tau(
         tau.problems.append(f"user questions dropped: {_reasons(given_dropped)}")
     for passage in documents.passages:
         user = given.get(passage.context_id, [])
-        written = [] if user and config.user_questions == "instead" else writer(passage)
+        try:
+            written = [] if user and config.user_questions == "instead" else writer(passage)
+        except TeacherBackendError as exc:
+            tau.problems.append(f"{_where(passage)}: the question writer failed ({exc}); passage skipped")
+            continue
         kept, dropped = check_pairs(passage, [*user, *written], config.max_questions)
         source = "+".join(name for name, pairs in (("user", user), ("written", written)) if pairs) or "written"
         if len(kept) < 2:
             tau.problems.append(
-                f"{passage.document} ('{passage.title}', passage {passage.context_id}): {len(kept)} of "
+                f"{_where(passage)}: {len(kept)} of "
                 f"{len(user) + len(written)} question-answer pairs survived the checks"
                 f"{' (dropped: ' + _reasons(dropped) + ')' if dropped else ''}; two are needed, passage skipped"
             )
@@ -149,6 +172,10 @@ def record_documents(ledger: Ledger, tau: DocumentTau) -> list[dict[str, Any]]:
         if before is not None:
             log.info("document %s changed: passages %s -> %s", name, before["passage_ids"], ids)
     return recorded
+
+
+def _where(passage: Passage) -> str:
+    return f"{passage.document} ('{passage.title}', passage {passage.context_id})"
 
 
 def _reasons(dropped: Counter[str]) -> str:

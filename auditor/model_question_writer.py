@@ -1,8 +1,10 @@
-"""τ written by the auditor's own local model: question-answer pairs about a passage, checked like cloze pairs.
+"""τ written by a model: question-answer pairs about a passage, checked like cloze pairs.
 
-The auditor's scoring model (the student's base model, loaded by the auditor alone) is asked greedily for
-``Question: ... Answer: ...`` lines about the passage; the lines that parse become pairs, and
-:func:`auditor.question_writer.check_pairs` keeps only those whose answer is a span of the passage.
+Two writers, one prompt: the auditor's own local model (the student's base model, loaded by the auditor
+alone, greedy: :func:`model_pairs`), or an API model configured on the auditor only (temperature 0:
+:func:`api_pairs`). Each is asked for ``Question: ... Answer: ...`` lines about the passage; the lines
+that parse become pairs, and :func:`auditor.question_writer.check_pairs` keeps only those whose answer is
+a span of the passage.
 """
 
 from __future__ import annotations
@@ -12,14 +14,19 @@ import re
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from library.completions import Completer
 from library.datasets import QAItem
 from library.documents import Passage
+from protocol.messages import SamplingConfig
 
 PROMPT = (
     "Read the passage and write five quiz questions about its facts: names, places, numbers and dates. "
     "Write each on one line as 'Question: ... Answer: ...', the answer copied word for word from the passage.\n\n"
     "Passage:\n{title}\n{text}"
 )
+API_SAMPLING = SamplingConfig(temperature=0.0, top_p=1.0, max_new_tokens=400, seed=0)
+"""How an API model writes τ: at temperature 0 (with a seed where the API takes one), so reruns agree."""
+
 # A pair on one line or over several: the answer runs to the end of its line.
 _PAIR = re.compile(r"Question:\s*(?P<q>.+?)\s*Answer:[ \t]*(?P<a>[^\n]*)", re.IGNORECASE | re.DOTALL)
 
@@ -40,7 +47,7 @@ def model_pairs(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, passage: Passage, max_new_tokens: int = 200
 ) -> list[QAItem]:
     """The pairs ``model`` writes about ``passage`` (greedy, so every run writes the same), before any check."""
-    content = PROMPT.format(title=passage.title, text=passage.text)
+    content = writer_prompt(passage)
     if getattr(tokenizer, "chat_template", None):
         prompt = tokenizer.apply_chat_template(
             [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
@@ -52,3 +59,15 @@ def model_pairs(
         **ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
     )  # (1, prompt + new)
     return parse_pairs(tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True))
+
+
+def api_pairs(client: Completer, passage: Passage) -> list[QAItem]:
+    """The pairs an API model writes about ``passage``, before any check; a failed request raises
+    :class:`library.backend_errors.TeacherBackendError` (after the client's retries), a refusal writes none."""
+    [[completion]] = client.complete([writer_prompt(passage)], 1, API_SAMPLING)
+    return parse_pairs(completion.text)
+
+
+def writer_prompt(passage: Passage) -> str:
+    """What either writer is asked about ``passage`` (the local model gets it inside its chat template)."""
+    return PROMPT.format(title=passage.title, text=passage.text)

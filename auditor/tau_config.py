@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from library.api_models import APIModelConfig
 
 
 class DocumentTauConfig(BaseModel):
@@ -33,10 +35,17 @@ class DocumentTauConfig(BaseModel):
         description="A passage with questions from --documents.questions: only those (instead), or those and the "
         "written ones (in_addition). Passages without any get written ones either way.",
     )
-    writer: Literal["cloze", "model"] = Field(
+    writer: Literal["cloze", "model", "api"] = Field(
         "cloze",
         description="Who writes τ where the user gave none: cloze (the passage's names, numbers and dates blanked, "
-        "no model) or model (the auditor's own model, greedy); both checked the same way.",
+        "no model), model (the auditor's own model, greedy) or api (--documents.writer-api, at temperature 0 where "
+        "the API takes one); "
+        "all checked the same way.",
+    )
+    writer_api: APIModelConfig | None = Field(
+        None,
+        description="The API model of --documents.writer api, configured on the auditor only: its key is read "
+        "where τ is written, never by the teacher or the student.",
     )
     max_questions: int = Field(10, ge=2, le=200, description="Most question-answer pairs kept per passage.")
     acceptance_share: float = Field(
@@ -45,3 +54,11 @@ class DocumentTauConfig(BaseModel):
         lt=1,
         description="Share of each passage's pairs sealed for the acceptance decision; the rest are the reward set.",
     )
+
+    @model_validator(mode="after")
+    def _api_writer_named(self) -> DocumentTauConfig:
+        if self.writer == "api" and self.writer_api is None:
+            raise ValueError(
+                "--documents.writer api needs --documents.writer-api.model openai:MODEL (or anthropic:MODEL)"
+            )
+        return self

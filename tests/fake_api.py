@@ -51,12 +51,17 @@ def canned_text(prompt: str, index: int) -> str:
     A grading prompt (``Predicted answer:``) gets a grader's reply instead: "Yes" when the prediction
     equals one gold answer (case aside), "No" otherwise, and a hedge that is neither for a "??" answer.
     A reviewer's prompt (``APPROVE``) gets "VETO: ..." when it mentions Berlin, "APPROVE" otherwise.
-    A few-shot prompt (``test-time training``) gets :data:`FEWSHOT_JSON`, a valid self-edit.
+    A few-shot prompt (``test-time training``) gets :data:`FEWSHOT_JSON`, a valid self-edit. The auditor's
+    question writer (``quiz questions``) gets ``Question: ... Answer: ...`` lines whose answers are passage words.
     """
     if "Reply with APPROVE" in prompt:
         return "VETO: it teaches that the capital of France is Berlin." if "Berlin" in prompt else "APPROVE"
     if "test-time training" in prompt:
         return FEWSHOT_JSON
+    if "quiz questions" in prompt:  # the auditor's question writer: one pair per sentence, the answer its last word
+        passage = prompt.split("Passage:\n", 1)[1]
+        sentences = [s.split() for s in passage.replace("\n", " ").split(".") if len(s.split()) > 3]
+        return "\n".join(f"Question: What ends '{' '.join(s[:3])} ...'? Answer: {s[-1]}" for s in sentences[:5])
     if "Predicted answer:" in prompt:
         gold = prompt.split("Gold answer:", 1)[1].split("\n", 1)[0].strip().lower().split(" / ")
         predicted = prompt.split("Predicted answer:", 1)[1].split("\n", 1)[0].strip().lower()

@@ -8,16 +8,19 @@ import pytest
 
 from auditor.config import AuditorConfig
 from auditor.decision import Decider, ModelResult
-from auditor.document_tau import record_documents, write_tau
+from auditor.document_tau import pair_writer, record_documents, write_tau
 from auditor.grading import answer_recall
 from auditor.question_files import assign_questions
 from auditor.question_writer import BLANK, check_pairs, cloze_pairs, split_sets
 from auditor.tau_config import DocumentTauConfig
+from library.api_models import APIModelConfig
+from library.backend_errors import BackendUnavailable
 from library.datasets import DEMO_DOCUMENTS, DatasetError, QAItem
 from library.documents import Passage, approx_tokens, read_documents
 from library.ledger import Ledger
 from protocol.messages import CandidateToJudge
 from tests.examples import CANDIDATE, SELF_EDIT
+from tests.fake_api import FAKE_KEY, FakeAPI
 
 MARTEN = Passage(
     "marten.md",
@@ -184,9 +187,46 @@ def test_model_written_pairs_are_parsed_then_checked_like_cloze_ones(tiny_model_
 def test_tau_written_by_a_model_goes_through_the_same_checks(tmp_path):
     _documents(tmp_path, 1)
     config = DocumentTauConfig(paths=[tmp_path], writer="model", max_tokens=512)
-    with pytest.raises(ValueError, match="needs the auditor's model"):
+    with pytest.raises(ValueError, match="needs a writer"):
         write_tau(config, approx_tokens)
     pairs = [QAItem("Which town?", ["Ostrevane"]), QAItem("Which lake?", ["Lake Tessary"]), QAItem("Q?", ["Paris"])]
     [tau] = write_tau(config, approx_tokens, lambda passage: pairs).passages.values()
     assert sorted(q.answers[0] for q in tau.reward + tau.acceptance) == ["Lake Tessary", "Ostrevane"]
     assert tau.dropped == {"answer not a span of the passage": 1}
+
+
+@pytest.mark.parametrize("flavour", ["openai", "anthropic"])
+def test_an_api_model_writes_tau_at_temperature_0_and_a_failed_request_skips_only_its_passage(tmp_path, flavour):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    _documents(docs, 3)
+    key_file = tmp_path / "writer.key"
+    key_file.write_text(FAKE_KEY + "\n")
+    with FakeAPI(flavour) as api:
+        writer_api = APIModelConfig(model=f"{flavour}:fake-model", base_url=api.base_url, key_file=key_file, retries=0)
+        config = DocumentTauConfig(paths=[docs], writer="api", writer_api=writer_api, max_tokens=512)
+        writer = pair_writer(config, lambda: pytest.fail("the api writer loads no local model"))
+        api.script.append("500")  # the first passage's request fails
+        tau = write_tau(config, approx_tokens, writer)
+        bodies = api.generations()
+    assert len(bodies) == 3 and all(body.get("temperature", 0.0) == 0.0 for body in bodies)  # Anthropic takes none
+    assert all("quiz questions" in str(body["messages"]) for body in bodies)
+    assert len(tau.passages) == 2  # the other two passages have τ
+    [failed] = [p for p in tau.problems if "question writer failed" in p]
+    assert failed.endswith("passage skipped") and FAKE_KEY not in failed
+    for passage_tau in tau.passages.values():
+        assert passage_tau.source == "written" and passage_tau.reward and passage_tau.acceptance
+        for pair in passage_tau.reward + passage_tau.acceptance:  # kept only where the answer is a passage span
+            assert pair.answers[0] in passage_tau.passage.text and pair.question.startswith("What ends")
+
+
+def test_the_api_writer_needs_its_model_and_a_reachable_server(tmp_path):
+    with pytest.raises(ValueError, match=r"--documents\.writer-api\.model"):
+        DocumentTauConfig(paths=[tmp_path], writer="api")
+    (tmp_path / "writer.key").write_text(FAKE_KEY)
+    unreachable = APIModelConfig(
+        model="openai:fake-model", base_url="http://127.0.0.1:9/v1", key_file=tmp_path / "writer.key", retries=0
+    )
+    config = DocumentTauConfig(paths=[tmp_path], writer="api", writer_api=unreachable)
+    with pytest.raises(BackendUnavailable):  # found when the auditor starts, before any passage is read
+        pair_writer(config, lambda: pytest.fail("no local model"))
