@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import collections
 import json
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any
 
 from auditor.grading import answer_recall, mean_ci95
+from library.jsonl import read_jsonl, write_jsonl
 
 METRICS = (
     ("exact_match", "exact match"),
@@ -181,16 +183,49 @@ def plot(summary: list[dict[str, Any]], gains: list[dict[str, Any]], path: Path)
 
 def merge_runs(out: Path, runs: list[Path]) -> Path:
     """One report over several bench folders that split the passages (e.g. ``--offset 0 --limit 30`` and
-    ``--offset 30 --limit 20`` run side by side); each must have finished (its ``results.json``)."""
+    ``--offset 30 --limit 20`` run side by side); each must have finished (its ``results.json``).
+
+    Each run's self-edits are kept beside the report as ``self_edits_<first>-<last>.jsonl`` (passage indices),
+    so :func:`unpack_runs` can rebuild the folders from what is kept."""
     results = [json.loads((run / "results.json").read_text()) for run in runs]
     conditions = list(dict.fromkeys(row["condition"] for result in results for row in result["summary"]))
     records = [record for result in results for record in result["records"]]
     config = {"merged": [str(run) for run in runs], "runs": [result["config"] for result in results]}
     out.mkdir(parents=True, exist_ok=True)
+    for run, result in zip(runs, results, strict=True):
+        shutil.copyfile(run / "self_edits.jsonl", out / _self_edits_name(result["config"]))
     return write_report(out, conditions, records, config, sum(result["wall_seconds"] for result in results))
 
 
-if __name__ == "__main__":  # python -m apps.knowledge_report OUT RUN [RUN ...]
+def unpack_runs(kept: Path, parent: Path) -> list[Path]:
+    """The bench folders a merged report was made from, rebuilt under ``parent`` from what is kept in ``kept``
+    (its ``results.json`` and ``self_edits_<first>-<last>.jsonl``): each with its config, self-edits and
+    records, so ``seal bench knowledge --out FOLDER --teacher-run RUN`` with the same settings resumes it and
+    trains and scores only the new teacher versions, paired with the kept conditions."""
+    result = json.loads((kept / "results.json").read_text())
+    folders = []
+    for config in result["config"]["runs"]:
+        folder = parent / Path(config["out"]).name
+        folder.mkdir(parents=True, exist_ok=True)
+        edits = read_jsonl(kept / _self_edits_name(config))
+        mine = {row["context_id"] for row in edits}
+        write_jsonl(folder / "self_edits.jsonl", edits)
+        write_jsonl(folder / "records.jsonl", [r for r in result["records"] if r["context_id"] in mine])
+        (folder / "config.json").write_text(json.dumps(config | {"out": str(folder)}, indent=1))
+        folders.append(folder)
+    return folders
+
+
+def _self_edits_name(config: dict[str, Any]) -> str:
+    first = config.get("offset", 0)
+    return f"self_edits_{first}-{first + config['limit'] - 1}.jsonl"
+
+
+if __name__ == "__main__":  # python -m apps.knowledge_report OUT RUN [RUN ...] | --unpack KEPT PARENT
     import sys
 
-    print(merge_runs(Path(sys.argv[1]), [Path(arg) for arg in sys.argv[2:]]).read_text())
+    if sys.argv[1] == "--unpack":
+        for folder in unpack_runs(Path(sys.argv[2]), Path(sys.argv[3])):
+            print(folder)
+    else:
+        print(merge_runs(Path(sys.argv[1]), [Path(arg) for arg in sys.argv[2:]]).read_text())

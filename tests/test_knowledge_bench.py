@@ -9,7 +9,7 @@ import pytest
 from apps.cli_config import ConfigError
 from apps.knowledge_bench import read_jsonl, run_knowledge_bench
 from apps.knowledge_config import NO_ADAPTATION, PASSAGE_ONLY, RECORDED, KnowledgeBenchConfig
-from apps.knowledge_report import markdown_table, merge_runs, paired_gains, summarise
+from apps.knowledge_report import markdown_table, merge_runs, paired_gains, summarise, unpack_runs
 from protocol.messages import TrainConfig
 from teacher.backends import TransformersTeacher
 from teacher.sft import SFTConfig, train_teacher_adapter
@@ -201,6 +201,31 @@ def test_runs_that_split_the_passages_merge_into_one_report(tiny_model_dir, data
     (first.out / "results.json").write_text(json.dumps(old))
     again = json.loads(merge_runs(tmp_path / "merged", [first.out, second.out]).with_suffix(".json").read_text())
     assert [r["answer_recall"] for r in again["records"]] == [r["answer_recall"] for r in merged["records"]]
+
+
+def test_a_kept_merged_report_unpacks_into_folders_that_resume_without_training_again(
+    tiny_model_dir, data_file, tmp_path, monkeypatch
+):
+    first = _config(tiny_model_dir, data_file, tmp_path, limit=1, out=tmp_path / "a")
+    second = _config(tiny_model_dir, data_file, tmp_path, offset=1, limit=1, out=tmp_path / "b")
+    run_knowledge_bench(first)
+    run_knowledge_bench(second)
+    kept = tmp_path / "kept"
+    merge_runs(kept, [first.out, second.out])
+    assert sorted(p.name for p in kept.glob("self_edits_*.jsonl")) == ["self_edits_0-0.jsonl", "self_edits_1-1.jsonl"]
+    folders = unpack_runs(kept, tmp_path / "unpacked")
+    assert [f.name for f in folders] == ["a", "b"]
+    for folder, run in zip(folders, (first, second), strict=True):
+        assert read_jsonl(folder / "records.jsonl") == read_jsonl(run.out / "records.jsonl")
+        assert read_jsonl(folder / "self_edits.jsonl") == read_jsonl(run.out / "self_edits.jsonl")
+
+    def trains(*args, **kwargs):
+        raise AssertionError("a resumed folder with every condition scored trains nothing")
+
+    monkeypatch.setattr("student.service.Student.apply_self_edits", trains)
+    resumed = first.model_copy(update={"out": folders[0]})
+    run_knowledge_bench(resumed)
+    assert read_jsonl(folders[0] / "records.jsonl") == read_jsonl(first.out / "records.jsonl")
 
 
 def _record_key(record: dict) -> tuple[str, str, str]:
