@@ -47,7 +47,7 @@ def run_adapt(config: AdaptConfig, threads: int | None = None, console: Console 
         raise DatasetError("no documents: give at least one file or folder")
     resolve_model(config.model)  # convert the default once, before the tokenizer and the three roles need it
     # What the auditor will hold, checked here before any role starts (a bad question file is one line).
-    tau = write_tau(documents, token_counter(config.model), _model_writer(config))
+    tau = write_tau(documents, token_counter(config.model), _pair_writer(config))
     for problem in tau.problems:
         console.print(f"[yellow]{problem}[/]")
     if not tau.passages:
@@ -90,7 +90,7 @@ def _auditor_settings(config: AdaptConfig, documents: DocumentTauConfig) -> dict
     return {"documents": documents, **{name: value for name, value in given.items() if value is not None}}
 
 
-def _model_writer(config: AdaptConfig) -> PairWriter | None:
+def _pair_writer(config: AdaptConfig) -> PairWriter | None:
     """With ``--documents.writer model`` or ``api``, a writer here that writes what the auditor will (greedy, or
     the API model at temperature 0), so the passages without τ are known before any role starts."""
     from library.models import load_model
