@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -217,6 +218,7 @@ def test_train_teacher_runs_two_rounds_records_versions_and_resumes(tiny_model_d
     assert json.loads(book.read_text())[0]["ledger_entry"] == versions[0]["ledger_entry"], "the record is finished"
 
     _check_the_run_summary(run_dir, tmp_path / "summary", versions)
+    _check_the_run_carries_to_a_fresh_folder(run_dir, tmp_path, args, versions)
 
 
 def _check_the_run_summary(run_dir, out, versions) -> None:
@@ -241,6 +243,36 @@ def _check_the_run_summary(run_dir, out, versions) -> None:
     assert restem_report.main([str(run_dir), str(out)]) == 0
     assert "| 1 | v1 | 1 of 2 |" in (out / "rounds.md").read_text()
     assert "round under way" in (out / "rounds.md").read_text()
+
+
+def _check_the_run_carries_to_a_fresh_folder(run_dir, tmp_path, args, versions) -> None:
+    """``--carry`` on the run left with round 1 under way: the fresh folder redoes round 1 only, with new keys."""
+    out = tmp_path / "carried-summary"
+    assert restem_report.main([str(run_dir), str(out), "--carry"]) == 0
+    carried = out / "carry"
+    names = {p.relative_to(carried).as_posix() for p in carried.rglob("*") if p.is_file()}
+    assert "round-0/results.jsonl" in names and not any(n.startswith("round-1") for n in names)
+    assert not any("secret" in n or n.endswith("auditor.sign") for n in names), "no secret key is carried"
+    [earlier] = [n for n in names if n.endswith("ledger.jsonl")]
+    fresh = tmp_path / "continued"
+    shutil.copytree(carried, fresh)
+    continued = [*args[: args.index("--run-dir")], "--run-dir", str(fresh), *args[args.index("--run-dir") + 2 :]]
+    done = _seal(*continued, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    entries = [json.loads(line) for line in (fresh / "ledger.jsonl").read_text().splitlines()]
+    assert sum(e["kind"] == "verdict" for e in entries) == 4, "round 1 only: 2 contexts x 2 self-edits"
+    assert [e["kind"] for e in entries].count("teacher_version") == 1
+    assert (fresh / "keys" / "auditor.sign.pub").read_bytes() != (run_dir / "keys" / "auditor.sign.pub").read_bytes()
+    assert restem_report.main([str(fresh), str(tmp_path / "continued-summary")]) == 0
+    summary = json.loads((tmp_path / "continued-summary" / "rounds.json").read_text())
+    assert [(r["round"], r["sampled_by"], r["tasks"], r["made"]) for r in summary["rounds"]] == [
+        (0, "v0", 2, "v1"),
+        (1, "v1", 2, "v2"),
+    ]
+    v1, v2 = summary["versions"][1:]
+    assert v1["ledger_entry"] == versions[0]["ledger_entry"] and v1["recorded_in"] == earlier
+    assert v2["recorded_in"] == "ledger.jsonl" and summary["ledger"]["ok"]
+    assert [e["ok"] for e in summary["earlier_ledgers"]] == [True]
 
 
 def test_a_vllm_teacher_must_be_able_to_serve_the_rank_restem_trains():
