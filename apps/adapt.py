@@ -24,12 +24,16 @@ from apps.adapt_config import AdaptConfig
 from apps.adapt_report import write_report
 from apps.cli_config import STUDENT_TRAINING, TEACHER_WRITING
 from apps.demo import LaunchConfig, run_demo
-from auditor.document_tau import DocumentTau, PairWriter, pair_writer, write_tau
+from auditor.document_tau import DocumentTau, pair_writer, write_tau
+from auditor.model_question_writer import PairWriter
 from auditor.tau_config import DocumentTauConfig
 from library.api_models import APIModelConfig
 from library.datasets import DatasetError
 from library.documents import token_counter
 from library.models import resolve_model
+
+WRITTEN_PAIRS = "written_pairs.jsonl"
+"""The API writer's pairs by passage, in the run folder's ``auditor/``: the launcher writes, the auditor reads."""
 
 
 def run_adapt(config: AdaptConfig, threads: int | None = None, console: Console | None = None) -> int:
@@ -41,13 +45,14 @@ def run_adapt(config: AdaptConfig, threads: int | None = None, console: Console 
             "paths": [p.resolve() for p in config.documents.paths],
             "questions": [p.resolve() for p in config.documents.questions],
             "writer_api": _resolved_key_file(config.documents.writer_api),
+            "writer_cache": _writer_cache(config.documents, run_dir),
         }
     )
     if not documents.paths:
         raise DatasetError("no documents: give at least one file or folder")
     resolve_model(config.model)  # convert the default once, before the tokenizer and the three roles need it
     # What the auditor will hold, checked here before any role starts (a bad question file is one line).
-    tau = write_tau(documents, token_counter(config.model), _pair_writer(config))
+    tau = write_tau(documents, token_counter(config.model), _pair_writer(config, documents))
     for problem in tau.problems:
         console.print(f"[yellow]{problem}[/]")
     if not tau.passages:
@@ -90,12 +95,20 @@ def _auditor_settings(config: AdaptConfig, documents: DocumentTauConfig) -> dict
     return {"documents": documents, **{name: value for name, value in given.items() if value is not None}}
 
 
-def _pair_writer(config: AdaptConfig) -> PairWriter | None:
-    """With ``--documents.writer model`` or ``api``, a writer here that writes what the auditor will (greedy, or
-    the API model at temperature 0), so the passages without τ are known before any role starts."""
+def _pair_writer(config: AdaptConfig, documents: DocumentTauConfig) -> PairWriter | None:
+    """With ``--documents.writer model`` or ``api``, a writer here that writes what the auditor will (greedy; the
+    API model's pairs are kept in the writer cache the auditor reads), so the passages without τ are known before
+    any role starts."""
     from library.models import load_model
 
-    return pair_writer(config.documents, lambda: load_model(config.model, config.device, config.dtype))
+    return pair_writer(documents, lambda: load_model(config.model, config.device, config.dtype))
+
+
+def _writer_cache(documents: DocumentTauConfig, run_dir: Path) -> Path | None:
+    """The API writer's cache: the one given, else the run folder's ``auditor/``; none for the other writers."""
+    if documents.writer != "api":
+        return documents.writer_cache
+    return (documents.writer_cache or run_dir / "auditor" / WRITTEN_PAIRS).resolve()
 
 
 def _resolved_key_file(api: APIModelConfig | None) -> APIModelConfig | None:

@@ -31,9 +31,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, model: type[BaseModel]
         if nested is not None:
             add_config_arguments(parser, nested, f"{prefix}{name}.")
             continue
-        default = (
-            "none: give it to use this group" if field.is_required() else field.get_default(call_default_factory=True)
-        )
+        default = "none, required" if field.is_required() else field.get_default(call_default_factory=True)
         choices = literal_choices(field.annotation)
         parser.add_argument(
             f"--{prefix}{name}".replace("_", "-"),

@@ -21,7 +21,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from auditor.config import AuditorConfig
-from auditor.model_question_writer import api_pairs, model_pairs
+from auditor.model_question_writer import PairWriter, api_pairs, cached_pairs, model_pairs
 from auditor.question_files import assign_questions
 from auditor.question_writer import check_pairs, cloze_pairs, split_sets
 from auditor.tau_config import DocumentTauConfig
@@ -33,8 +33,6 @@ from library.ledger import Ledger
 from protocol.canonical import canonical_json, sha256_hex
 
 log = logging.getLogger(__name__)
-
-PairWriter = Callable[[Passage], list[QAItem]]
 
 
 @dataclass
@@ -106,13 +104,15 @@ def pair_writer(
     config: DocumentTauConfig, local_model: Callable[[], tuple[PreTrainedModel, PreTrainedTokenizerBase]]
 ) -> PairWriter | None:
     """Who writes a passage's pairs under ``config.writer``: None for cloze (:func:`write_tau`'s own), the local
-    model ``local_model()`` gives (loaded only then), or the API model, connected and checked here."""
+    model ``local_model()`` gives (loaded only then), or the API model, connected and checked here and asked
+    once per passage where ``config.writer_cache`` is set."""
     if config.writer == "model":
         model, tokenizer = local_model()
         return lambda passage: model_pairs(model, tokenizer, passage)
-    if config.writer == "api" and config.writer_api is not None:  # the config checks it is given
+    if config.writer == "api" and config.writer_api is not None:  # (the config's own check makes it given)
         client = connect(config.writer_api)  # one line if the server, the key or the model is wrong
-        return lambda passage: api_pairs(client, passage)
+        ask: PairWriter = lambda passage: api_pairs(client, passage)  # noqa: E731
+        return ask if config.writer_cache is None else cached_pairs(ask, config.writer_cache, config.writer_api.model)
     return None
 
 

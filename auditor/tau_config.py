@@ -44,8 +44,14 @@ class DocumentTauConfig(BaseModel):
     )
     writer_api: APIModelConfig | None = Field(
         None,
-        description="The API model of --documents.writer api, configured on the auditor only: its key is read "
-        "where τ is written, never by the teacher or the student.",
+        description="The API model of --documents.writer api, configured on the auditor only: with a key file, "
+        "its key is read where τ is written, never by the teacher or the student (a key in an environment "
+        "variable is in the environment of every process started from it).",
+    )
+    writer_cache: Path | None = Field(
+        None,
+        description="JSONL file keeping what the API writer wrote, by passage: each passage is asked once, and "
+        "every reader of the same documents holds the same pairs (seal adapt: in the run folder's auditor/).",
     )
     max_questions: int = Field(10, ge=2, le=200, description="Most question-answer pairs kept per passage.")
     acceptance_share: float = Field(

@@ -209,7 +209,8 @@ def test_an_api_model_writes_tau_at_temperature_0_and_a_failed_request_skips_onl
         api.script.append("500")  # the first passage's request fails
         tau = write_tau(config, approx_tokens, writer)
         bodies = api.generations()
-    assert len(bodies) == 3 and all(body.get("temperature", 0.0) == 0.0 for body in bodies)  # Anthropic takes none
+    assert len(bodies) == 3
+    assert all(body["temperature"] == 0.0 if flavour == "openai" else "temperature" not in body for body in bodies)
     assert all("quiz questions" in str(body["messages"]) for body in bodies)
     assert len(tau.passages) == 2  # the other two passages have τ
     [failed] = [p for p in tau.problems if "question writer failed" in p]
@@ -230,3 +231,24 @@ def test_the_api_writer_needs_its_model_and_a_reachable_server(tmp_path):
     config = DocumentTauConfig(paths=[tmp_path], writer="api", writer_api=unreachable)
     with pytest.raises(BackendUnavailable):  # found when the auditor starts, before any passage is read
         pair_writer(config, lambda: pytest.fail("no local model"))
+
+
+def test_the_api_writer_asks_once_per_passage_with_a_cache_and_asks_again_where_it_failed(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    _documents(docs, 3)
+    key_file = tmp_path / "writer.key"
+    key_file.write_text(FAKE_KEY)
+    with FakeAPI("openai") as api:
+        writer_api = APIModelConfig(model="openai:fake-model", base_url=api.base_url, key_file=key_file, retries=0)
+        config = DocumentTauConfig(
+            paths=[docs], writer="api", writer_api=writer_api, writer_cache=tmp_path / "auditor" / "pairs.jsonl"
+        )
+        api.script.append("500")
+        launcher = write_tau(config, approx_tokens, pair_writer(config, lambda: pytest.fail("no local model")))
+        auditor = write_tau(config, approx_tokens, pair_writer(config, lambda: pytest.fail("no local model")))
+        asked = len(api.generations())
+    assert asked == 3 + 1, "the second reader asks only for the passage whose request failed"
+    assert len(launcher.passages) == 2 and len(auditor.passages) == 3
+    for cid, tau in launcher.passages.items():  # the same pairs, read back rather than asked again
+        assert (tau.reward, tau.acceptance) == (auditor.passages[cid].reward, auditor.passages[cid].acceptance)
