@@ -192,8 +192,14 @@ def merge_runs(out: Path, runs: list[Path]) -> Path:
     records = [record for result in results for record in result["records"]]
     config = {"merged": [str(run) for run in runs], "runs": [result["config"] for result in results]}
     out.mkdir(parents=True, exist_ok=True)
-    for run, result in zip(runs, results, strict=True):
-        shutil.copyfile(run / "self_edits.jsonl", out / _self_edits_name(result["config"]))
+    names = [
+        _self_edits_name(result["config"], read_jsonl(run / "self_edits.jsonl"))
+        for run, result in zip(runs, results, strict=True)
+    ]
+    if len(set(names)) < len(names):
+        raise ValueError(f"runs that cover the same passages cannot be merged: {', '.join(names)}")
+    for run, name in zip(runs, names, strict=True):
+        shutil.copyfile(run / "self_edits.jsonl", out / name)
     return write_report(out, conditions, records, config, sum(result["wall_seconds"] for result in results))
 
 
@@ -201,24 +207,31 @@ def unpack_runs(kept: Path, parent: Path) -> list[Path]:
     """The bench folders a merged report was made from, rebuilt under ``parent`` from what is kept in ``kept``
     (its ``results.json`` and ``self_edits_<first>-<last>.jsonl``): each with its config, self-edits and
     records, so ``seal bench knowledge --out FOLDER --teacher-run RUN`` with the same settings resumes it and
-    trains and scores only the new teacher versions, paired with the kept conditions."""
+    trains and scores only the new teacher versions, paired with the kept conditions. A folder that exists and
+    is not empty is refused (ValueError), as unpacking over a run would drop what it scored since."""
     result = json.loads((kept / "results.json").read_text())
-    folders = []
-    for config in result["config"]["runs"]:
-        folder = parent / Path(config["out"]).name
-        folder.mkdir(parents=True, exist_ok=True)
-        edits = read_jsonl(kept / _self_edits_name(config))
+    runs = result["config"]["runs"]
+    folders = [parent / Path(config["out"]).name for config in runs]
+    taken = [f for f in folders if f.exists() and any(f.iterdir())]
+    if taken or len(set(folders)) < len(folders):
+        raise ValueError(f"unpack into empty folders of distinct names: {', '.join(map(str, taken or folders))}")
+    names = {p.name: p for p in kept.glob("self_edits_*.jsonl")}
+    for folder, config in zip(folders, runs, strict=True):
+        first = config.get("offset") or 0
+        [name] = [n for n in names if n.startswith(f"self_edits_{first}-")]
+        edits = read_jsonl(names[name])
         mine = {row["context_id"] for row in edits}
+        folder.mkdir(parents=True, exist_ok=True)
         write_jsonl(folder / "self_edits.jsonl", edits)
         write_jsonl(folder / "records.jsonl", [r for r in result["records"] if r["context_id"] in mine])
         (folder / "config.json").write_text(json.dumps(config | {"out": str(folder)}, indent=1))
-        folders.append(folder)
     return folders
 
 
-def _self_edits_name(config: dict[str, Any]) -> str:
-    first = config.get("offset", 0)
-    return f"self_edits_{first}-{first + config['limit'] - 1}.jsonl"
+def _self_edits_name(config: dict[str, Any], edits: list[dict[str, Any]]) -> str:
+    """``self_edits_<first>-<last>.jsonl``: the passage indices a run covered (its offset and passage count)."""
+    first, count = config.get("offset") or 0, len({row["context_id"] for row in edits})
+    return f"self_edits_{first}-{first + count - 1}.jsonl"
 
 
 if __name__ == "__main__":  # python -m apps.knowledge_report OUT RUN [RUN ...] | --unpack KEPT PARENT
