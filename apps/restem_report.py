@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from library.ledger import read_entries, verify_ledger
+from library.ledger import LedgerError, WriterLock, head_path_for, read_entries, verify_ledger
 from teacher.config import TeacherConfig
 from teacher.loop import load_outcomes
 from teacher.report import round_figures
@@ -61,7 +61,8 @@ def summarise(run_dir: Path) -> dict[str, Any]:
     ledger = run_dir / "ledger.jsonl"
     report = verify_ledger(ledger)
     kinds = Counter(entry["kind"] for entry in read_entries(ledger)) if ledger.is_file() else Counter()
-    versions = [asdict(v) | {"recorded_in": _recorded_in(run_dir, v.ledger_entry)} for v in book.versions]
+    held = _entry_ledgers(run_dir)
+    versions = [asdict(v) | {"recorded_in": held.get(v.ledger_entry or "")} for v in book.versions]
     return {
         "run_dir": str(run_dir),
         "settings": {
@@ -86,46 +87,74 @@ EARLIER = "earlier"
 def carry(run_dir: Path, out: Path) -> list[str]:
     """Write ``out``: what continues ``run_dir`` in a fresh folder; returns what was left behind, one line each.
 
-    Carried: each round whose version is made (its ``results.jsonl``), the teacher's versions with their
-    adapters (``teacher/``), and the run's ledger, head file and public verify key under
-    ``earlier/<head hash>/`` (with any earlier ones it holds itself). Not carried: the keys' secret halves, the
-    candidates' adapters, and a round under way, whose finished contexts cite verdicts in this run's ledger,
-    which the continued run's auditor cannot hold: that round is redone there.
+    Carried: each round whose version is made and recorded (its ``results.jsonl``), the teacher's versions with
+    their adapters (``teacher/``), and the run's ledger, head file and public verify key (with which the
+    verdicts' signatures can be checked) under ``earlier/<last entry's hash>/``, beside any earlier ones the run
+    holds itself. Not carried: the keys' secret halves, the candidates' adapters, and a round under way, whose
+    finished contexts cite verdicts in this run's ledger, which the continued run's auditor cannot hold: that
+    round is redone there. Refused (:class:`CarryError`), with nothing written: a live run (its auditor holds
+    the ledger's writer lock), a version made but not yet recorded (rerun the command on this folder first), an
+    ``out`` that exists. ``out`` is written beside itself, then renamed: it is whole or absent.
     """
-    config = TeacherConfig.model_validate(yaml.safe_load((run_dir / "config" / "teacher.yaml").read_text()))
-    book = VersionBook(run_dir)
     if out.exists():
-        raise FileExistsError(f"{out} exists: carry into a new folder")
-    left = []
-    for r in range(config.restem.rounds):
-        results = run_dir / f"round-{r}" / "results.jsonl"
-        if not results.is_file():
-            break
-        if book.made_in(r) is None:
-            left.append(f"round {r} is under way: its {len(load_outcomes(results))} finished contexts are redone")
-            break
-        (out / f"round-{r}").mkdir(parents=True)
-        shutil.copyfile(results, out / f"round-{r}" / "results.jsonl")
-    shutil.copytree(run_dir / "teacher", out / "teacher")
-    if (run_dir / EARLIER).is_dir():
-        shutil.copytree(run_dir / EARLIER, out / EARLIER)
-    head = json.loads((run_dir / "ledger.head.json").read_text())
-    record = out / EARLIER / str(head["last_hash"])[:16]
-    record.mkdir(parents=True)
-    for name in ("ledger.jsonl", "ledger.head.json"):
-        shutil.copyfile(run_dir / name, record / name)
-    shutil.copyfile(run_dir / "keys" / "auditor.sign.pub", record / "auditor.sign.pub")
+        raise CarryError(f"{out} exists: carry into a new folder")
+    config = TeacherConfig.model_validate(yaml.safe_load((run_dir / "config" / "teacher.yaml").read_text()))
+    ledger, verify_key = run_dir / "ledger.jsonl", run_dir / "keys" / "auditor.sign.pub"
+    missing = [p for p in (ledger, head_path_for(ledger), verify_key, run_dir / "teacher") if not p.exists()]
+    if missing:
+        raise CarryError(f"{run_dir} has no {', '.join(p.name for p in missing)}: has its auditor ever run there?")
+    try:
+        lock = WriterLock(ledger)
+    except LedgerError as exc:
+        raise CarryError(f"{run_dir} is running: {exc}") from None
+    try:
+        rounds, left = _finished_rounds(run_dir, config.restem.rounds)
+        building = out.with_name(out.name + ".partial")
+        shutil.rmtree(building, ignore_errors=True)
+        for r in rounds:
+            (building / f"round-{r}").mkdir(parents=True)
+            shutil.copyfile(run_dir / f"round-{r}" / "results.jsonl", building / f"round-{r}" / "results.jsonl")
+        shutil.copytree(run_dir / "teacher", building / "teacher")
+        if (run_dir / EARLIER).is_dir():
+            shutil.copytree(run_dir / EARLIER, building / EARLIER)
+        record = building / EARLIER / read_entries(ledger)[-1]["hash"][:16]
+        record.mkdir(parents=True)
+        for source in (ledger, head_path_for(ledger), verify_key):
+            shutil.copyfile(source, record / source.name)
+        building.rename(out)
+    finally:
+        lock.release()
     return left
 
 
-def _recorded_in(run_dir: Path, entry: str | None) -> str | None:
-    """Which ledger holds a version's record: ``ledger.jsonl`` (this run's), ``earlier/<head>``, or None."""
-    if entry is None:
-        return None
+class CarryError(Exception):
+    """A run folder that cannot be carried as it is; the message says why and what to do."""
+
+
+def _finished_rounds(run_dir: Path, rounds: int) -> tuple[list[int], list[str]]:
+    """The rounds to carry (begun, and their version made and recorded), and a line for a round under way."""
+    book = VersionBook(run_dir)
+    done = []
+    for r in range(rounds):
+        results = run_dir / f"round-{r}" / "results.jsonl"
+        if not results.is_file():
+            break
+        made = book.made_in(r)
+        if made is None:
+            return done, [f"round {r} is under way: its {len(load_outcomes(results))} finished contexts are redone"]
+        if made.ledger_entry is None and made.kind != "base":
+            raise CarryError(f"{made.version} is made but not recorded: rerun the command on {run_dir} first")
+        done.append(r)
+    return done, []
+
+
+def _entry_ledgers(run_dir: Path) -> dict[str, str]:
+    """Entry hash -> the ledger holding it (relative: ``ledger.jsonl`` or ``earlier/<x>/ledger.jsonl``)."""
+    found = {}
     for ledger in [run_dir / "ledger.jsonl", *sorted((run_dir / EARLIER).glob("*/ledger.jsonl"))]:
-        if ledger.is_file() and any(e["hash"] == entry for e in read_entries(ledger)):
-            return str(ledger.parent.relative_to(run_dir) / ledger.name)
-    return None
+        if ledger.is_file():
+            found |= {e["hash"]: ledger.relative_to(run_dir).as_posix() for e in read_entries(ledger)}
+    return found
 
 
 def _earlier_ledger(folder: Path) -> dict[str, Any]:
@@ -197,7 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "rounds.md").write_text(text)
     print(text, end="")
     if args.carry:
-        for line in carry(args.run_dir, args.out / "carry"):
+        try:
+            left = carry(args.run_dir, args.out / "carry")
+        except CarryError as exc:
+            print(f"not carried: {exc}", file=sys.stderr)
+            return 2
+        for line in left:
             print(f"not carried: {line}")
         print(f"carried to {args.out / 'carry'}: copy it to a new run folder and rerun the same command there")
     return 0

@@ -12,7 +12,7 @@ import yaml
 from apps import restem_report
 from auditor.teacher_versions import record_teacher_version
 from library.datasets import DEMO_DOCUMENTS
-from library.ledger import Ledger, verify_ledger
+from library.ledger import Ledger, WriterLock, verify_ledger
 from library.training import IGNORE_INDEX
 from protocol.artifacts import pairs_sha256
 from protocol.codec import ProtocolError
@@ -248,7 +248,12 @@ def _check_the_run_summary(run_dir, out, versions) -> None:
 def _check_the_run_carries_to_a_fresh_folder(run_dir, tmp_path, args, versions) -> None:
     """``--carry`` on the run left with round 1 under way: the fresh folder redoes round 1 only, with new keys."""
     out = tmp_path / "carried-summary"
+    held = WriterLock(run_dir / "ledger.jsonl")  # as the auditor of a live run holds it
+    assert restem_report.main([str(run_dir), str(out), "--carry"]) == 2, "a live run is not carried"
+    held.release()
+    assert not (out / "carry").exists()
     assert restem_report.main([str(run_dir), str(out), "--carry"]) == 0
+    assert restem_report.main([str(run_dir), str(out), "--carry"]) == 2, "never over an earlier carry"
     carried = out / "carry"
     names = {p.relative_to(carried).as_posix() for p in carried.rglob("*") if p.is_file()}
     assert "round-0/results.jsonl" in names and not any(n.startswith("round-1") for n in names)
@@ -273,6 +278,8 @@ def _check_the_run_carries_to_a_fresh_folder(run_dir, tmp_path, args, versions) 
     assert v1["ledger_entry"] == versions[0]["ledger_entry"] and v1["recorded_in"] == earlier
     assert v2["recorded_in"] == "ledger.jsonl" and summary["ledger"]["ok"]
     assert [e["ok"] for e in summary["earlier_ledgers"]] == [True]
+    assert restem_report.main([str(fresh), str(tmp_path / "again"), "--carry"]) == 0
+    assert len(list((tmp_path / "again" / "carry" / "earlier").iterdir())) == 2, "both runs' ledgers go on"
 
 
 def test_a_vllm_teacher_must_be_able_to_serve_the_rank_restem_trains():
