@@ -137,14 +137,7 @@ class Decider:
             details["sets"] = {"reward": n, "acceptance": len(tau) - n}
         earlier_drop = max((p.drop for p in passages), default=0.0)
         return self._conclude(
-            context_id,
-            item,
-            accepted,
-            reason,
-            (reward, drop),
-            (base_scores, cand_scores),
-            vetoes,
-            details,
+            context_id, item, accepted, reason, (reward, drop), (base_scores, cand_scores), vetoes, details,
             earlier_drop,
             on_top_of or [],
         )
@@ -164,7 +157,9 @@ class Decider:
             details or {},
         )  # fmt: skip
 
-    def _rule(self, gain: float, drop: float, vetoes: list[Veto], passages: list[EarlierPassage]) -> tuple[bool, str]:
+    def _rule(
+        self, gain: float, drop: float, vetoes: list[Veto], passages: list[EarlierPassage]
+    ) -> tuple[bool, str]:
         """Accepted, and why; a rejection names every reason, not just the first."""
         metric, cfg = self.config.metric, self.config
         failures = []

@@ -21,22 +21,10 @@ def test_demo_with_an_api_teacher_runs_end_to_end(tiny_model_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160", KEY_VARIABLE[flavour]: FAKE_KEY}
     with FakeAPI(flavour) as api:
         api.script.append("429")  # one rate limit on the way: retried, not fatal
-        argv = [
-            "demo",
-            "--model",
-            tiny_model_dir,
-            "--limit",
-            "1",
-            "--run-dir",
-            str(run_dir),
-            "--teacher",
-            f"{flavour}:fake-model",
-            "--teacher-base-url",
-            api.base_url,
-        ]
-        done = subprocess.run(
-            [sys.executable, "-m", "apps", *argv], capture_output=True, text=True, timeout=300, env=env, cwd=ROOT
-        )
+        argv = ["demo", "--model", tiny_model_dir, "--limit", "1", "--run-dir", str(run_dir),
+                "--teacher", f"{flavour}:fake-model", "--teacher-base-url", api.base_url]
+        done = subprocess.run([sys.executable, "-m", "apps", *argv], capture_output=True, text=True, timeout=300,
+                              env=env, cwd=ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
     assert len(api.generations()) == 2, "the 429 and its retry"
 
@@ -62,30 +50,11 @@ def test_restem_with_an_api_teacher_grows_an_exemplar_bank_recorded_in_the_ledge
     run_dir = tmp_path / "restem"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "160", "ANTHROPIC_API_KEY": FAKE_KEY}
     with FakeAPI("anthropic") as api:
-        argv = [
-            "train-teacher",
-            "--model",
-            tiny_model_dir,
-            "--data",
-            str(ROOT / "library/data/demo_documents.json"),
-            "--limit",
-            "2",
-            "--rounds",
-            "2",
-            "--k",
-            "1",
-            "--epochs",
-            "2",
-            "--run-dir",
-            str(run_dir),
-            "--teacher",
-            "anthropic:fake-model",
-            "--teacher-base-url",
-            api.base_url,
-        ]
-        done = subprocess.run(
-            [sys.executable, "-m", "apps", *argv], capture_output=True, text=True, timeout=600, env=env, cwd=ROOT
-        )
+        argv = ["train-teacher", "--model", tiny_model_dir, "--data", str(ROOT / "library/data/demo_documents.json"),
+                "--limit", "2", "--rounds", "2", "--k", "1", "--epochs", "2", "--run-dir", str(run_dir),
+                "--teacher", "anthropic:fake-model", "--teacher-base-url", api.base_url]
+        done = subprocess.run([sys.executable, "-m", "apps", *argv], capture_output=True, text=True, timeout=600,
+                              env=env, cwd=ROOT)
         prompts = [_prompt_of(body) for body in api.generations()]
     assert done.returncode == 0, done.stdout + done.stderr
     versions = json.loads((run_dir / "teacher" / "versions.json").read_text())

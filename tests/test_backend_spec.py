@@ -43,26 +43,12 @@ def test_a_local_folder_with_a_colon_is_a_transformers_model(tmp_path):
 
 def test_teacher_flags_build_an_api_config():
     args = build_parser().parse_args(
-        [
-            "teacher",
-            "--model",
-            "openai:teacher",
-            "--base-url",
-            "http://vllm:8000/v1",
-            "--api-timeout-s",
-            "5",
-            "--api-retries",
-            "1",
-            "--vllm.max-loras",
-            "8",
-        ]
+        ["teacher", "--model", "openai:teacher", "--base-url", "http://vllm:8000/v1", "--api-timeout-s", "5",
+         "--api-retries", "1", "--vllm.max-loras", "8"]
     )
     config = build_config(TeacherConfig, args)
     assert (config.model, config.base_url, config.api_timeout_s, config.api_retries) == (
-        "openai:teacher",
-        "http://vllm:8000/v1",
-        5.0,
-        1,
+        "openai:teacher", "http://vllm:8000/v1", 5.0, 1
     )
     assert config.vllm.max_loras == 8
 
@@ -120,20 +106,8 @@ def test_seal_demo_stops_in_one_line_before_starting_any_role(
     with FakeAPI("openai") as api:
         url = api.base_url if teacher.startswith("openai") else "http://127.0.0.1:9"
         base_url = ["--teacher-base-url", url] if teacher.split(":")[0] in ("openai", "anthropic") else []
-        code = main(
-            [
-                "demo",
-                "--model",
-                tiny_model_dir,
-                "--teacher",
-                teacher,
-                *base_url,
-                "--run-dir",
-                str(run_dir),
-                "--limit",
-                "1",
-            ]
-        )
+        code = main(["demo", "--model", tiny_model_dir, "--teacher", teacher, *base_url, "--run-dir", str(run_dir),
+                     "--limit", "1"])
     err = capsys.readouterr().err
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]

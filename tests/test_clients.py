@@ -170,6 +170,7 @@ def test_a_handler_table_must_cover_its_channel_exactly():
         Dispatcher(AUDITOR_CHANNEL, {**table, DescribeStudent: None})  # type: ignore[dict-item]
 
 
+
 def _job() -> TrainJob:
     return TrainJob(context=CONTEXT, self_edit=SELF_EDIT)
 

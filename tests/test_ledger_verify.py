@@ -157,7 +157,7 @@ def test_repair_removes_a_torn_line_and_says_exactly_what(signed, capsys):
         Ledger(path)  # what the auditor meets at start
     code, out = _repair(path, capsys)
     assert code == 0 and path.read_bytes() == good
-    assert out == f'{path}: repaired\n  removed line 3 (15 bytes, no trailing newline): b\'{{"seq": 3, "ts"\'\n'
+    assert out == f"{path}: repaired\n  removed line 3 (15 bytes, no trailing newline): b'{{\"seq\": 3, \"ts\"'\n"
     assert _verify(path, keys, capsys)[0] == 0
     assert _repair(path, capsys) == (0, f"{path}: nothing to repair\n")
 

@@ -22,10 +22,8 @@ AUDITOR_KEY = Ed25519PrivateKey.generate()
 @pytest.fixture(scope="module")
 def student(tiny_model_dir, tmp_path_factory) -> Student:
     settings = TrainConfig(rank=8, alpha=16, learning_rate=1e-2, epochs=30, batch_size=4)
-    return Student(
-        StudentConfig(model=tiny_model_dir, store=tmp_path_factory.mktemp("reg") / "store", train=settings),
-        AUDITOR_KEY.public_key(),
-    )
+    return Student(StudentConfig(model=tiny_model_dir, store=tmp_path_factory.mktemp("reg") / "store", train=settings),
+                   AUDITOR_KEY.public_key())
 
 
 def _candidate(student: Student, text: str) -> str:
