@@ -35,9 +35,14 @@ from teacher.restem import keep_samples, outcome_samples
 from teacher.versions import VersionBook
 
 
+def run_config(run_dir: Path) -> TeacherConfig:
+    """The teacher's settings the run was started with (``config/teacher.yaml``)."""
+    return TeacherConfig.model_validate(yaml.safe_load((run_dir / "config" / "teacher.yaml").read_text()))
+
+
 def summarise(run_dir: Path) -> dict[str, Any]:
     """Every round begun in ``run_dir``: its figures, each context's rewards, and the version it made."""
-    config = TeacherConfig.model_validate(yaml.safe_load((run_dir / "config" / "teacher.yaml").read_text()))
+    config = run_config(run_dir)
     book = VersionBook(run_dir)
     rounds = []
     for r in range(config.restem.rounds):
@@ -98,7 +103,7 @@ def carry(run_dir: Path, out: Path) -> list[str]:
     """
     if out.exists():
         raise CarryError(f"{out} exists: carry into a new folder")
-    config = TeacherConfig.model_validate(yaml.safe_load((run_dir / "config" / "teacher.yaml").read_text()))
+    config = run_config(run_dir)
     ledger, verify_key = run_dir / "ledger.jsonl", run_dir / "keys" / "auditor.sign.pub"
     missing = [p for p in (ledger, head_path_for(ledger), verify_key, run_dir / "teacher") if not p.exists()]
     if missing:
