@@ -3,9 +3,10 @@
 ``python -m apps.restem_report RUN_DIR OUT`` reads what ``seal train-teacher`` wrote (``round-<r>/results.jsonl``,
 ``teacher/versions.json``, ``ledger.jsonl`` and the teacher's settings in ``config/teacher.yaml``) and writes
 ``OUT/rounds.md`` (per round: contexts finished of those asked, candidates, rewards, kept, the version made;
-the versions with their ledger entries; the ledger's check) and ``OUT/rounds.json`` (the same, plus every
-context's rewards). A run folder holds the run's keys and adapters and is not kept; this summary is, and its
-ledger entry hashes are anchors for the ledger (:func:`library.ledger.verify_ledger`).
+each round against the one before on the contexts both finished; the versions with their ledger entries; the
+ledger's check) and ``OUT/rounds.json`` (the same, plus every context's rewards). A run folder holds the run's
+keys and adapters and is not kept; this summary is, and its ledger entry hashes are anchors for the ledger
+(:func:`library.ledger.verify_ledger`).
 
 ``--carry`` also writes ``OUT/carry/``: what continues the run in a fresh folder, on another machine or in a
 later session (:func:`carry`). Copy it to a new run folder and rerun the same ``seal train-teacher`` command
@@ -22,11 +23,13 @@ import shutil
 import sys
 from collections import Counter
 from dataclasses import asdict
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from auditor.grading import mean_ci95
 from library.ledger import LedgerError, WriterLock, head_path_for, read_entries, verify_ledger
 from teacher.config import TeacherConfig
 from teacher.loop import load_outcomes
@@ -79,10 +82,46 @@ def summarise(run_dir: Path) -> dict[str, Any]:
             "min_reward": config.restem.min_reward,
         },
         "rounds": rounds,
+        "round_changes": round_changes(rounds),
         "versions": versions,
         "ledger": {"ok": report.ok, "entries": report.entries, "kinds": dict(kinds), "problems": report.problems},
         "earlier_ledgers": [_earlier_ledger(folder) for folder in sorted((run_dir / EARLIER).glob("*"))],
     }
+
+
+def round_changes(rounds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each round against the one before, paired by context: the mean change in best and mean reward.
+
+    Only contexts both rounds finished with at least one verdict count; each change comes with the half-width
+    of its 95% interval over those contexts (:func:`auditor.grading.mean_ci95`), so a teacher version that
+    writes better self-edits for the same passages shows as a positive change beyond its interval.
+    """
+    changes = []
+    for before, after in pairwise(rounds):
+        earlier = {c["context_id"]: c["rewards"] for c in before["contexts"] if c["rewards"]}
+        pairs = [
+            (earlier[c["context_id"]], c["rewards"])
+            for c in after["contexts"]
+            if c["rewards"] and c["context_id"] in earlier
+        ]
+        if not pairs:
+            continue
+        best = mean_ci95([max(b) - max(a) for a, b in pairs])
+        mean = mean_ci95([sum(b) / len(b) - sum(a) / len(a) for a, b in pairs])
+        changes.append(
+            {
+                "round": after["round"],
+                "against": before["round"],
+                "sampled_by": after["sampled_by"],
+                "against_sampled_by": before["sampled_by"],
+                "contexts": len(pairs),
+                "best_reward_change": best[0],
+                "best_reward_ci95": best[1],
+                "mean_reward_change": mean[0],
+                "mean_reward_ci95": mean[1],
+            }
+        )
+    return changes
 
 
 EARLIER = "earlier"
@@ -190,6 +229,19 @@ def markdown(summary: dict[str, Any]) -> str:
         lines.append(
             f"| {r['round']} | {r['sampled_by']} | {r['tasks']} of {r['contexts_asked']} | {r['candidates']} "
             f"| {r['accepted']} | {r['mean_reward']:+.3f} | {r['mean_best_reward']:+.3f} | {r['kept']} | {made} |"
+        )
+    if summary["round_changes"]:
+        lines += [
+            "",
+            "| round against round | sampled by | contexts in both | best reward change ± 95% | "
+            "mean reward change ± 95% |",
+            "|---|---|---:|---:|---:|",
+        ]
+    for c in summary["round_changes"]:
+        lines.append(
+            f"| {c['round']} against {c['against']} | {c['sampled_by']} against {c['against_sampled_by']} "
+            f"| {c['contexts']} | {c['best_reward_change']:+.3f} ± {c['best_reward_ci95']:.3f} "
+            f"| {c['mean_reward_change']:+.3f} ± {c['mean_reward_ci95']:.3f} |"
         )
     lines += [
         "",

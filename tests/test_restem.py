@@ -236,6 +236,12 @@ def _check_the_run_summary(run_dir, out, versions) -> None:
     assert {v["version"]: v["ledger_entry"] for v in summary["versions"][1:]} == booked
     assert summary["ledger"]["ok"] and summary["ledger"]["kinds"]["teacher_version"] == 2
     assert all(entry in (out / "rounds.md").read_text() for entry in booked.values())
+    [change] = summary["round_changes"]
+    best = {c["context_id"]: max(c["rewards"]) for c in summary["rounds"][0]["contexts"]}
+    gains = [max(c["rewards"]) - best[c["context_id"]] for c in summary["rounds"][1]["contexts"]]
+    assert (change["round"], change["against"], change["contexts"]) == (1, 0, 2)
+    assert change["best_reward_change"] == pytest.approx(sum(gains) / 2)
+    assert "| 1 against 0 | v1 against v0 | 2 |" in (out / "rounds.md").read_text()
 
     results = run_dir / "round-1" / "results.jsonl"
     results.write_text(results.read_text().splitlines()[0] + "\n")  # one context of round 1 finished
@@ -243,6 +249,7 @@ def _check_the_run_summary(run_dir, out, versions) -> None:
     assert restem_report.main([str(run_dir), str(out)]) == 0
     assert "| 1 | v1 | 1 of 2 |" in (out / "rounds.md").read_text()
     assert "round under way" in (out / "rounds.md").read_text()
+    assert "| 1 against 0 | v1 against v0 | 1 |" in (out / "rounds.md").read_text(), "paired on what both finished"
 
 
 def _check_the_run_carries_to_a_fresh_folder(run_dir, tmp_path, args, versions) -> None:
